@@ -48,10 +48,11 @@ _ISOLATE = rf"([{CJK}]|{THAI_CLUSTER})"
 #: separators between words: anything but letters, marks, digits and word-internal . ' ’
 _WORD_SEP = r"[^\p{L}\p{M}\p{N}.'\x{2019}]+"
 _WORD_TRIM = ".'\u2019"
-#: one symbol token: an ellipsis run, or any other single non-space, non-word character
-SYMBOL_TOKEN = r"\.{2,}|[^\s\p{Z}\p{L}\p{M}\p{N}]"
-#: whitespace, including Unicode spaces (RE2's \s is ASCII only)
-WS = r"[\s\p{Z}\x{85}]"
+#: whitespace as str.isspace() knows it (RE2's \s is ASCII only)
+SPACE = r"\s\p{Z}\x{0B}\x{1C}-\x{1F}\x{85}"
+WS = rf"[{SPACE}]"
+#: one symbol token: a run of dots (an ellipsis), or any other non-space, non-word character
+SYMBOL_TOKEN = rf"\.{{2,}}|[^{SPACE}\p{{L}}\p{{M}}\p{{N}}]"
 #: line breaks as str.splitlines() knows them
 LINE_BREAK = r"\r\n|[\n\r\x{0B}\x{0C}\x{1C}\x{1D}\x{1E}\x{85}\x{2028}\x{2029}]"
 

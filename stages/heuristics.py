@@ -479,7 +479,7 @@ _C4_CITATION = r"\[\d*\]|\[edit\]|\[citation needed\]"
 _LINE_WORD = rf"[{T.CJK}]|{T.THAI_CLUSTER}|[^\s{T.CJK}\x{{0E00}}-\x{{0E7F}}]+"
 _C4_END = "[.?!\"'\u3002\uff01\uff1f]$"
 #: a sentence end inside a line: terminal marks, then closing quotes/brackets, then space or end
-_C4_SENT_END = "[.!?\u3002\uff01\uff1f\u2026]+[\"'\u201d\u2019)\\]]*(?:\\s|$)"
+_C4_SENT_END = "[.!?\u3002\uff01\uff1f\u2026]+[\"'\u201d\u2019)\\]]*(?:" + T.WS + "|$)"
 
 
 @register
