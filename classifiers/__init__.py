@@ -1,0 +1,1 @@
+"""LLM labelling, training and applying quality/topic classifiers."""

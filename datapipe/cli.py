@@ -1,0 +1,173 @@
+"""``datapipe`` command line.
+
+    datapipe run CONFIG [--input PATH ...] [--run-dir DIR] [--fresh]
+    datapipe stats RUN_DIR
+    datapipe inspect RUN_DIR --stage S [--reason R] [--n N]
+    datapipe sample-crawl OUT_DIR
+
+Config and input problems print one line naming the file and key and exit 2;
+Ray connection problems exit 3. No tracebacks for user errors.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import textwrap
+from pathlib import Path
+
+EXIT_USAGE = 2
+EXIT_ENGINE = 3
+
+DEFAULT_SAMPLE_DIR = Path("runs") / "_sample_crawl"
+
+
+def _err(msg: str, code: int) -> int:
+    print(f"datapipe: error: {msg}", file=sys.stderr)
+    return code
+
+
+def default_sample_crawl(out_dir: Path = DEFAULT_SAMPLE_DIR) -> list[str]:
+    """Build (once) the project's own sample crawl and return its WARC files."""
+    from .samplecrawl import build_sample_crawl
+    marker = out_dir / "_complete"
+    if not marker.exists():
+        print(f"building the sample crawl in {out_dir} ...", file=sys.stderr)
+        build_sample_crawl(out_dir)
+        marker.write_text("ok\n")
+    return sorted(str(p) for p in out_dir.glob("*.warc.gz"))
+
+
+def cmd_run(args) -> int:
+    from .config import ConfigError, load_config
+    from .io import InputError
+    from .ray_backend import EngineError
+    from .runner import RunError, run_pipeline
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as e:
+        return _err(str(e), EXIT_USAGE)
+    inputs = args.input or cfg.input.paths
+    if not inputs:
+        inputs = default_sample_crawl()
+    try:
+        res = run_pipeline(cfg, inputs=inputs, run_dir=args.run_dir, quiet=args.quiet, fresh=args.fresh)
+    except (InputError, RunError) as e:
+        return _err(str(e), EXIT_USAGE)
+    except EngineError as e:
+        return _err(str(e), EXIT_ENGINE)
+    print(f"\nrun directory: {res.run_dir}")
+    print(f"output: {len(res.output_files)} Parquet file(s) in {res.run_dir / 'output'}"
+          + (f"  (resumed: {res.shards_skipped} shard(s) were already done)" if res.shards_skipped else ""))
+    print()
+    print(res.table())
+    return 0
+
+
+def cmd_stats(args) -> int:
+    from .runner import load_stats
+    from .stats import format_table
+    try:
+        stats = load_stats(args.run_dir)
+    except FileNotFoundError as e:
+        return _err(str(e), EXIT_USAGE)
+    last = Path(args.run_dir) / "last_run.json"
+    info = json.loads(last.read_text()) if last.exists() else {}
+    if args.json:
+        print(json.dumps([s.to_dict() for s in stats], indent=1))
+    else:
+        print(format_table(stats, cores=info.get("cores"), wall_seconds=info.get("wall_seconds")))
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    root = Path(args.run_dir) / "rejects"
+    if not root.is_dir():
+        return _err(f"{args.run_dir}: no rejects/ folder (is this a run directory?)", EXIT_USAGE)
+    stages = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name != "_parts")
+    if args.stage not in stages:
+        return _err(f"no rejects for stage {args.stage!r}; stages with rejects: {', '.join(stages) or 'none'}", EXIT_USAGE)
+    files = sorted((root / args.stage).glob("*.jsonl"))
+    if args.reason:
+        files = [f for f in files if f.stem == args.reason or f.stem.endswith(":" + args.reason)]
+        if not files:
+            reasons = [f.stem for f in sorted((root / args.stage).glob("*.jsonl"))]
+            return _err(f"no reason {args.reason!r} in stage {args.stage}; reasons: {', '.join(reasons)}", EXIT_USAGE)
+    for f in files:
+        rows = [json.loads(l) for l in f.read_text().splitlines() if l.strip()]
+        print(f"== {args.stage} / {f.stem}: {len(rows)} sample(s)")
+        for r in rows[: args.n]:
+            scores = {k: v for k, v in r.items() if k not in ("id", "url", "reason", "excerpt", "stage")}
+            print(f"-- {r.get('url') or r.get('id')}" + (f"  {scores}" if scores else ""))
+            excerpt = (r.get("excerpt") or "").strip().replace("\n", " ⏎ ")
+            print(textwrap.indent(textwrap.shorten(excerpt, 400, placeholder=" …") or "(empty)", "   "))
+        print()
+    return 0
+
+
+def cmd_sample_crawl(args) -> int:
+    from .samplecrawl import build_sample_crawl
+    paths = build_sample_crawl(Path(args.out_dir))
+    for p in paths:
+        print(p)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="datapipe", description="Pretraining-data curation pipeline on Ray.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    r = sub.add_parser("run", help="run a pipeline config (resumes an interrupted run)")
+    r.add_argument("config")
+    r.add_argument("--input", nargs="+", help="WARC/JSONL/Parquet files, folders, globs, *.paths.gz or URLs")
+    r.add_argument("--run-dir", help="run directory (default: runs/<config name>)")
+    r.add_argument("--fresh", action="store_true", help="delete the run directory first")
+    r.add_argument("--quiet", action="store_true", help="no progress output")
+    r.set_defaults(fn=cmd_run)
+
+    s = sub.add_parser("stats", help="print the funnel table of a run")
+    s.add_argument("run_dir")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_stats)
+
+    i = sub.add_parser("inspect", help="show samples of documents a stage dropped")
+    i.add_argument("run_dir")
+    i.add_argument("--stage", required=True)
+    i.add_argument("--reason")
+    i.add_argument("--n", type=int, default=5)
+    i.set_defaults(fn=cmd_inspect)
+
+    b = sub.add_parser("sample-crawl", help="build the deterministic sample crawl")
+    b.add_argument("out_dir")
+    b.set_defaults(fn=cmd_sample_crawl)
+
+    for ext in _EXTENSIONS:
+        ext(sub)
+    return p
+
+
+#: later modules add sub-commands here (train-lm, refilter, mix, report, classify ...)
+_EXTENSIONS: list = []
+
+
+def _load_extensions() -> None:
+    import importlib
+    for mod in ("datapipe.cli_ext",):
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name != mod:
+                raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=os.environ.get("DATAPIPE_LOG", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
+    _load_extensions()
+    args = build_parser().parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

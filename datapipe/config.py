@@ -1,0 +1,185 @@
+"""YAML pipeline config -> typed, validated model. Nothing runs before this passes.
+
+Errors name the file and the key (``configs/x.yaml: stages[2].langid.threshold:
+Input should be a valid number``) and the CLI exits 2 without a traceback.
+
+Layout of a config::
+
+    name: default               # run directory: runs/<name>
+    input: {paths: [...], format: auto, source: cc}
+    stages:                     # registry names with keyword options
+      - extract: {favor: precision}
+      - langid: {languages: {en: 0.65}}
+    output: {rows_per_file: 20000, compression: zstd}
+    engine: {batch_size: 64, num_workers: null}
+"""
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
+from .stage import StageError, build_stage, registry, stage_options
+
+
+class ConfigError(Exception):
+    """A config problem, with the file and key it is about."""
+
+    def __init__(self, file: str | None, key: str | None, message: str):
+        self.file, self.key, self.message = file, key, message
+        where = ": ".join(x for x in (file, key) if x)
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class InputConfig(_Strict):
+    paths: list[str] = Field(default_factory=list)
+    format: Literal["auto", "warc", "jsonl", "parquet", "text"] = "auto"
+    source: str = "cc"
+    #: prefix for relative entries of a CommonCrawl ``warc.paths.gz`` listing
+    base_url: str = "https://data.commoncrawl.org/"
+    #: records with bigger payloads are skipped (counted as ``oversized``)
+    max_html_bytes: int = Field(default=5_000_000, gt=0)
+    #: name of the text column for jsonl/parquet inputs
+    text_field: str = "text"
+
+
+class OutputConfig(_Strict):
+    rows_per_file: int = Field(default=20_000, gt=0)
+    compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
+    #: write output/<col>=<value>/... partitions (e.g. lid_lang)
+    partition_by: Optional[str] = None
+
+
+class EngineConfig(_Strict):
+    batch_size: int = Field(default=64, gt=0)
+    #: worker processes (actors) for the stage chain; default: CPUs of the cluster
+    num_workers: Optional[int] = Field(default=None, gt=0)
+    #: input shards executed together before their completion markers are written
+    shards_per_wave: Optional[int] = Field(default=None, gt=0)
+    #: run the whole stage chain in one actor pool (best on small machines);
+    #: False gives each stage its own Ray Data operator
+    fuse: bool = True
+    #: object store size for the embedded local Ray, bytes (default: Ray's)
+    object_store_memory: Optional[int] = None
+
+
+class RejectsConfig(_Strict):
+    samples_per_reason: int = Field(default=50, ge=0)
+    excerpt_chars: int = Field(default=500, ge=0)
+
+
+class StageSpec(_Strict):
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class PipelineConfig(_Strict):
+    name: str = "default"
+    input: InputConfig = Field(default_factory=InputConfig)
+    stages: list[StageSpec] = Field(default_factory=list)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+    rejects: RejectsConfig = Field(default_factory=RejectsConfig)
+    #: where the file came from (for error messages); not part of the YAML
+    source_file: Optional[str] = Field(default=None, exclude=True)
+
+    def to_yaml_dict(self) -> dict:
+        d = self.model_dump(exclude={"source_file"})
+        d["stages"] = [{s.name: s.options} for s in self.stages]
+        return d
+
+
+def _options_model(cls: type):
+    """A pydantic model of a stage's keyword options (unknown keys and wrong types fail)."""
+    fields = {}
+    for name, p in stage_options(cls).items():
+        ann = p.annotation if p.annotation is not inspect.Parameter.empty else Any
+        if isinstance(ann, str):  # `from __future__ import annotations`
+            try:
+                ann = eval(ann, vars(inspect.getmodule(cls)))  # noqa: S307 - our own annotations
+            except Exception:
+                ann = Any
+        default = p.default if p.default is not inspect.Parameter.empty else ...
+        fields[name] = (ann, default)
+    return create_model(f"{cls.__name__}Options", __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=True), **fields)
+
+
+def _fmt_loc(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def parse_config(data: Any, *, file: str | None = None) -> PipelineConfig:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(file, None, f"top level must be a mapping, got {type(data).__name__}")
+    data = dict(data)
+    raw_stages = data.get("stages") or []
+    if not isinstance(raw_stages, list):
+        raise ConfigError(file, "stages", "must be a list of {stage_name: {options}}")
+    specs = []
+    known = registry()
+    for i, entry in enumerate(raw_stages):
+        key = f"stages[{i}]"
+        if isinstance(entry, str):
+            name, opts = entry, {}
+        elif isinstance(entry, dict) and len(entry) == 1:
+            name, opts = next(iter(entry.items()))
+            opts = opts or {}
+        else:
+            raise ConfigError(file, key, "each stage is `name` or `{name: {options}}`")
+        if name not in known:
+            raise ConfigError(file, f"{key}.{name}", f"unknown stage {name!r}; known: {', '.join(sorted(known))}")
+        if not isinstance(opts, dict):
+            raise ConfigError(file, f"{key}.{name}", f"options must be a mapping, got {type(opts).__name__}")
+        try:
+            validated = _options_model(known[name]).model_validate(opts)
+        except ValidationError as e:
+            err = e.errors()[0]
+            sub = _fmt_loc(tuple(err["loc"]))
+            msg = "unknown option" if err["type"] == "extra_forbidden" else err["msg"]
+            raise ConfigError(file, f"{key}.{name}.{sub}" if sub else f"{key}.{name}", msg) from None
+        # keep only what the user wrote (defaults stay in code) but with coerced types
+        opts = {k: getattr(validated, k) for k in opts}
+        specs.append({"name": name, "options": opts})
+    data["stages"] = specs
+    try:
+        cfg = PipelineConfig.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        raise ConfigError(file, _fmt_loc(tuple(err["loc"])), msg) from None
+    cfg.source_file = file
+    # construct every stage once so bad values (thresholds, missing model files) fail now
+    for i, s in enumerate(cfg.stages):
+        try:
+            build_stage(s.name, s.options)
+        except StageError as e:
+            raise ConfigError(file, f"stages[{i}].{s.name}", str(e)) from None
+    return cfg
+
+
+def load_config(path: str | Path, overrides: dict | None = None) -> PipelineConfig:
+    path = str(path)
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(path, None, "config file not found")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(path, None, f"invalid YAML: {e}") from None
+    if overrides:
+        data = dict(data or {})
+        for k, v in overrides.items():
+            data[k] = v
+    return parse_config(data, file=path)

@@ -1,0 +1,350 @@
+"""The only module that imports Ray.
+
+Ray's API has churned (``compute`` -> ``concurrency`` -> ``compute``); this
+adapter absorbs that, so stages and workflows never see Ray.
+
+Execution of a streaming step (one *wave* of input shards)::
+
+    from_items(shards) -> map_batches(_ReadShard)        tasks, one per shard, yields batches
+                       -> map_batches(_StageChain)        actor pool: models load once per actor
+                       -> map_batches(_WriteParts)        tasks: Parquet parts into _tmp/
+    driver: consumes the small (shard, file, rows) tables, then the runner commits the wave.
+
+The stage chain is *fused* into one actor pool by default: on a 2-core machine a
+separate actor pool per stage would pin a CPU per stage and leave none to the
+others, and moving Arrow batches between operators costs more than it buys. With
+``engine.fuse: false`` every stage gets its own operator (actor pool for
+``needs_model`` stages, tasks otherwise), which suits clusters with GPU stages.
+
+Workers report stats and reject samples by writing small JSON files under the
+wave's temp folder (synchronously, before the batch is returned), so the runner
+can merge them from disk once the wave finishes; nothing goes through actors.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .schema import SHARD_COL
+from .stats import StageStats
+
+log = logging.getLogger("datapipe.ray")
+
+
+# ---------------------------------------------------------------------------
+# worker-side callables (pickled to Ray workers; no Ray imports needed inside)
+
+def _text_bytes(batch: pa.Table) -> int:
+    col = "text" if "text" in batch.column_names else ("html" if "html" in batch.column_names else None)
+    if col is None or batch.num_rows == 0:
+        return 0
+    total = 0
+    for c in (["text", "html"] if "html" in batch.column_names else ["text"]):
+        if c in batch.column_names:
+            total += pc.sum(pc.binary_length(batch[c])).as_py() or 0
+    return total
+
+
+class _PartWriter:
+    """Writes one JSON part file per batch: stats per (shard, stage) and reject samples."""
+
+    def __init__(self, parts_dir: str, samples_per_reason: int, excerpt_chars: int):
+        self.parts_dir = Path(parts_dir)
+        self.samples = samples_per_reason
+        self.excerpt = excerpt_chars
+
+    def write(self, stats: list[dict], rejects: list[dict]) -> None:
+        if not stats and not rejects:
+            return
+        self.parts_dir.mkdir(parents=True, exist_ok=True)
+        # a fresh name per part: instances are pickled into many tasks, so no per-instance counter
+        path = self.parts_dir / f"{uuid.uuid4().hex}.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"stats": stats, "rejects": rejects}, ensure_ascii=False, default=str))
+        os.replace(tmp, path)
+
+    def reject_samples(self, stage, rejected: pa.Table) -> list[dict]:
+        if rejected is None or self.samples == 0:
+            return []
+        out, per_key = [], defaultdict(int)
+        cols = [c for c in ("id", "url", "reason", SHARD_COL) if c in rejected.column_names]
+        extra = [c for c in getattr(stage, "outputs", ()) if c in rejected.column_names and c != "text"]
+        text_col = "text" if "text" in rejected.column_names else None
+        small = rejected.select(cols + extra + ([text_col] if text_col else []))
+        for row in small.to_pylist():
+            key = (row.get(SHARD_COL), row["reason"])
+            if per_key[key] >= self.samples:
+                continue
+            per_key[key] += 1
+            text = row.pop(text_col, None) if text_col else None
+            if text is None and "html" in rejected.column_names:
+                text = None
+            row["excerpt"] = (text or "")[: self.excerpt]
+            row["stage"] = stage.name
+            out.append(row)
+        return out
+
+
+def _group_counts(batch: pa.Table) -> dict[str, tuple[int, int]]:
+    """rows and text bytes per shard in ``batch``."""
+    if batch.num_rows == 0:
+        return {}
+    shards = batch[SHARD_COL]
+    if pc.count_distinct(shards).as_py() == 1:
+        return {shards[0].as_py(): (batch.num_rows, _text_bytes(batch))}
+    out = {}
+    for s in pc.unique(shards).to_pylist():
+        sub = batch.filter(pc.equal(shards, s))
+        out[s] = (sub.num_rows, _text_bytes(sub))
+    return out
+
+
+class _StageChain:
+    """Runs a list of stages on each batch; counts everything per (shard, stage)."""
+
+    def __init__(self, specs: list[dict], parts_dir: str, samples_per_reason: int, excerpt_chars: int):
+        from .stage import build_stage
+        self.stages = [build_stage(s["name"], s.get("options") or {}) for s in specs]
+        for st in self.stages:
+            st.setup()
+        self.parts = _PartWriter(parts_dir, samples_per_reason, excerpt_chars)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        from .stage import apply_stage
+        stats: list[dict] = []
+        rejects: list[dict] = []
+        for st in self.stages:
+            before = _group_counts(batch)
+            t0 = time.process_time()
+            res = apply_stage(st, batch)
+            dt = time.process_time() - t0
+            after = _group_counts(res.kept)
+            dropped_by_shard: dict[str, dict[str, int]] = defaultdict(dict)
+            if res.rejected is not None and res.rejected.num_rows:
+                tbl = res.rejected.group_by([SHARD_COL, "reason"]).aggregate([("reason", "count")])
+                for r in tbl.to_pylist():
+                    dropped_by_shard[r[SHARD_COL]][r["reason"]] = r["reason_count"]
+                rejects.extend(self.parts.reject_samples(st, res.rejected))
+            counters = st.counters() or {}
+            total_rows = sum(n for n, _ in before.values()) or 1
+            for shard, (n_in, b_in) in before.items():
+                n_out, b_out = after.get(shard, (0, 0))
+                share = n_in / total_rows
+                stats.append(StageStats(
+                    stage=st.name, rows_in=n_in, rows_out=n_out, bytes_in=b_in, bytes_out=b_out,
+                    seconds=dt * share, dropped=dropped_by_shard.get(shard, {}),
+                    # counters are per batch; attribute them to the batch's first shard
+                    counters=counters if shard == next(iter(before)) else {},
+                ).to_dict() | {"shard": shard})
+            batch = res.kept
+            if batch.num_rows == 0:
+                break
+        self.parts.write(stats, rejects)
+        return batch
+
+
+class _ReadShard:
+    """Reads one shard per input row; yields batches tagged with the shard key."""
+
+    def __init__(self, input_cfg: dict, batch_size: int, parts_dir: str):
+        from .config import InputConfig
+        self.input_cfg = InputConfig.model_validate(input_cfg)
+        self.batch_size = batch_size
+        self.parts = _PartWriter(parts_dir, 0, 0)
+
+    def __call__(self, rows: pa.Table):
+        from .io import InputError, read_shard
+        for row in rows.to_pylist():
+            shard, paths = row["shard"], json.loads(row["paths"])
+            stats = StageStats(stage="read")
+            t0 = time.process_time()
+            try:
+                for tbl in read_shard(paths, input_cfg=self.input_cfg, batch_size=self.batch_size, stats=stats):
+                    stats.seconds += time.process_time() - t0
+                    yield tbl.append_column(SHARD_COL, pa.array([shard] * tbl.num_rows, pa.string()))
+                    t0 = time.process_time()
+            except (InputError, OSError, EOFError) as e:
+                # an unreadable file is a counted, logged skip, not a lost run
+                log.warning("shard %s: %s: %s", shard, type(e).__name__, e)
+                stats.counters["unreadable_file"] = stats.counters.get("unreadable_file", 0) + 1
+            stats.seconds += time.process_time() - t0
+            stats.shards = 1
+            self.parts.write([stats.to_dict() | {"shard": shard}], [])
+
+
+class _WriteParts:
+    """Writes each batch as Parquet parts, one per (shard[, partition value]), into a temp folder."""
+
+    def __init__(self, out_dir: str, compression: str, partition_by: str | None):
+        self.out_dir = Path(out_dir)
+        self.compression = compression
+        self.partition_by = partition_by
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        from .rundir import write_parquet_atomic
+        rows_out = {"shard": [], "file": [], "rows": [], "bytes": [], "partition": []}
+        if batch.num_rows == 0:
+            return pa.table(rows_out, schema=_WRITE_SCHEMA)
+        for shard in pc.unique(batch[SHARD_COL]).to_pylist():
+            sub = batch.filter(pc.equal(batch[SHARD_COL], shard)).drop_columns([SHARD_COL])
+            groups = [(None, sub)]
+            if self.partition_by and self.partition_by in sub.column_names:
+                col = pc.fill_null(pc.cast(sub[self.partition_by], pa.string()), "none")
+                groups = [(v, sub.filter(pc.equal(col, v))) for v in pc.unique(col).to_pylist()]
+            for part, tbl in groups:
+                path = self.out_dir / shard / f"{uuid.uuid4().hex}.parquet"
+                size = write_parquet_atomic(tbl, path, compression=self.compression)
+                rows_out["shard"].append(shard)
+                rows_out["file"].append(str(path))
+                rows_out["rows"].append(tbl.num_rows)
+                rows_out["bytes"].append(size)
+                rows_out["partition"].append(part)
+        return pa.table(rows_out, schema=_WRITE_SCHEMA)
+
+
+_WRITE_SCHEMA = pa.schema([("shard", pa.string()), ("file", pa.string()), ("rows", pa.int64()),
+                           ("bytes", pa.int64()), ("partition", pa.string())])
+
+
+# ---------------------------------------------------------------------------
+# driver side
+
+class Engine:
+    """Owns the Ray connection. ``RAY_ADDRESS`` set: join that cluster; else a local Ray."""
+
+    def __init__(self, *, object_store_memory: int | None = None, quiet: bool = False):
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+        import ray
+        self._ray = ray
+        self.address = os.environ.get("RAY_ADDRESS") or None
+        self.started_here = False
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = dict(include_dashboard=False, logging_level=logging.WARNING,
+                                          log_to_driver=not quiet)
+            if self.address:
+                kwargs["address"] = self.address
+                # ship our code to workers that may not have it installed
+                import datapipe, stages, classifiers  # noqa: E401
+                kwargs["runtime_env"] = {"py_modules": [datapipe, stages, classifiers],
+                                         "env_vars": {"RAY_USAGE_STATS_ENABLED": "0"}}
+            else:
+                kwargs["num_cpus"] = os.cpu_count() or 1
+                if object_store_memory:
+                    kwargs["object_store_memory"] = object_store_memory
+            try:
+                ray.init(**kwargs)
+            except ConnectionError as e:
+                raise EngineError(f"cannot reach the Ray cluster at RAY_ADDRESS={self.address}: {e}") from None
+            except Exception as e:
+                if self.address:
+                    raise EngineError(f"cannot connect to Ray at RAY_ADDRESS={self.address}: {e}") from None
+                raise
+            self.started_here = True
+        import ray.data
+        ctx = ray.data.DataContext.get_current()
+        ctx.execution_options.preserve_order = True  # deterministic output order, same as a re-run
+        ctx.enable_progress_bars = not quiet
+        try:
+            ctx.enable_operator_progress_bars = not quiet
+            ctx.print_on_execution_start = False
+        except Exception:  # pragma: no cover - attribute churn across Ray versions
+            pass
+
+    @property
+    def num_cpus(self) -> int:
+        return int(self._ray.cluster_resources().get("CPU", 1))
+
+    def shutdown(self) -> None:
+        if self.started_here and self._ray.is_initialized():
+            self._ray.shutdown()
+
+    # streaming step -------------------------------------------------------
+    def run_stream(self, *, shards: list[tuple[str, list[str]]], input_cfg: dict, specs: list[dict],
+                   tmp_dir: str, batch_size: int, rows_per_file: int, compression: str,
+                   partition_by: str | None, num_workers: int | None, fuse: bool,
+                   samples_per_reason: int, excerpt_chars: int,
+                   on_progress: Callable[[dict], None] | None = None) -> list[dict]:
+        """Run read -> stages -> write for ``shards``; returns written part descriptors."""
+        import ray.data
+        parts_dir = str(Path(tmp_dir) / "parts")
+        out_dir = str(Path(tmp_dir) / "out")
+        workers = num_workers or max(1, self.num_cpus)
+        items = [{"shard": k, "paths": json.dumps(p)} for k, p in shards]
+        ds = ray.data.from_items(items, override_num_blocks=len(items))
+        # read and write tasks ask for no CPU slot: the stage actors hold one each, and a
+        # fractional request would wait forever for a free slot on a machine with N actors on N CPUs
+        ds = ds.map_batches(_read_fn(input_cfg, batch_size, parts_dir), batch_size=1,
+                            batch_format="pyarrow", num_cpus=0)
+        chain_kwargs = dict(parts_dir=parts_dir, samples_per_reason=samples_per_reason, excerpt_chars=excerpt_chars)
+        groups = [specs] if fuse else [[s] for s in specs]
+        for group in groups:
+            if not group:
+                continue
+            ds = ds.map_batches(
+                _StageChain, fn_constructor_kwargs=dict(specs=group, **chain_kwargs),
+                batch_size=batch_size, batch_format="pyarrow",
+                concurrency=workers, num_cpus=1 if fuse else 1.0 / len(groups),
+            )
+        ds = ds.map_batches(_write_fn(out_dir, compression, partition_by), batch_size=rows_per_file,
+                            batch_format="pyarrow", num_cpus=0)
+        written: list[dict] = []
+        for b in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+            rows = b.to_pylist()
+            written.extend(rows)
+            if on_progress:
+                on_progress({"rows": sum(r["rows"] for r in rows)})
+        return written
+
+    # generic parallel map for workflows ------------------------------------
+    def map(self, fn: Callable, items: Iterable, *, num_cpus: float = 1, max_in_flight: int | None = None) -> list:
+        """``[fn(x) for x in items]`` as Ray tasks; results in input order."""
+        ray = self._ray
+        remote = ray.remote(num_cpus=num_cpus, max_retries=2)(fn)
+        items = list(items)
+        limit = max_in_flight or max(1, int(self.num_cpus / max(num_cpus, 0.01)) * 2)
+        refs, results = [], [None] * len(items)
+        pending: dict = {}
+        it = iter(enumerate(items))
+        for i, x in it:
+            pending[remote.remote(x)] = i
+            if len(pending) >= limit:
+                break
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                results[pending.pop(ref)] = ray.get(ref)
+            for i, x in it:
+                pending[remote.remote(x)] = i
+                break
+        return results
+
+
+class EngineError(RuntimeError):
+    """Ray could not be started or reached."""
+
+
+def _read_fn(input_cfg: dict, batch_size: int, parts_dir: str):
+    reader = _ReadShard(input_cfg, batch_size, parts_dir)
+
+    def read(rows: pa.Table):
+        yield from reader(rows)
+    return read
+
+
+def _write_fn(out_dir: str, compression: str, partition_by: str | None):
+    writer = _WriteParts(out_dir, compression, partition_by)
+
+    def write(batch: pa.Table) -> pa.Table:
+        return writer(batch)
+    return write

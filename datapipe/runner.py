@@ -1,0 +1,361 @@
+"""Plan, execute and resume a pipeline run.
+
+The stage list of a config is cut into *steps*: runs of streaming stages, and
+global workflows (dedup, percentiles) between them. A streaming step reads its
+shards (input files, or the previous step's Parquet files), runs the stage chain
+on Ray and writes Parquet; a workflow step reads all of the previous step's files
+and writes one file per input. The last step writes to ``output/``, earlier ones
+to ``work/<step>/``.
+
+Resume: each shard of each step gets a completion marker once its output files,
+stats and reject samples are in place. A re-run with the same config skips done
+shards and re-does the rest from scratch (their stale files are removed first),
+so the final output equals an uninterrupted run's: nothing lost, nothing twice.
+Streaming shards are committed in *waves* (``engine.shards_per_wave``): the
+markers of a wave are written when the wave's Ray Data execution has finished.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import yaml
+
+from .config import PipelineConfig
+from .io import resolve_inputs
+from .rundir import RunDir, atomic_write_json, atomic_write_text, safe_name, shard_key
+from .stage import Workflow, WorkflowContext, get_stage_class
+from .stats import StageStats, format_table, merge, merge_stats_dir
+
+log = logging.getLogger("datapipe.runner")
+
+
+class RunError(RuntimeError):
+    """The run cannot start (e.g. the run directory holds a run of another config)."""
+
+
+@dataclass
+class Step:
+    index: int
+    kind: str                 # "stream" | "workflow"
+    specs: list[dict]
+
+    @property
+    def name(self) -> str:
+        first = self.specs[0]["name"] if self.specs else "read"
+        return f"{self.index:02d}-{first}"
+
+    @property
+    def stage_names(self) -> list[str]:
+        return [s["name"] for s in self.specs]
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    stats: list[StageStats]
+    wall_seconds: float
+    cores: int
+    output_files: list[Path] = field(default_factory=list)
+    shards_skipped: int = 0
+    shards_run: int = 0
+
+    def table(self) -> str:
+        return format_table(self.stats, cores=self.cores, wall_seconds=self.wall_seconds)
+
+
+def plan_steps(cfg: PipelineConfig) -> list[Step]:
+    steps: list[Step] = []
+    current: list[dict] = []
+    for spec in cfg.stages:
+        d = {"name": spec.name, "options": spec.options}
+        if issubclass(get_stage_class(spec.name), Workflow):
+            if current or not steps:
+                steps.append(Step(len(steps) + 1, "stream", current))
+                current = []
+            steps.append(Step(len(steps) + 1, "workflow", [d]))
+        else:
+            current.append(d)
+    if current or not steps:
+        steps.append(Step(len(steps) + 1, "stream", current))
+    return steps
+
+
+def config_fingerprint(cfg: PipelineConfig, inputs: list[str]) -> str:
+    """What must match for a re-run to resume: stages with options, inputs, output layout."""
+    d = {"stages": cfg.to_yaml_dict()["stages"], "inputs": inputs,
+         "input": cfg.input.model_dump(exclude={"paths"}), "output": cfg.output.model_dump()}
+    return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _step_files(step_dir: Path) -> list[Path]:
+    return sorted((p for p in step_dir.rglob("*.parquet") if not p.name.startswith(".")),
+                  key=lambda p: (p.name, str(p)))
+
+
+def _remove_shard_files(step_dir: Path, shard: str) -> None:
+    if step_dir.is_dir():
+        for p in step_dir.rglob(f"{shard}-*.parquet"):
+            p.unlink(missing_ok=True)
+
+
+class Runner:
+    def __init__(self, cfg: PipelineConfig, *, inputs: list[str] | None = None, run_dir: str | Path | None = None,
+                 quiet: bool = False, fresh: bool = False):
+        self.cfg = cfg
+        self.quiet = quiet
+        specs = inputs if inputs else cfg.input.paths
+        if not specs:
+            raise RunError("no input: give --input (files, folders, globs, *.paths.gz, URLs) or input.paths in the config")
+        self.inputs = resolve_inputs(specs, base_url=cfg.input.base_url)
+        self.rd = RunDir(run_dir or Path("runs") / cfg.name)
+        self.steps = plan_steps(cfg)
+        self.fingerprint = config_fingerprint(cfg, self.inputs)
+        if fresh and self.rd.root.exists():
+            shutil.rmtree(self.rd.root)
+        self._check_resumable()
+
+    # ------------------------------------------------------------------
+    def _check_resumable(self) -> None:
+        fp_file = self.rd.root / "fingerprint.json"
+        if fp_file.exists():
+            old = json.loads(fp_file.read_text()).get("fingerprint")
+            if old != self.fingerprint:
+                raise RunError(
+                    f"{self.rd.root} holds a run of a different config or input (fingerprint {old} != "
+                    f"{self.fingerprint}); use another --run-dir, or --fresh to start over")
+
+    def _say(self, msg: str) -> None:
+        if not self.quiet:
+            print(msg, file=sys.stderr, flush=True)
+
+    def _write_run_header(self) -> None:
+        root = self.rd.root
+        root.mkdir(parents=True, exist_ok=True)
+        d = self.cfg.to_yaml_dict()
+        d["input"]["paths"] = self.inputs
+        atomic_write_text(root / "config.yaml", yaml.safe_dump(d, sort_keys=False, allow_unicode=True))
+        atomic_write_json(root / "fingerprint.json", {"fingerprint": self.fingerprint})
+        atomic_write_json(root / "plan.json", [
+            {"step": s.name, "kind": s.kind, "stages": s.stage_names} for s in self.steps])
+
+    # ------------------------------------------------------------------
+    def run(self, *, stop_after_waves: int | None = None) -> RunResult:
+        from .ray_backend import Engine
+        t0 = time.time()
+        self._write_run_header()
+        self.rd.clean_tmp()
+        engine = Engine(object_store_memory=self.cfg.engine.object_store_memory, quiet=self.quiet)
+        cores = engine.num_cpus
+        waves_done = 0
+        run_count = skipped = 0
+        prev_files: list[Path] | None = None
+        try:
+            for i, step in enumerate(self.steps):
+                final = i == len(self.steps) - 1
+                out_dir = self.rd.step_output(step.name, final)
+                if prev_files is None:
+                    shards = [(shard_key(p), [p]) for p in self.inputs]
+                    input_cfg = self.cfg.input.model_dump()
+                else:
+                    shards = [(p.stem, [str(p)]) for p in prev_files]
+                    input_cfg = self.cfg.input.model_dump() | {"format": "parquet", "text_field": "text"}
+                done = self.rd.done_shards(step.name)
+                pending = [s for s in shards if s[0] not in done]
+                skipped += len(shards) - len(pending)
+                if step.kind == "workflow":
+                    if not self.rd.step_complete(step.name):
+                        self._say(f"[{step.name}] workflow over {len(shards)} shard(s)")
+                        self._run_workflow(step, [p for _, ps in shards for p in ps], out_dir, engine)
+                        run_count += len(shards)
+                else:
+                    for shard, _ in pending:
+                        _remove_shard_files(out_dir, shard)
+                    per_wave = self.cfg.engine.shards_per_wave or max(8, 4 * cores)
+                    n_waves = (len(pending) + per_wave - 1) // per_wave
+                    self._say(f"[{step.name}] {len(pending)} shard(s) to run, {len(shards) - len(pending)} already done"
+                              + (f", {n_waves} wave(s)" if n_waves > 1 else ""))
+                    for w in range(n_waves):
+                        if stop_after_waves is not None and waves_done >= stop_after_waves:
+                            raise _Stopped()
+                        wave = pending[w * per_wave:(w + 1) * per_wave]
+                        self._run_wave(step, wave, input_cfg, out_dir, engine, final)
+                        waves_done += 1
+                        run_count += len(wave)
+                    self.rd.mark_step_complete(step.name)
+                prev_files = _step_files(out_dir)
+        except _Stopped:
+            self._say(f"stopped after {waves_done} wave(s) (test hook)")
+        finally:
+            engine.shutdown()
+            shutil.rmtree(self.rd.tmp, ignore_errors=True)
+        stats = self.finalize()
+        wall = time.time() - t0
+        summary = {"wall_seconds": round(wall, 3), "cores": cores, "shards_run": run_count,
+                   "shards_skipped": skipped, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        atomic_write_json(self.rd.root / "last_run.json", summary)
+        return RunResult(self.rd.root, stats, wall, cores, self.rd.output_files(), skipped, run_count)
+
+    # ------------------------------------------------------------------
+    def _run_wave(self, step: Step, wave: list[tuple[str, list[str]]], input_cfg: dict, out_dir: Path,
+                  engine, final: bool) -> None:
+        tmp = self.rd.tmp / f"wave-{uuid.uuid4().hex[:8]}"
+        e = self.cfg.engine
+        t0 = time.time()
+        written = engine.run_stream(
+            shards=wave, input_cfg=input_cfg, specs=step.specs, tmp_dir=str(tmp),
+            batch_size=e.batch_size, rows_per_file=self.cfg.output.rows_per_file,
+            compression=self.cfg.output.compression,
+            partition_by=self.cfg.output.partition_by if final else None,
+            num_workers=e.num_workers, fuse=e.fuse,
+            samples_per_reason=self.cfg.rejects.samples_per_reason, excerpt_chars=self.cfg.rejects.excerpt_chars,
+        )
+        # ---- commit: stats, rejects, files, then the marker (crash before the marker = redo)
+        stats_parts: dict[tuple[str, str], StageStats] = {}
+        rejects: dict[str, list[dict]] = defaultdict(list)
+        for f in sorted((tmp / "parts").glob("*.json")) if (tmp / "parts").is_dir() else []:
+            d = json.loads(f.read_text())
+            for s in d["stats"]:
+                key = (s["shard"], s["stage"])
+                st = StageStats.from_dict(s)
+                stats_parts[key] = stats_parts[key] + st if key in stats_parts else st
+            for r in d["rejects"]:
+                rejects[r.get("_shard")].append(r)
+        by_shard_files: dict[str, list[dict]] = defaultdict(list)
+        for w in written:
+            by_shard_files[w["shard"]].append(w)
+        order = ["read"] + step.stage_names if step.index == 1 else step.stage_names
+        for shard, _ in wave:
+            for stage in order:
+                st = stats_parts.get((shard, stage))
+                if st is None:
+                    st = StageStats(stage=stage)  # all rows dropped upstream: zero in, zero out
+                st.shards = 1
+                atomic_write_json(self.rd.stats_file(step.name, stage, shard), st.to_dict())
+            files = by_shard_files.get(shard, [])
+            wst = StageStats(stage="write", rows_in=sum(w["rows"] for w in files),
+                             rows_out=sum(w["rows"] for w in files), bytes_out=sum(w["bytes"] for w in files), shards=1)
+            atomic_write_json(self.rd.stats_file(step.name, "write", shard), wst.to_dict())
+            self._write_reject_parts(step.name, shard, rejects.get(shard, []))
+            counters: dict[str | None, int] = defaultdict(int)
+            for w in files:
+                part = w["partition"]
+                n = counters[part]
+                counters[part] += 1
+                dest_dir = out_dir / f"{self.cfg.output.partition_by}={safe_name(part)}" if part is not None else out_dir
+                dest_dir.mkdir(parents=True, exist_ok=True)
+                os.replace(w["file"], dest_dir / f"{shard}-{n:05d}.parquet")
+            self.rd.mark_done(step.name, shard, {"files": len(files), "rows": wst.rows_out})
+        shutil.rmtree(tmp, ignore_errors=True)
+        self._say(f"[{step.name}] committed {len(wave)} shard(s) in {time.time() - t0:.1f}s")
+
+    def _write_reject_parts(self, step: str, shard: str, rows: list[dict]) -> None:
+        by_key: dict[tuple[str, str], list[dict]] = defaultdict(list)
+        cap = self.cfg.rejects.samples_per_reason
+        for r in rows:
+            k = (r["stage"], r["reason"])
+            if len(by_key[k]) < cap:
+                r = {k2: v for k2, v in r.items() if k2 != "_shard"}
+                by_key[k].append(r)
+        for (stage, reason), items in by_key.items():
+            path = self.rd.rejects_dir / "_parts" / safe_name(stage) / safe_name(reason) / f"{shard}.jsonl"
+            atomic_write_text(path, "".join(json.dumps(x, ensure_ascii=False, default=str) + "\n" for x in items))
+
+    def _reject_sink(self, step: str):
+        cap = self.cfg.rejects.samples_per_reason
+        excerpt = self.cfg.rejects.excerpt_chars
+
+        def sink(stage: str, shard: str, table: pa.Table) -> None:
+            rows = []
+            cols = [c for c in table.column_names if c not in ("text", "html", "tokens", "embedding")]
+            for reason in set(table["reason"].to_pylist()):
+                sub = table.filter(pa.compute.equal(table["reason"], reason)).slice(0, cap)
+                texts = sub["text"].to_pylist() if "text" in sub.column_names else [None] * sub.num_rows
+                for row, text in zip(sub.select(cols).to_pylist(), texts):
+                    rows.append(row | {"stage": stage, "excerpt": (text or "")[:excerpt]})
+            self._write_reject_parts(step, shard, rows)
+        return sink
+
+    def _run_workflow(self, step: Step, inputs: list[str], out_dir: Path, engine) -> None:
+        from .stage import build_stage
+        spec = step.specs[0]
+        wf = build_stage(spec["name"], spec["options"])
+        shutil.rmtree(out_dir, ignore_errors=True)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        work = self.rd.root / "work" / f"{step.name}-intermediate"
+        work.mkdir(parents=True, exist_ok=True)
+        ctx = WorkflowContext(inputs=inputs, output_dir=str(out_dir), work_dir=str(work), engine=engine,
+                              compression=self.cfg.output.compression, reject_sink=self._reject_sink(step.name))
+        t0 = time.time()
+        result = wf.run(ctx) or {}
+        for key, sts in result.items():
+            shard = Path(key).name
+            shard = shard[:-len(".parquet")] if shard.endswith(".parquet") else shard
+            for st in (sts if isinstance(sts, (list, tuple)) else [sts]):
+                st.shards = 1
+                atomic_write_json(self.rd.stats_file(step.name, st.stage, shard), st.to_dict())
+            self.rd.mark_done(step.name, shard)
+        self.rd.mark_step_complete(step.name)
+        self._say(f"[{step.name}] workflow done in {time.time() - t0:.1f}s")
+
+    # ------------------------------------------------------------------
+    def finalize(self) -> list[StageStats]:
+        """Merge per-shard stats and reject samples from disk (whole run, also after resume)."""
+        order = ["read"] + [s.name for s in self.cfg.stages] + ["write"]
+        all_stats: list[StageStats] = []
+        for step in self.steps:
+            d = self.rd.stats_dir / step.name
+            if d.is_dir():
+                step_stats = merge_stats_dir(d, order)
+                # the write stage of intermediate steps is bookkeeping, not part of the funnel
+                if step is not self.steps[-1]:
+                    step_stats = [s for s in step_stats if s.stage != "write"]
+                all_stats.extend(step_stats)
+        merged = merge(all_stats, order)
+        atomic_write_json(self.rd.root / "stats.json", {
+            "stages": [s.to_dict() for s in merged],
+            "steps": [{"step": s.name, "kind": s.kind, "stages": s.stage_names,
+                       "complete": self.rd.step_complete(s.name)} for s in self.steps],
+        })
+        merge_rejects(self.rd, self.cfg.rejects.samples_per_reason)
+        return merged
+
+
+class _Stopped(Exception):
+    pass
+
+
+def merge_rejects(rd: RunDir, cap: int) -> None:
+    parts = rd.rejects_dir / "_parts"
+    if not parts.is_dir():
+        return
+    for stage_dir in sorted(p for p in parts.iterdir() if p.is_dir()):
+        for reason_dir in sorted(p for p in stage_dir.iterdir() if p.is_dir()):
+            lines: list[str] = []
+            for f in sorted(reason_dir.glob("*.jsonl")):
+                for line in f.read_text().splitlines():
+                    if len(lines) < cap:
+                        lines.append(line)
+            atomic_write_text(rd.rejects_dir / stage_dir.name / f"{reason_dir.name}.jsonl", "".join(l + "\n" for l in lines))
+
+
+def run_pipeline(cfg: PipelineConfig, *, inputs: list[str] | None = None, run_dir: str | Path | None = None,
+                 quiet: bool = False, fresh: bool = False, stop_after_waves: int | None = None) -> RunResult:
+    return Runner(cfg, inputs=inputs, run_dir=run_dir, quiet=quiet, fresh=fresh).run(stop_after_waves=stop_after_waves)
+
+
+def load_stats(run_dir: str | Path) -> list[StageStats]:
+    p = Path(run_dir) / "stats.json"
+    if not p.exists():
+        raise FileNotFoundError(f"{run_dir}: no stats.json (is this a run directory?)")
+    return [StageStats.from_dict(d) for d in json.loads(p.read_text())["stages"]]

@@ -1,0 +1,232 @@
+"""Stage protocol and registry.
+
+A **stage** is a small class with a registry ``name``, declared ``inputs`` and
+``outputs`` columns, a ``setup()`` that loads models once per worker, and a pure
+``__call__(batch) -> batch``. Stages never do I/O and never import Ray.
+
+A **filter** is a stage that first *scores* (adds columns, never drops rows) and
+then *decides*: ``decide(batch)`` returns one reason string per row, null for
+rows that are kept. Thresholds can be re-tuned on scored output without
+re-scoring (see ``datapipe refilter``). Reasons are ``<check>:<rule>`` names such
+as ``gopher_quality_v1:word_count``; every drop has one.
+
+A **workflow** is a global pass (dedup, percentiles) with explicit on-disk
+intermediates; it gets shard files in and writes shard files out.
+
+Adding a stage: subclass, decorate with ``@register``, give keyword-only options
+with type annotations (config validation reads them), add one YAML line.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+class StageError(ValueError):
+    """Bad stage options or a missing model/input column, raised at construction."""
+
+
+class Stage:
+    """Adds or rewrites columns; never drops rows (use :class:`Filter` for that)."""
+
+    name: ClassVar[str] = ""
+    #: columns the stage reads; checked against the batch schema before running
+    inputs: ClassVar[tuple[str, ...]] = ("text",)
+    #: columns the stage adds
+    outputs: ClassVar[tuple[str, ...]] = ()
+    #: columns the stage removes (e.g. extraction drops ``html``)
+    removes: ClassVar[tuple[str, ...]] = ()
+    #: True when setup() loads a model: the engine keeps instances alive in actors
+    needs_model: ClassVar[bool] = False
+
+    def setup(self) -> None:
+        """Load models or lists; called once per worker before the first batch."""
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        raise NotImplementedError
+
+    # -- helpers -------------------------------------------------------------
+    def check_inputs(self, schema: pa.Schema) -> None:
+        missing = [c for c in self.inputs if c not in schema.names]
+        if missing:
+            raise StageError(f"stage {self.name!r} needs column(s) {missing}, batch has {schema.names}")
+
+    def counters(self) -> dict[str, int]:
+        """Extra per-batch counters (e.g. extraction timeouts); reset after each read."""
+        return {}
+
+    def __repr__(self) -> str:  # pragma: no cover - cosmetic
+        return f"<{type(self).__name__} {self.name}>"
+
+
+class Filter(Stage):
+    """Score, then decide. ``decide`` returns a string array: null = keep, else the reason."""
+
+    def score(self, batch: pa.Table) -> pa.Table:
+        return batch
+
+    def decide(self, batch: pa.Table) -> pa.Array:
+        raise NotImplementedError
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return self.score(batch)
+
+
+class Workflow:
+    """A global pass over all shards with on-disk intermediates (dedup, percentiles).
+
+    ``run(ctx)`` reads ``ctx.inputs`` (Parquet shard files), writes one Parquet file
+    per input shard into ``ctx.output_dir`` (same file name), and returns stats per
+    shard. Heavy parallel work goes through ``ctx.engine`` (never Ray directly).
+    """
+
+    name: ClassVar[str] = ""
+    inputs: ClassVar[tuple[str, ...]] = ("text",)
+    outputs: ClassVar[tuple[str, ...]] = ()
+    removes: ClassVar[tuple[str, ...]] = ()
+    needs_model: ClassVar[bool] = False
+
+    def run(self, ctx: "WorkflowContext") -> dict:
+        raise NotImplementedError
+
+
+@dataclass
+class WorkflowContext:
+    """What a workflow gets: input Parquet files (one per shard), where to write, scratch space.
+
+    Write one output file per input with :meth:`write` (same basename, atomic); a shard whose
+    documents are all dropped still gets an (empty) file so the next step sees every shard.
+    """
+    inputs: list[str]          # parquet files from the previous step, one per shard
+    output_dir: str            # write <output_dir>/<basename of input>
+    work_dir: str              # scratch space for intermediates (kept for inspection)
+    engine: Any                # datapipe.ray_backend.Engine (``engine.map(fn, items)``)
+    compression: str = "zstd"
+    reject_sink: Any = None    # callable(stage, shard, rejected_table_with_reason)
+
+    def output_path(self, input_path: str) -> str:
+        import os
+        return os.path.join(self.output_dir, os.path.basename(input_path))
+
+    def write(self, input_path: str, table: pa.Table) -> int:
+        from .rundir import write_parquet_atomic
+        return write_parquet_atomic(table, self.output_path(input_path), compression=self.compression)
+
+    def rejects(self, stage: str, shard: str, table: pa.Table) -> None:
+        if self.reject_sink is not None and table is not None and table.num_rows:
+            self.reject_sink(stage, shard, table)
+
+
+# ---------------------------------------------------------------------------
+# applying a stage to a batch: the one place that turns reasons into drops
+
+@dataclass
+class StageResult:
+    kept: pa.Table
+    rejected: pa.Table | None     # rows dropped, with a "reason" column
+    reasons: dict[str, int]
+
+
+def apply_stage(stage: Stage, batch: pa.Table) -> StageResult:
+    """Run ``stage`` on ``batch``; filters drop rows with a reason. Used by the engine and tests."""
+    stage.check_inputs(batch.schema)
+    out = stage(batch)
+    if not isinstance(stage, Filter):
+        return StageResult(out, None, {})
+    reasons = stage.decide(out)
+    if isinstance(reasons, pa.ChunkedArray):
+        reasons = reasons.combine_chunks()
+    if len(reasons) != out.num_rows:
+        raise StageError(f"stage {stage.name!r} returned {len(reasons)} decisions for {out.num_rows} rows")
+    drop = pc.is_valid(reasons)
+    n_drop = pc.sum(drop).as_py() or 0
+    if n_drop == 0:
+        return StageResult(out, None, {})
+    kept = out.filter(pc.invert(drop))
+    rejected = out.filter(drop).append_column("reason", reasons.filter(drop))
+    vc = pc.value_counts(reasons.filter(drop))
+    counts = {v["values"].as_py(): v["counts"].as_py() for v in vc}
+    return StageResult(kept, rejected, counts)
+
+
+def reasons_from_masks(n: int, checks: list[tuple[str, np.ndarray]]) -> pa.Array:
+    """Turn ``[(reason, fail_mask), ...]`` into a reason array; the first failing check wins."""
+    out = np.full(n, None, dtype=object)
+    for reason, mask in checks:
+        mask = np.asarray(mask, dtype=bool)
+        sel = mask & (out == None)  # noqa: E711 - elementwise on object array
+        out[sel] = reason
+    return pa.array(out, type=pa.string())
+
+
+# ---------------------------------------------------------------------------
+# registry
+
+_REGISTRY: dict[str, type] = {}
+_LOADED = False
+
+
+def register(cls: type) -> type:
+    """Class decorator: make a Stage/Workflow available to YAML by its ``name``."""
+    if not cls.name:
+        raise TypeError(f"{cls.__name__} has no name")
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise TypeError(f"stage name {cls.name!r} registered twice")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _load_all() -> None:
+    global _LOADED
+    if _LOADED:
+        return
+    for pkg_name in ("stages", "classifiers"):
+        try:
+            pkg = importlib.import_module(pkg_name)
+        except ImportError:
+            continue
+        for mod in pkgutil.walk_packages(pkg.__path__, prefix=pkg_name + "."):
+            importlib.import_module(mod.name)
+    _LOADED = True
+
+
+def registry() -> dict[str, type]:
+    _load_all()
+    return dict(_REGISTRY)
+
+
+def get_stage_class(name: str) -> type:
+    reg = registry()
+    if name not in reg:
+        raise KeyError(name)
+    return reg[name]
+
+
+def stage_options(cls: type) -> dict[str, inspect.Parameter]:
+    """The keyword options a stage accepts, from its ``__init__`` signature."""
+    init = cls.__init__
+    if init is object.__init__:
+        return {}
+    sig = inspect.signature(init)
+    return {
+        n: p for n, p in sig.parameters.items()
+        if n != "self" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+    }
+
+
+def build_stage(name: str, options: dict | None = None):
+    """Instantiate a registered stage; bad options raise StageError."""
+    cls = get_stage_class(name)
+    try:
+        return cls(**(options or {}))
+    except StageError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise StageError(str(e)) from e

@@ -1,0 +1,1 @@
+"""Pipeline stages, one module per stage. Modules import cheaply; models load in ``setup()``."""
