@@ -320,7 +320,8 @@ def _near_dup_paragraphs(L: Lang, rng: random.Random, paragraphs: list[str], n_c
         i = rng.randrange(len(paras))
         if L.code == "zh":
             p = paras[i]
-            j = rng.randrange(max(1, len(p) - 2))
+            cjk = [k for k, ch in enumerate(p) if "\u4e00" <= ch <= "\u9fff"]
+            j = cjk[rng.randrange(len(cjk))]
             paras[i] = p[:j] + rng.choice("新大小多少") + p[j + 1:]
             continue
         words = paras[i].split(" ")
