@@ -72,7 +72,7 @@ class _PartWriter:
         tmp.write_text(json.dumps({"stats": stats, "rejects": rejects}, ensure_ascii=False, default=str))
         os.replace(tmp, path)
 
-    def reject_samples(self, stage, rejected: pa.Table) -> list[dict]:
+    def reject_samples(self, stage, label: str, rejected: pa.Table) -> list[dict]:
         if rejected is None or self.samples == 0:
             return []
         out, per_key = [], defaultdict(int)
@@ -89,7 +89,7 @@ class _PartWriter:
             if text is None and "html" in rejected.column_names:
                 text = None
             row["excerpt"] = (text or "")[: self.excerpt]
-            row["stage"] = stage.name
+            row["stage"] = label
             out.append(row)
         return out
 
@@ -114,6 +114,7 @@ class _StageChain:
     def __init__(self, specs: list[dict], parts_dir: str, samples_per_reason: int, excerpt_chars: int):
         from .stage import build_stage
         self.stages = [build_stage(s["name"], s.get("options") or {}) for s in specs]
+        self.labels = [s.get("label") or s["name"] for s in specs]
         for st in self.stages:
             st.setup()
         self.parts = _PartWriter(parts_dir, samples_per_reason, excerpt_chars)
@@ -122,7 +123,7 @@ class _StageChain:
         from .stage import apply_stage
         stats: list[dict] = []
         rejects: list[dict] = []
-        for st in self.stages:
+        for st, label in zip(self.stages, self.labels):
             before = _group_counts(batch)
             t0 = time.process_time()
             res = apply_stage(st, batch)
@@ -133,14 +134,14 @@ class _StageChain:
                 tbl = res.rejected.group_by([SHARD_COL, "reason"]).aggregate([("reason", "count")])
                 for r in tbl.to_pylist():
                     dropped_by_shard[r[SHARD_COL]][r["reason"]] = r["reason_count"]
-                rejects.extend(self.parts.reject_samples(st, res.rejected))
+                rejects.extend(self.parts.reject_samples(st, label, res.rejected))
             counters = st.counters() or {}
             total_rows = sum(n for n, _ in before.values()) or 1
             for shard, (n_in, b_in) in before.items():
                 n_out, b_out = after.get(shard, (0, 0))
                 share = n_in / total_rows
                 stats.append(StageStats(
-                    stage=st.name, rows_in=n_in, rows_out=n_out, bytes_in=b_in, bytes_out=b_out,
+                    stage=label, rows_in=n_in, rows_out=n_out, bytes_in=b_in, bytes_out=b_out,
                     seconds=dt * share, dropped=dropped_by_shard.get(shard, {}),
                     # counters are per batch; attribute them to the batch's first shard
                     counters=counters if shard == next(iter(before)) else {},

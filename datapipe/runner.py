@@ -57,7 +57,7 @@ class Step:
 
     @property
     def stage_names(self) -> list[str]:
-        return [s["name"] for s in self.specs]
+        return [s["label"] for s in self.specs]
 
 
 @dataclass
@@ -77,8 +77,12 @@ class RunResult:
 def plan_steps(cfg: PipelineConfig) -> list[Step]:
     steps: list[Step] = []
     current: list[dict] = []
+    seen: dict[str, int] = {}
     for spec in cfg.stages:
-        d = {"name": spec.name, "options": spec.options}
+        # a stage used twice (e.g. a length check before and after a rewrite) is counted apart
+        seen[spec.name] = seen.get(spec.name, 0) + 1
+        label = spec.name if seen[spec.name] == 1 else f"{spec.name}#{seen[spec.name]}"
+        d = {"name": spec.name, "options": spec.options, "label": label}
         if issubclass(get_stage_class(spec.name), Workflow):
             if current or not steps:
                 steps.append(Step(len(steps) + 1, "stream", current))
@@ -311,7 +315,7 @@ class Runner:
     # ------------------------------------------------------------------
     def finalize(self) -> list[StageStats]:
         """Merge per-shard stats and reject samples from disk (whole run, also after resume)."""
-        order = ["read"] + [s.name for s in self.cfg.stages] + ["write"]
+        order = ["read"] + [n for st in self.steps for n in st.stage_names] + ["write"]
         all_stats: list[StageStats] = []
         for step in self.steps:
             d = self.rd.stats_dir / step.name

