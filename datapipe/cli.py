@@ -143,28 +143,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("out_dir")
     b.set_defaults(fn=cmd_sample_crawl)
 
-    for ext in _EXTENSIONS:
-        ext(sub)
-    return p
-
-
-#: later modules add sub-commands here (train-lm, refilter, mix, report, classify ...)
-_EXTENSIONS: list = []
-
-
-def _load_extensions() -> None:
     import importlib
-    for mod in ("datapipe.cli_ext",):
-        try:
-            importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name != mod:
-                raise
+    import pkgutil
+    from . import commands
+    for mod in sorted(m.name for m in pkgutil.iter_modules(commands.__path__)):
+        importlib.import_module(f"{commands.__name__}.{mod}").register(sub)
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("DATAPIPE_LOG", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
-    _load_extensions()
     args = build_parser().parse_args(argv)
     return args.fn(args)
 
