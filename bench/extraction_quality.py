@@ -192,6 +192,13 @@ def run_set(warc: Path, gold_file: Path, stage: Extract, *, limit: int | None, b
         out["recall"] = sum(s[1] for s in scores) / len(scores)
         out["f1"] = sum(s[2] for s in scores) / len(scores)
         out["gold_kind"] = "trafilatura reference" if "extracted_text_trafilatura" in full[0][0] else "gold text"
+        kinds = sorted({g.get("page_kind") for g, _ in full if g.get("page_kind")})
+        if len(kinds) > 1:  # magic-html: articles vs forum threads
+            out["by_page_kind"] = {}
+            for k in kinds:
+                ks = [sc for (g, _), sc in zip(full, scores) if g.get("page_kind") == k]
+                out["by_page_kind"][k] = {"docs": len(ks), "precision": sum(x[0] for x in ks) / len(ks),
+                                          "recall": sum(x[1] for x in ks) / len(ks), "f1": sum(x[2] for x in ks) / len(ks)}
     snip = [g for g in scored if g.get("gold_with") or g.get("gold_without")]
     if snip:
         tp = fn = fp = tn = 0
@@ -241,6 +248,8 @@ def format_table(results: list[dict]) -> str:
             f"{_f(r.get('must_hit'), True):>8}{_f(r.get('must_not_avoided'), True):>7}{_f(r.get('snippet_f1')):>8}"
             f"{(1000 * r['cpu_s'] / r['read'] if r['read'] else 0):>8.1f}  {r['gold_kind']}"
         )
+        for k, v in r.get("by_page_kind", {}).items():
+            lines.append(f"{'  page_kind=' + k:<24}{v['docs']:>6}{'':>14}{_f(v['precision']):>7}{_f(v['recall']):>7}{_f(v['f1']):>7}")
     lines.append("-" * (len(head) + 22))
     lines.append(f"{'all':<24}{tot_n:>6}{'':>6}{_f(tot_y / tot_n if tot_n else None, True):>8}"
                  f"{'':>37}{(1000 * tot_cpu / tot_n if tot_n else 0):>8.1f}  (goal: yield >= 95%)")
