@@ -11,9 +11,9 @@ Word tokenisation (language-aware, regex only, no model):
   thresholds are tuned on).
 * Thai is split into character clusters (an optional leading vowel, a consonant, its
   combining marks and a following vowel), the usual dictionary-free unit for Thai.
-* Every other script: maximal runs of letters, marks and digits; ``.``, ``'`` and
-  ``’`` may sit inside a word (``U.S``, ``3.14``, ``don't``, ``example.com``) but are
-  trimmed from its ends. Hyphens split words (``well-known`` -> ``well``, ``known``),
+* Every other script: maximal runs of letters, marks and digits; ``.``, ``'``,
+  ``’``, ``,`` and ``:`` may sit inside a word (``U.S``, ``3.14``, ``1,000``,
+  ``10:30``, ``don't``, ``example.com``) but are trimmed from its ends. Hyphens split words (``well-known`` -> ``well``, ``known``),
   as spaCy's English tokenizer (datatrove's) does.
 
 Symbol tokens (punctuation) are counted apart: each punctuation or symbol character is
@@ -45,9 +45,11 @@ CJK = r"\p{Han}\p{Hiragana}\p{Katakana}\x{30FC}"
 THAI_CLUSTER = (r"[\x{0E40}-\x{0E44}]?[\x{0E01}-\x{0E2E}]"
                 r"[\x{0E31}\x{0E34}-\x{0E3A}\x{0E47}-\x{0E4E}]*[\x{0E30}\x{0E32}\x{0E33}\x{0E45}]?")
 _ISOLATE = rf"([{CJK}]|{THAI_CLUSTER})"
-#: separators between words: anything but letters, marks, digits and word-internal . ' ’
-_WORD_SEP = r"[^\p{L}\p{M}\p{N}.'\x{2019}]+"
-_WORD_TRIM = ".'\u2019"
+#: separators between words: anything but letters, marks, digits and word-internal . ' ’ , :
+_WORD_SEP = r"[^\p{L}\p{M}\p{N}.'\x{2019},:]+"
+_WORD_TRIM = ".'\u2019,:"
+#: the symbol tokens that sit inside words (counted once, as part of the word)
+_WORD_INTERNAL_SYMBOLS = r"\.+|['\x{2019},:]"
 #: whitespace as str.isspace() knows it (RE2's \s is ASCII only)
 SPACE = r"\s\p{Z}\x{0B}\x{1C}-\x{1F}\x{85}"
 WS = rf"[{SPACE}]"
@@ -84,8 +86,13 @@ def split_words(text: pa.Array) -> tuple[pa.Array, np.ndarray]:
     return words.filter(keep), parent[keep.to_numpy(zero_copy_only=False)]
 
 
-def count_symbols(text: pa.Array) -> np.ndarray:
-    return pc.count_substring_regex(text, SYMBOL_TOKEN).to_numpy(zero_copy_only=False).astype(np.int64)
+def count_symbols(text: pa.Array, words: pa.Array | None = None, parent: np.ndarray | None = None) -> np.ndarray:
+    """Symbol tokens per row; with ``split_words``' output, those inside words are not counted."""
+    n = pc.count_substring_regex(text, SYMBOL_TOKEN).to_numpy(zero_copy_only=False).astype(np.int64)
+    if words is not None and len(words):
+        inner = pc.count_substring_regex(words, _WORD_INTERNAL_SYMBOLS).to_numpy(zero_copy_only=False)
+        n -= bincount(parent, len(n), weights=inner.astype(np.float64)).astype(np.int64)
+    return n
 
 
 def bincount(parent: np.ndarray, n: int, weights=None) -> np.ndarray:

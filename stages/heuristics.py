@@ -258,7 +258,7 @@ class GopherQuality(RuleFilter):
         words, parent = T.split_words(text)
         wlen = pc.utf8_length(words).to_numpy(zero_copy_only=False).astype(np.float64)
         n_words = T.bincount(parent, n)
-        n_tokens = n_words + T.count_symbols(text)
+        n_tokens = n_words + T.count_symbols(text, words, parent)
         alpha = pc.match_substring_regex(words, r"\p{L}").to_numpy(zero_copy_only=False)
         n_alpha = T.bincount(parent[alpha], n)
 
@@ -678,7 +678,7 @@ class FineWebQuality(RuleFilter):
         newlines = pc.count_substring(text, "\n").to_numpy(zero_copy_only=False)
         n_chars = pc.utf8_length(text).to_numpy(zero_copy_only=False) - newlines
         words, wparent = T.split_words(text)
-        n_tokens = T.bincount(wparent, n) + T.count_symbols(text)
+        n_tokens = T.bincount(wparent, n) + T.count_symbols(text, words, wparent)
 
         punct_frac = T.safe_div(T.bincount(parent[punct], n), n_lines)
         if self.line_punct_exclude_zero:

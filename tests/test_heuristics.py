@@ -318,22 +318,29 @@ def test_refilter_matches_rescoring_and_refuses_score_options():
 
 CJK_RE = regex.compile(r"([\p{Han}\p{Hiragana}\p{Katakana}ー]|[\u0E40-\u0E44]?[\u0E01-\u0E2E]"
                        r"[\u0E31\u0E34-\u0E3A\u0E47-\u0E4E]*[\u0E30\u0E32\u0E33\u0E45]?)")
-SEP_RE = regex.compile(r"[^\p{L}\p{M}\p{N}.'’]+")
+SEP_RE = regex.compile(r"[^\p{L}\p{M}\p{N}.'’,:]+")
 SYM_RE = regex.compile(r"\.{2,}|[^\s\p{Z}\p{L}\p{M}\p{N}]")
+INNER_RE = regex.compile(r"\.+|['’,:]")
 
 
 def ref_words(text):
     out = []
     for piece in SEP_RE.split(CJK_RE.sub(r" \1 ", text)):
-        w = piece.strip(".'’")
+        w = piece.strip(".'’,:")
         if w:
             out.append(w)
     return out
 
 
+def ref_tokens(text):
+    """Words plus symbol tokens that are not inside a word."""
+    w = ref_words(text)
+    return len(w) + len(SYM_RE.findall(text)) - sum(len(INNER_RE.findall(x)) for x in w)
+
+
 def ref_gopher_quality(text):
     w = ref_words(text)
-    tokens = len(w) + len(SYM_RE.findall(text))
+    tokens = ref_tokens(text)
     lines = text.splitlines()
     bullets = ("•", "‣", "◦", "⁃", "∙", "●", "▪", "-")
     return {
@@ -429,7 +436,7 @@ def ref_fineweb(text):
     n = len(lines)
     _, dup = _dups(lines)
     chars = len(text.replace("\n", ""))
-    tokens = len(ref_words(text)) + len(SYM_RE.findall(text))
+    tokens = ref_tokens(text)
     return {
         "fw_line_punct_frac": sum(x[-1] in TERMINALS for x in lines) / n if n else 0.0,
         "fw_short_line_frac": sum(len(x) <= 30 for x in lines) / n if n else 0.0,
