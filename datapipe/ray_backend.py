@@ -62,12 +62,14 @@ class _PartWriter:
         self.samples = samples_per_reason
         self.excerpt = excerpt_chars
 
-    def write(self, stats: list[dict], rejects: list[dict]) -> None:
+    def write(self, key: str, stats: list[dict], rejects: list[dict]) -> None:
+        """Write one part named by ``key``, a digest of the batch's input rows: when Ray retries
+        a batch whose worker died after writing, the retry overwrites the same part instead of
+        counting the batch twice."""
         if not stats and not rejects:
             return
         self.parts_dir.mkdir(parents=True, exist_ok=True)
-        # a fresh name per part: instances are pickled into many tasks, so no per-instance counter
-        path = self.parts_dir / f"{uuid.uuid4().hex}.json"
+        path = self.parts_dir / f"{key}.json"
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"stats": stats, "rejects": rejects}, ensure_ascii=False, default=str))
         os.replace(tmp, path)
@@ -92,6 +94,32 @@ class _PartWriter:
             row["stage"] = label
             out.append(row)
         return out
+
+
+def _batch_key(batch: pa.Table, salt: str) -> str:
+    import hashlib
+    h = hashlib.sha1(salt.encode())
+    # the values, not the buffers: a batch is often a zero-copy slice of a bigger block
+    h.update("\x1f".join(map(str, batch["id"].to_pylist())).encode())
+    return h.hexdigest()[:24]
+
+
+def _maybe_inject_fault() -> None:
+    """Fault injection for the crash-resume tests: ``DATAPIPE_FAULT_KILL_WORKER=<probability>``
+    SIGKILLs the worker process at the start of a batch (seeded by ``DATAPIPE_FAULT_SEED``)."""
+    p = os.environ.get("DATAPIPE_FAULT_KILL_WORKER")
+    if not p:
+        return
+    import random
+    import signal
+    global _FAULT_RNG
+    if _FAULT_RNG is None:
+        _FAULT_RNG = random.Random(f"{os.environ.get('DATAPIPE_FAULT_SEED', '0')}-{os.getpid()}")
+    if _FAULT_RNG.random() < float(p):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+_FAULT_RNG = None
 
 
 def _group_counts(batch: pa.Table) -> dict[str, tuple[int, int]]:
@@ -121,6 +149,8 @@ class _StageChain:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         from .stage import apply_stage
+        _maybe_inject_fault()
+        key = _batch_key(batch, "|".join(self.labels))
         stats: list[dict] = []
         rejects: list[dict] = []
         for st, label in zip(self.stages, self.labels):
@@ -149,7 +179,7 @@ class _StageChain:
             batch = res.kept
             if batch.num_rows == 0:
                 break
-        self.parts.write(stats, rejects)
+        self.parts.write(key, stats, rejects)
         return batch
 
 
@@ -179,7 +209,7 @@ class _ReadShard:
                 stats.counters["unreadable_file"] = stats.counters.get("unreadable_file", 0) + 1
             stats.seconds += time.process_time() - t0
             stats.shards = 1
-            self.parts.write([stats.to_dict() | {"shard": shard}], [])
+            self.parts.write(f"read-{shard}", [stats.to_dict() | {"shard": shard}], [])
 
 
 class _WriteParts:
@@ -234,6 +264,7 @@ class Engine:
             kwargs: dict[str, Any] = dict(include_dashboard=False, logging_level=logging.WARNING,
                                           log_to_driver=not quiet)
             if self.address:
+                _check_reachable(self.address)
                 kwargs["address"] = self.address
                 # ship our code to workers that may not have it installed
                 import datapipe, stages, classifiers  # noqa: E401
@@ -333,6 +364,20 @@ class Engine:
 
 class EngineError(RuntimeError):
     """Ray could not be started or reached."""
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail in seconds, not minutes: Ray itself retries an unreachable GCS for ~100 s."""
+    import socket
+    addr = address.split("://", 1)[-1]
+    if addr in ("auto", "local") or ":" not in addr:
+        return
+    host, _, port = addr.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except (OSError, ValueError) as e:
+        raise EngineError(f"cannot reach the Ray cluster at RAY_ADDRESS={address}: {e}") from None
 
 
 def _read_fn(input_cfg: dict, batch_size: int, parts_dir: str):
