@@ -63,6 +63,30 @@ def cmd_run(args) -> int:
           + (f"  (resumed: {res.shards_skipped} shard(s) were already done)" if res.shards_skipped else ""))
     print()
     print(res.table())
+    return _after_run(cfg, res, args)
+
+
+def _after_run(cfg, res, args) -> int:
+    """The steps after curation that a config asks for: mixture/token streams, then the report."""
+    if cfg.mix and not args.no_mix:
+        from stages.mixture import MixError, run_mix
+        spec = Path(cfg.mix)
+        if not spec.exists() and cfg.source_file:  # relative to the config file's folder
+            for base in (Path(cfg.source_file).parent, Path(cfg.source_file).parent.parent):
+                if (base / cfg.mix).exists():
+                    spec = base / cfg.mix
+                    break
+        try:
+            plan = run_mix(res.run_dir, spec, quiet=args.quiet)
+        except MixError as e:
+            return _err(f"mix {cfg.mix}: {e}", EXIT_USAGE)
+        print()
+        print(plan.table())
+        print(f"token streams: {plan.out_dir} (manifest.json)")
+    if cfg.report:
+        from .report import build_report
+        path = build_report(res.run_dir)
+        print(f"report: {path}")
     return 0
 
 
@@ -125,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--run-dir", help="run directory (default: runs/<config name>)")
     r.add_argument("--fresh", action="store_true", help="delete the run directory first")
     r.add_argument("--quiet", action="store_true", help="no progress output")
+    r.add_argument("--no-mix", action="store_true", help="skip the mixture step of the config")
     r.set_defaults(fn=cmd_run)
 
     s = sub.add_parser("stats", help="print the funnel table of a run")

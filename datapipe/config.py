@@ -87,6 +87,10 @@ class PipelineConfig(_Strict):
     output: OutputConfig = Field(default_factory=OutputConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
     rejects: RejectsConfig = Field(default_factory=RejectsConfig)
+    #: mixture spec (``configs/mix/*.yaml``) applied after the run: token streams in RUN_DIR/mix/
+    mix: Optional[str] = None
+    #: write RUN_DIR/report/index.html at the end of the run
+    report: bool = True
     #: where the file came from (for error messages); not part of the YAML
     source_file: Optional[str] = Field(default=None, exclude=True)
 
