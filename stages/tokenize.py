@@ -9,24 +9,32 @@ the curated output, and the mix usually takes a subset).
 
 Tokenizers (the ``tokenizer`` option), all offline:
 
-- ``llama3`` (default) or ``quicktok:<encoding>``: the Llama 3 128K tiktoken-style BPE as
-  shipped by the ``quicktok-v1`` package (byte-identical to Meta's rank-based tokenizer;
-  ``tests/test_tokenize.py`` cross-checks it against ``tiktoken`` built from the same ranks).
-  Also ``quicktok:cl100k_base``, ``quicktok:o200k_base``, ``quicktok:qwen3``.
-- ``tiktoken:llama3``: tiktoken's Rust BPE over the same Llama 3 ranks (slower, a reference).
+- ``llama3`` (default): the Llama 3 128K tiktoken-style BPE exactly as Meta builds it
+  (``tiktoken.Encoding`` over the rank file with Meta's pre-tokenizer regex), with the ranks
+  and special tokens read from the ``quicktok-v1`` package's bundled ``llama3.vocab`` /
+  ``llama3.special`` (so nothing is downloaded). Spelled out: ``tiktoken:llama3``.
+- ``quicktok:llama3``: quicktok's C++ encoder over the same ranks, about 3x faster, but NOT
+  byte-identical to the reference: ``tests/test_tokenize.py`` found that quicktok-v1 0.4.0
+  splits some words differently (2% of the 74k lingua test sentences, mostly tr/uk/cs/sk/ru;
+  e.g. German " architektonische" -> " architekt|on|ische" where rank BPE gives
+  " arch|ite|k|ton|ische"); HF ``tokenizers`` with merges derived from the ranks agrees with
+  the reference on all of them. Use it only where counts, not exact ids, matter.
+- ``quicktok:cl100k_base``, ``quicktok:o200k_base``, ``quicktok:qwen3`` (bare names work too):
+  quicktok's other bundled encodings (cl100k matched tiktoken on every lingua sentence).
 - ``tiktoken:<name>`` (``cl100k_base``, ``o200k_base`` ...): tiktoken's own encodings, only
   when already in tiktoken's cache (``TIKTOKEN_CACHE_DIR``); this stage never lets tiktoken
   download, and says so at construction.
 - ``hf:<path/to/tokenizer.json>`` (or any path ending in ``.json``): a Hugging Face
-  ``tokenizers`` file.
+  ``tokenizers`` file (:func:`write_hf_tokenizer_json` writes one for Llama 3 from the ranks).
 
 Separators: ``add_eos`` (default true) appends the end-of-text token to every document
 (Megatron's ``--append-eod`` convention; the loader also masks attention at document
 boundaries), ``add_bos`` prepends begin-of-text (Llama 3 style). Empty or null text gives
 zero tokens and no separators.
 
-Cost (``bench/tokenize_bench.py``): quicktok encodes several MB of text per second per core;
-the stage calls its C++ ``encode_batch`` once per batch (no per-row Python loop).
+Cost (``bench/tokenize_bench.py``, one core): tiktoken's Rust BPE (the default) encodes a few
+MB of text per second, far faster than extraction upstream; one native batch call per batch,
+no per-row Python loop in the stage.
 """
 from __future__ import annotations
 
@@ -220,6 +228,9 @@ def _load_hf(path: str, threads: int) -> Tokenizer:
     except ImportError as e:  # pragma: no cover - dependency
         raise StageError("tokenizer hf:* needs the tokenizers package") from e
     tok = HFTokenizer.from_file(str(p))
+    # web text that happens to contain "<|end_of_text|>" is text, not a control token
+    # (tiktoken's encode_ordinary semantics; the separators are added by id)
+    tok.encode_special_tokens = True
     vocab = tok.get_vocab(with_added_tokens=True)
     eos = next((vocab[t] for t in _HF_EOS_CANDIDATES if t in vocab), None)
     bos = next((vocab[t] for t in _HF_BOS_CANDIDATES if t in vocab), None)
@@ -241,6 +252,8 @@ def parse_tokenizer_spec(spec: str) -> tuple[str, str]:
         backend, name = spec.split(":", 1)
     elif spec.endswith(".json"):
         backend, name = "hf", spec
+    elif spec == "llama3":
+        backend, name = "tiktoken", "llama3"    # exact; quicktok:llama3 is the fast, inexact one
     else:
         backend, name = "quicktok", spec
     if backend == "quicktok" and name not in QUICKTOK_ENCODINGS:
@@ -253,7 +266,8 @@ def parse_tokenizer_spec(spec: str) -> tuple[str, str]:
 
 @functools.lru_cache(maxsize=8)
 def load_tokenizer(spec: str = "llama3", *, threads: int = 1) -> Tokenizer:
-    """Load a tokenizer by spec (cached per process). Raises :class:`StageError` when unavailable."""
+    """Load a tokenizer by spec (cached per process). Raises :class:`StageError` when unavailable.
+    Loading the default (``llama3``) takes about 0.3 s."""
     backend, name = parse_tokenizer_spec(spec)
     if backend == "quicktok":
         return _load_quicktok(name, threads)
@@ -352,7 +366,8 @@ def tokenize_texts(tok: Tokenizer, texts: list, *, add_bos: bool, add_eos: bool)
 class Tokenize(Stage):
     """Adds ``n_tokens`` (int32) and, with ``keep_tokens``, ``tokens`` (list<uint32>).
 
-    Options: ``tokenizer`` (``llama3`` | ``quicktok:<enc>`` | ``tiktoken:<enc>`` | ``hf:<tokenizer.json>``),
+    Options: ``tokenizer`` (``llama3`` | ``quicktok:<enc>`` | ``tiktoken:<enc>`` | ``hf:<tokenizer.json>``,
+    see the module docstring),
     ``add_bos``/``add_eos`` (document separators, counted in ``n_tokens``), ``keep_tokens``,
     ``threads`` (quicktok/tiktoken threads per worker; 1 under Ray, where each worker has a core).
     Cost: one native ``encode_batch`` per batch; see ``bench/tokenize_bench.py``.
