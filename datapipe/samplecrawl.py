@@ -125,8 +125,8 @@ def _slug(text: str, fallback: str) -> str:
     return "-".join(s.split("-")[:8]) or fallback
 
 
-def _article_text(L: Lang, rng: random.Random, topic: str, n_par: int) -> list[str]:
-    return [L.paragraph(rng, topic, rng.randint(3, 6)) for _ in range(n_par)]
+def _article_text(L: Lang, rng: random.Random, topic: str, n_par: int, title: str = "") -> list[str]:
+    return L.article(rng, topic, n_par, avoid=title)
 
 
 def render_article(L: Lang, rng: random.Random, *, site: tuple[str, str] | None = None, topic: str | None = None,
@@ -138,7 +138,7 @@ def render_article(L: Lang, rng: random.Random, *, site: tuple[str, str] | None 
     topic = topic or rng.choice(TOPICS)
     site = site or rng.choice(L.sites)
     title = title or L.headline(rng, topic)
-    paragraphs = paragraphs or _article_text(L, rng, topic, rng.randint(4, 9))
+    paragraphs = paragraphs or _article_text(L, rng, topic, rng.randint(4, 8), title)
     date = date or BASE_DATE - timedelta(days=rng.randint(1, 400))
     related = related or [L.headline(rng, rng.choice(TOPICS)) for _ in range(4)]
     B = L.boiler
@@ -149,12 +149,13 @@ def render_article(L: Lang, rng: random.Random, *, site: tuple[str, str] | None 
     if layout is None:  # where sub-headings, a blockquote and a table go; near-dups reuse it
         layout = {"subheads": {}, "quote_at": -1, "table": None}
         if rng.random() < 0.3 and len(paragraphs) >= 5:
-            layout["subheads"] = {i: L.headline(rng, topic) for i in (2, 5) if i < len(paragraphs)}
+            heads = rng.sample(L.subheads, 2)
+            layout["subheads"] = {i: h for i, h in zip((2, 4), heads)}
         if rng.random() < 0.2:
             layout["quote_at"] = rng.randrange(len(paragraphs))
-        if rng.random() < 0.2:
+        if rng.random() < 0.15 and len(paragraphs) >= 5:
             layout["table"] = [(y, rng.randint(10, 900), f"{rng.choice(['+', '-'])}{rng.randint(1, 30)}%")
-                               for y in range(2019, 2024)]
+                               for y in range(2021, 2024)]
     body: list[str] = []
     for i, p in enumerate(paragraphs):
         if i in layout["subheads"]:
@@ -435,9 +436,10 @@ def plan_pages(n_pages: int = 400, seed: int = 0) -> list[Page]:
 
     # non-UTF-8 pages: the HTTP header of cp1252/latin-1 names no charset, only <meta> does
     de = LANGS["de"]
-    paras = _article_text(de, rng, "culture", 5)
+    title = de.headline(rng, "culture")
+    paras = _article_text(de, rng, "culture", 5, title)
     paras[-1] += f" Der Eintritt kostet {rng.randint(5, 25)} \u20ac, erm\u00e4\u00dfigt die H\u00e4lfte."
-    art = render_article(de, rng, topic="culture", paragraphs=paras, charset="windows-1252")
+    art = render_article(de, rng, topic="culture", paragraphs=paras, title=title, charset="windows-1252")
     pages.append(html_page(url_for(art.site[1], "kultur", art.title), "charset_cp1252", "de", art.html,
                            charset="windows-1252", ctype="text/html",
                            sentences=[s for p in paras for s in _split_sentences(p, "de")]))
@@ -453,9 +455,10 @@ def plan_pages(n_pages: int = 400, seed: int = 0) -> list[Page]:
                            charset="iso-8859-1", ctype="text/html",
                            sentences=[s for p in art.paragraphs for s in _split_sentences(p, "fr")]))
     zh = LANGS["zh"]
-    paras = _article_text(zh, rng, "culture", 5)
+    title = zh.headline(rng, "culture")
+    paras = _article_text(zh, rng, "culture", 5, title)
     paras[-1] += f"展览门票为{rng.randint(10, 40)}\u20ac。"  # € is two bytes in GB18030, one (0x80) in GBK
-    art = render_article(zh, rng, topic="culture", paragraphs=paras, charset="gb18030")
+    art = render_article(zh, rng, topic="culture", paragraphs=paras, title=title, charset="gb18030")
     pages.append(html_page(url_for(art.site[1], "culture", ""), "charset_gb18030", "zh", art.html,
                            charset="gb18030", ctype="text/html; charset=GB18030",
                            sentences=[s for p in paras for s in _split_sentences(p, "zh")]))

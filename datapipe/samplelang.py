@@ -13,9 +13,12 @@ Used by :mod:`datapipe.samplecrawl`; nothing here touches the network or disk.
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass, field
 
 TOPICS = ("city", "science", "economy", "culture")
+_WORD = re.compile(r"\w+")
+_HAN = re.compile(r"[\u4e00-\u9fff]")
 
 
 def cap(s: str) -> str:
@@ -66,6 +69,7 @@ class Lang:
     table_head: list[str]
     boiler: Boilerplate
     sites: list[tuple[str, str]]   # (site name, domain)
+    subheads: list[str] = field(default_factory=list)   # article sub-headings
     templates: list = field(default_factory=list)
 
     # -- building blocks ----------------------------------------------------
@@ -95,11 +99,45 @@ class Lang:
         r = rng.random()
         if r < 0.10:
             return self.pick(rng, self.facts[topic])
-        if r < 0.20:
+        if r < 0.16:
             return self.number_sentence(rng)
         return self.pick(rng, self.templates)(self, rng, topic)
 
+    def ngrams(self, text: str) -> set:
+        """Word 5-grams (zh: 5-grams of Han characters, one word each), what Gopher's
+        repetition rules count."""
+        if self.code == "zh":
+            cs = _HAN.findall(text)
+            return {"".join(cs[i:i + 5]) for i in range(len(cs) - 4)}
+        w = _WORD.findall(text.lower())
+        return {tuple(w[i:i + 5]) for i in range(len(w) - 4)}
+
+    def article(self, rng: random.Random, topic: str, n_par: int, *, avoid: str = "") -> list[str]:
+        """Paragraphs of 3-6 sentences in which no word 5-gram occurs twice (nor one of
+        ``avoid``, the title): real articles pass Gopher's repetition rules, and a
+        template grammar with short word lists would not without this. Stops early
+        (fewer paragraphs) when the lists run dry, which takes 20+ sentences."""
+        seen = self.ngrams(avoid)
+        paras: list[str] = []
+        for _ in range(n_par):
+            sents: list[str] = []
+            want = rng.randint(3, 6)
+            misses = 0
+            while len(sents) < want and misses < 60:
+                s = self.sentence(rng, topic)
+                g = self.ngrams(s)
+                if g & seen or s in sents:
+                    misses += 1
+                    continue
+                seen |= g
+                sents.append(s)
+            if len(sents) < 2:
+                break
+            paras.append(self.sep.join(sents))
+        return paras
+
     def paragraph(self, rng: random.Random, topic: str, n: int) -> str:
+        """One paragraph of ``n`` sentences (repetition allowed across paragraphs)."""
         out: list[str] = []
         while len(out) < n:
             s = self.sentence(rng, topic)
@@ -256,6 +294,7 @@ EN = Lang(
     sites=[("Riverside Gazette", "riverside-gazette.com"), ("The Northern Courier", "northern-courier.co.uk"),
            ("Harbor City Times", "harborcitytimes.com"), ("Valley Science Weekly", "valleyscienceweekly.org"),
            ("Lakeside Daily", "lakeside-daily.net")],
+    subheads=["Background", "What happens next", "Reactions", "A long debate", "The numbers", "Open questions"],
     templates=[_en_t1, _en_t2, _en_t3, _en_t4, _en_t5, _en_t6, _en_t7, _en_t8],
 )
 
@@ -409,6 +448,7 @@ DE = Lang(
     ),
     sites=[("Rheinufer Nachrichten", "rheinufer-nachrichten.de"), ("Allgäuer Tagblatt Online", "allgaeuer-tagblatt.de"),
            ("Neue Hafenzeitung", "neue-hafenzeitung.de")],
+    subheads=["Hintergrund", "Wie es weitergeht", "Reaktionen", "Eine lange Debatte", "Die Zahlen", "Offene Fragen"],
     templates=[_de_t1, _de_t2, _de_t3, _de_t4, _de_t5, _de_t6, _de_t7, _de_t8],
 )
 
@@ -564,6 +604,7 @@ FR = Lang(
     ),
     sites=[("Le Courrier du Fleuve", "courrier-du-fleuve.fr"), ("La Gazette des Alpes", "gazette-des-alpes.fr"),
            ("Ouest Matin", "ouest-matin.fr")],
+    subheads=["Le contexte", "La suite", "Les réactions", "Un long débat", "Les chiffres", "Des questions en suspens"],
     templates=[_fr_t1, _fr_t2, _fr_t3, _fr_t4, _fr_t5, _fr_t6, _fr_t7, _fr_t8],
 )
 
@@ -714,6 +755,7 @@ ES = Lang(
         topic_names={"city": "Local", "science": "Ciencia", "economy": "Economía", "culture": "Cultura"},
     ),
     sites=[("Diario del Valle", "diariodelvalle.es"), ("La Voz del Puerto", "lavozdelpuerto.es"), ("Crónica Sur", "cronicasur.es")],
+    subheads=["Antecedentes", "Próximos pasos", "Reacciones", "Un largo debate", "Las cifras", "Preguntas abiertas"],
     templates=[_es_t1, _es_t2, _es_t3, _es_t4, _es_t5, _es_t6, _es_t7, _es_t8],
 )
 
@@ -868,6 +910,7 @@ RU = Lang(
         topic_names={"city": "Город", "science": "Наука", "economy": "Экономика", "culture": "Культура"},
     ),
     sites=[("Вечерний Приволжск", "vecherniy-privolzhsk.ru"), ("Северные вести", "severnye-vesti.ru"), ("Городской курьер", "gorkurier.ru")],
+    subheads=["Предыстория", "Что дальше", "Реакция", "Долгие споры", "Цифры", "Открытые вопросы"],
     templates=[_ru_t1, _ru_t2, _ru_t3, _ru_t4, _ru_t5, _ru_t6, _ru_t7, _ru_t8],
 )
 
@@ -984,6 +1027,7 @@ ZH = Lang(
         topic_names={"city": "本地", "science": "科技", "economy": "财经", "culture": "文化"},
     ),
     sites=[("江城晚报", "jiangcheng-wanbao.cn"), ("南方都市新闻网", "nanfang-dushi.cn"), ("东海日报", "donghai-ribao.cn")],
+    subheads=["背景", "下一步", "各方反应", "漫长的讨论", "数据", "悬而未决的问题"],
     templates=[_zh_t1, _zh_t2, _zh_t3, _zh_t4, _zh_t5, _zh_t6, _zh_t7, _zh_t8],
 )
 
