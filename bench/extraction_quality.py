@@ -40,7 +40,7 @@ import pyarrow as pa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from datapipe.schema import RAW_SCHEMA, doc_id, parse_time  # noqa: E402
+from datapipe.schema import doc_id  # noqa: E402
 from datapipe.stage import apply_stage  # noqa: E402
 from datapipe.stats import StageStats  # noqa: E402
 from stages.extract import Extract  # noqa: E402
@@ -72,57 +72,12 @@ def _norm_ws(s: str) -> str:
     return " ".join(unicodedata.normalize("NFKC", s).split())
 
 
-# --------------------------------------------------------------------------
-# reading: the project's reader when it exists, warcio otherwise
+def iter_batches(path: str, batch_size: int, stats: StageStats) -> Iterator[pa.Table]:
+    """Raw rows of one WARC file through the project's reader. Its own size cap is set
+    far above the stage's ``max_html_bytes`` so that the stage decides what is too large."""
+    from datapipe.io.warc import iter_warc_batches
 
-def _fallback_iter_warc_batches(path: str, batch_size: int) -> Iterator[pa.Table]:
-    """Minimal warcio reader used until ``datapipe.io.warc`` exists (charset from
-    the HTTP header, then ``<meta charset>``, else UTF-8 with replacement)."""
-    from warcio.archiveiterator import ArchiveIterator
-
-    meta_re = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?([\w-]+)""", re.I)
-    rows: list[dict] = []
-    with open(path, "rb") as fh:
-        for rec in ArchiveIterator(fh):
-            if rec.rec_type != "response":
-                continue
-            ctype = rec.http_headers.get_header("Content-Type") or "" if rec.http_headers else ""
-            if "html" not in ctype.lower():
-                continue
-            body = rec.content_stream().read()
-            m = re.search(r"charset=([\w-]+)", ctype, re.I) or meta_re.search(body[:4096])
-            enc = m.group(1) if m else "utf-8"
-            enc = enc.decode() if isinstance(enc, bytes) else enc
-            try:
-                html = body.decode(enc, "replace")
-            except LookupError:
-                html = body.decode("utf-8", "replace")
-            rid = rec.rec_headers.get_header("WARC-Record-ID")
-            rows.append({
-                "id": rid, "text": None, "source": "realpages",
-                "url": rec.rec_headers.get_header("WARC-Target-URI"),
-                "fetch_time": parse_time(rec.rec_headers.get_header("WARC-Date")),
-                "content_type": ctype, "html": html,
-            })
-            if len(rows) >= batch_size:
-                yield pa.Table.from_pylist(rows, schema=RAW_SCHEMA)
-                rows = []
-    if rows:
-        yield pa.Table.from_pylist(rows, schema=RAW_SCHEMA)
-
-
-def iter_batches(path: str, batch_size: int, stats: StageStats | None = None) -> tuple[Iterator[pa.Table], str]:
-    """Batches of raw rows from one WARC file, and the name of the reader used.
-
-    The reader's own size cap is set far above the stage's ``max_html_bytes`` so
-    that the stage, not the reader, decides what is too large."""
-    try:
-        from datapipe.io.warc import iter_warc_batches
-    except ImportError:
-        return _fallback_iter_warc_batches(path, batch_size), "warcio fallback"
-    it = iter_warc_batches(path, source="realpages", batch_size=batch_size, max_html_bytes=1 << 30,
-                           stats=stats if stats is not None else StageStats("read"))
-    return it, "datapipe.io.warc"
+    return iter_warc_batches(path, source="realpages", batch_size=batch_size, max_html_bytes=1 << 30, stats=stats)
 
 
 def _gold_index(gold: list[dict]) -> dict[str, dict]:
@@ -155,8 +110,7 @@ def run_set(warc: Path, gold_file: Path, stage: Extract, *, limit: int | None, b
     cpu = 0.0
     n_read = 0
     read_stats = StageStats("read")
-    batches, reader = iter_batches(str(warc), batch_size, read_stats)
-    for batch in batches:
+    for batch in iter_batches(str(warc), batch_size, read_stats):
         if limit is not None and n_read >= limit:
             break
         if limit is not None and n_read + batch.num_rows > limit:
@@ -177,7 +131,7 @@ def run_set(warc: Path, gold_file: Path, stage: Extract, *, limit: int | None, b
     n = len(scored)
     yielded = sum(1 for g in scored if outputs[g["warc_record_id"]])
     out = {
-        "set": gold[0]["dataset"] if gold else warc.name, "reader": reader, "gold_records": len(gold),
+        "set": gold[0]["dataset"] if gold else warc.name, "gold_records": len(gold),
         # records the reader dropped count as not yielding text (full runs)
         "denominator": len(gold) if limit is None else n,
         "read": n_read, "read_dropped": dict(read_stats.dropped), "matched": n, "yielded": yielded, "reasons": dict(reasons), "counters": counters,
@@ -294,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         gold_file = warc.with_name(warc.name.replace(".warc.gz", ".gold.jsonl"))
         r = run_set(warc, gold_file, stage, limit=args.limit, batch_size=args.batch_size)
-        print(f"  {name}: {r['matched']} records via {r['reader']}, {r['cpu_s']:.1f} cpu s", file=sys.stderr)
+        print(f"  {name}: {r['matched']} records, {r['cpu_s']:.1f} cpu s", file=sys.stderr)
         results.append(r)
     print(format_table(results))
     if args.json:
