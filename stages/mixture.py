@@ -47,6 +47,7 @@ selected documents are tokenized again with the run's tokenizer settings (from
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import shutil
@@ -73,6 +74,7 @@ class MixError(ValueError):
 # ---------------------------------------------------------------------------
 # the spec
 
+@functools.lru_cache(maxsize=1)
 def _spec_models():
     from pydantic import BaseModel, ConfigDict, Field
 
