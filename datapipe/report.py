@@ -119,7 +119,7 @@ def load_run_stats(root: Path) -> tuple[list[StageStats], str]:
             if i != len(steps) - 1:
                 st = [s for s in st if s.stage != "write"]
             out.extend(st)
-    return merge(out, order), "stats/ (merged now: the run has not finalised)"
+    return merge(out, order), "stats/ (per-shard files merged now: stats.json is missing or older)"
 
 
 def _progress(root: Path) -> list[dict]:
@@ -207,9 +207,29 @@ def _find_cutoffs(root: Path, options: list[tuple[str, dict]]) -> tuple[dict[str
             return c, str(p.relative_to(root))
     for name, opts in options:
         if "ppl" in name or "perplex" in name:
-            c = _parse_cutoffs(opts.get("cutoffs"))
+            given = opts.get("cutoffs")
+            if given == "ccnet":
+                try:
+                    from stages.perplexity import CCNET_CUTOFFS
+                    return dict(CCNET_CUTOFFS), f"config.yaml ({name}.cutoffs: ccnet, CCNet's published values)"
+                except Exception:  # noqa: BLE001 - the stage may not import on this machine
+                    continue
+            c = _parse_cutoffs(given)
             if c:
                 return c, f"config.yaml ({name}.cutoffs)"
+    return {}, ""
+
+
+def _quality_thresholds(root: Path) -> tuple[dict[str, float], str]:
+    """Per-group thresholds a top-fraction workflow saved (``work/*/quality_thresholds.json``)."""
+    for p in sorted((root / "work").rglob("quality_thresholds.json")) if (root / "work").is_dir() else []:
+        d = _read_json(p, {}) or {}
+        thr = d.get("thresholds") if isinstance(d, dict) else None
+        if isinstance(thr, dict):
+            out = {str(k): float(v) for k, v in thr.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+            if out:
+                return out, str(p.relative_to(root))
     return {}, ""
 
 
@@ -259,6 +279,19 @@ def _reject_samples(root: Path, cap: int) -> dict[tuple[str, str], list[dict]]:
                     continue
                 for f in sorted(reason_dir.glob("*.jsonl")):
                     add(f, stage_dir.name, reason_dir.name)
+    return out
+
+
+def _cluster_size_counters(stats: list[StageStats]) -> dict[str, list[tuple[str, int]]]:
+    """stage -> [(size bucket, clusters)] from ``cluster_size:<bucket>`` counters (dedup workflows)."""
+    def lower(label: str) -> float:
+        m = re.search(r"\d+", label)
+        return float(m.group()) + (0.5 if label.startswith(">") else 0) if m else math.inf
+    out = {}
+    for s in stats:
+        rows = [(k.split(":", 1)[1], v) for k, v in s.counters.items() if k.startswith("cluster_size:")]
+        if rows:
+            out[s.stage] = sorted(rows, key=lambda kv: lower(kv[0]))
     return out
 
 
@@ -334,13 +367,15 @@ class _Docs:
         edges = [tlo + i * w for i in range(bins + 1)]
         if log:
             edges = [10 ** e for e in edges]
+            edges[0], edges[-1] = lo, max(hi, edges[-1])  # exact ends: 10**log10(x) may round below x
         q = self.one(f"SELECT quantile_cont(x, [0.1, 0.5, 0.9]), avg(x) {base}")
         return {"edges": edges, "counts": counts, "n": sum(counts), "log": log,
                 "excluded_nonpositive": int(n_nonpos) if log else 0,
                 "p10": q[0][0], "p50": q[0][1], "p90": q[0][2], "mean": q[1], "min": mn, "max": mx}
 
 
-def _doc_aggregates(files: list[Path], *, cutoffs: dict, threshold: float | None) -> dict:
+def _doc_aggregates(files: list[Path], *, cutoffs: dict, threshold: float | None,
+                    group_thresholds: dict[str, float] | None = None) -> dict:
     d = _Docs(files)
     out: dict[str, Any] = {"columns": d.columns, "hist": {}}
     text, url = d.col("text"), d.col("url")
@@ -368,6 +403,8 @@ def _doc_aggregates(files: list[Path], *, cutoffs: dict, threshold: float | None
     c = d.col("quality_score")
     if c and (h := d.histogram(_ident(c), log=False)):
         h["lines"] = [{"x": threshold, "label": f"threshold {threshold:g}"}] if threshold is not None else []
+        for g, v in list((group_thresholds or {}).items())[:3]:  # top-fraction thresholds (first groups)
+            h["lines"].append({"x": v, "label": f"{g} top-fraction threshold {v:.3g}"})
         H["quality_score"] = h | {"title": "Quality score", "column": c}
     c = d.col("nsfw_ratio")
     if c and (h := d.histogram(_ident(c), log=False, lo=0.0)):
@@ -380,10 +417,12 @@ def _doc_aggregates(files: list[Path], *, cutoffs: dict, threshold: float | None
         out["dup_sizes"] = {"rows": [(int(s), int(k)) for s, k in rows], "column": cs,
                             "note": "one row per kept document: the size of the cluster it survived"}
     elif cl:
+        # dedup that drops keeps one survivor per cluster (all sizes 1 here); one that only marks keeps all
         rows = d.all(f"SELECT s, count(*) FROM (SELECT count(*) AS s FROM docs WHERE {_ident(cl)} IS NOT NULL "
                      f"GROUP BY {_ident(cl)}) GROUP BY s ORDER BY s")
-        out["dup_sizes"] = {"rows": [(int(s), int(k)) for s, k in rows], "column": cl,
-                            "note": "clusters counted among the documents in this data set"}
+        if any(int(s) > 1 for s, _ in rows):
+            out["dup_sizes"] = {"rows": [(int(s), int(k)) for s, k in rows], "column": cl,
+                                "note": "clusters counted among the documents in this data set"}
     # ppl buckets
     c = d.col("ppl_bucket")
     if c:
@@ -427,7 +466,9 @@ def _cutoff_lines(cutoffs: dict[str, tuple[float, float]], d: _Docs) -> list[dic
     lines = []
     for lang in langs[:3]:
         a, b = cutoffs[lang]
-        lines += [{"x": a, "label": f"{lang} head|middle {a:g}"}, {"x": b, "label": f"{lang} middle|tail {b:g}"}]
+        g = len(lines) // 2  # one colour per language
+        lines += [{"x": a, "label": f"{lang} head|middle {a:g}", "group": g},
+                  {"x": b, "label": f"{lang} middle|tail {b:g}", "group": g}]
     return lines
 
 
@@ -450,6 +491,8 @@ def _num(d: dict, keys) -> float | None:
 def _mixtures(root: Path) -> list[dict]:
     out = []
     for man in sorted((root / "mix").glob("*/manifest.json")) if (root / "mix").is_dir() else []:
+        if man.parent.name.startswith("."):  # a mix being written (renamed into place when complete)
+            continue
         m = _read_json(man, None)
         if not isinstance(m, dict):
             continue
@@ -466,6 +509,7 @@ def _mixtures(root: Path) -> list[dict]:
         for g in groups:
             rows.append({"group": str(g["name"]), "target": _num(g, _TARGET_KEYS),
                          "achieved": _num(g, _ACHIEVED_KEYS), "tokens": _num(g, _TOKEN_KEYS),
+                         "available": _num(g, ("available_tokens", "tokens_available")),
                          "epochs": _num(g, ("epochs",))})
         total = sum(r["tokens"] or 0 for r in rows)
         for r in rows:
@@ -499,15 +543,18 @@ def collect(run_dir: str | Path) -> dict:
     cap = int(((cfg.get("rejects") or {}).get("samples_per_reason")) or 50)
     last = _read_json(root / "last_run.json", {}) or {}
     progress = _progress(root)
-    complete = bool(progress) and all(p["complete"] for p in progress) and bool(last)
+    # finished: every step marked complete, last_run.json written, and stats.json not older than any shard's stats
+    complete = bool(progress) and all(p["complete"] for p in progress) and bool(last) and stats_source == "stats.json"
     cutoffs, cutoffs_src = _find_cutoffs(root, options)
     threshold, threshold_src = _quality_threshold(options)
+    group_thr, group_thr_src = _quality_thresholds(root)
     files, data_source = _data_files(root)
     docs: dict = {"n_docs": 0, "hist": {}}
     docs_error = None
     for attempt in range(2):
         try:
-            docs = _doc_aggregates(files, cutoffs=cutoffs, threshold=threshold) if files else docs
+            docs = (_doc_aggregates(files, cutoffs=cutoffs, threshold=threshold, group_thresholds=group_thr)
+                    if files else docs)
             break
         except Exception as e:  # noqa: BLE001 - a running run may remove a stale file under us
             docs_error = f"{type(e).__name__}: {e}"
@@ -552,6 +599,8 @@ def collect(run_dir: str | Path) -> dict:
         "config_text": (root / "config.yaml").read_text() if (root / "config.yaml").exists() else "",
         "cutoffs": {k: list(v) for k, v in cutoffs.items()}, "cutoffs_source": cutoffs_src,
         "quality_threshold": threshold, "quality_threshold_source": threshold_src,
+        "quality_group_thresholds": group_thr, "quality_group_thresholds_source": group_thr_src,
+        "cluster_sizes": _cluster_size_counters(stats),
         "data_source": data_source, "data_files": len(files),
         "docs": docs,
         "samples": {f"{k[0]}\x1f{k[1]}": v for k, v in samples.items()},
@@ -607,9 +656,12 @@ class _Page:
         self.charts: list[tuple[str, dict]] = []
 
     def chart(self, cid: str, data: list[dict], layout: dict, *, height: int = 360, caption: str = "") -> str:
-        base = {"height": height, "margin": {"l": 60, "r": 30, "t": 40, "b": 50},
+        base = {"height": height, "margin": {"l": 60, "r": 30, "t": 44, "b": 50},
                 "paper_bgcolor": "white", "plot_bgcolor": "#fafafa", "font": {"size": 12}}
-        self.charts.append((cid, {"data": data, "layout": base | layout}))
+        layout = base | layout
+        if isinstance(layout.get("title"), dict):  # left: the mode bar sits top right
+            layout["title"] = {"x": 0.01, "xanchor": "left", "font": {"size": 14}} | layout["title"]
+        self.charts.append((cid, {"data": data, "layout": layout}))
         cap = f'<p class="caption">{caption}</p>' if caption else ""
         return f'<div class="chart" id="{_e(cid)}" data-chart="{_e(cid)}"></div>{cap}'
 
@@ -638,7 +690,7 @@ def _hist_chart(page: _Page, cid: str, h: dict) -> str:
     shapes, notes = [], []
     palette = ["#d62728", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2"]
     for i, ln in enumerate(h.get("lines") or []):
-        color = palette[(i // 2) % len(palette)]
+        color = palette[ln.get("group", i) % len(palette)]
         shapes.append({"type": "line", "xref": "x", "yref": "paper", "x0": ln["x"], "x1": ln["x"], "y0": 0, "y1": 1,
                        "line": {"color": color, "width": 2, "dash": "dash"}})
         notes.append({"x": math.log10(ln["x"]) if h["log"] and ln["x"] > 0 else ln["x"], "xref": "x", "yref": "paper",
@@ -689,6 +741,12 @@ JS = """
       el.on('plotly_click', function(ev){
         var p = ev && ev.points && ev.points[0];
         if (p && typeof p.customdata === 'string' && p.customdata.charAt(0) === '#') { location.hash = p.customdata; }
+      });
+      // reason labels are <a href="#..."> links; plotly.js drops relative hrefs on file:// pages
+      el.addEventListener('click', function(ev){
+        var t = ev.target && ev.target.closest && ev.target.closest('g.ytick text, g.xtick text');
+        var m = t && /href="(#[^"]+)"/.exec(t.getAttribute('data-unformatted') || '');
+        if (m) { location.hash = m[1]; }
       });
     }));
   });
@@ -809,8 +867,22 @@ def render(data: dict) -> str:
     if data.get("cutoffs"):
         extra.append('<p class="note">Perplexity cut-offs (p30, p60) from <code>' + _e(data["cutoffs_source"]) + "</code>: "
                      + ", ".join(f"{_e(l)} {a:g} / {b:g}" for l, (a, b) in data["cutoffs"].items()) + "</p>")
-    if H.get("quality_score") and data.get("quality_threshold") is None:
+    if H.get("quality_score") and data.get("quality_threshold") is None and not data.get("quality_group_thresholds"):
         extra.append('<p class="note">No quality threshold found in config.yaml.</p>')
+    for j, (stage, rows) in enumerate((data.get("cluster_sizes") or {}).items()):
+        cdata = [{"type": "bar", "x": [_e(b) for b, _ in rows], "y": [k for _, k in rows],
+                  "text": [f"{k:,}" for _, k in rows], "textposition": "auto",
+                  "hovertemplate": "clusters of size %{x}: %{y:,}<extra></extra>", "marker": {"color": "#9467bd"}}]
+        dist.append(page.chart(f"hist-clusters-{j}", cdata, {
+            "title": {"text": _e(f"Duplicate-cluster sizes ({stage})")},
+            "xaxis": {"type": "category", "title": {"text": "documents per cluster"}},
+            "yaxis": {"type": "log", "title": {"text": "clusters"}}}, height=320,
+            caption=_e(f"{sum(k for _, k in rows):,} clusters of 2 or more documents; "
+                       f"{next((s.rows_dropped for s in stats if s.stage == stage), 0):,} duplicates removed")))
+    if data.get("quality_group_thresholds"):
+        extra.append('<p class="note">Top-fraction quality thresholds from <code>'
+                     + _e(data["quality_group_thresholds_source"]) + "</code>: "
+                     + ", ".join(f"{_e(g)} {v:.3g}" for g, v in data["quality_group_thresholds"].items()) + "</p>")
     if docs.get("dup_sizes"):
         ds = docs["dup_sizes"]
         ddata = [{"type": "bar", "x": [s for s, _ in ds["rows"]], "y": [k for _, k in ds["rows"]],
@@ -879,9 +951,11 @@ def render(data: dict) -> str:
             chart = page.chart(f"mix-{j}", mdata, {"barmode": "group", "title": {"text": "Mixture: plan vs achieved share"},
                                                    "yaxis": {"tickformat": ".0%"}}, height=340) if mdata else ""
             trows = [[r["group"], f"{r['target']:.2%}" if r["target"] is not None else "–",
-                      f"{r['achieved']:.2%}" if r["achieved"] is not None else "–", _n(r["tokens"]), _n(r["epochs"])]
+                      f"{r['achieved']:.2%}" if r["achieved"] is not None else "–", _n(r["available"]),
+                      _n(r["tokens"]), f"{r['epochs']:.2f}" if r["epochs"] is not None else "–"]
                      for r in rows]
-            parts.append(head + chart + _table(["group", "plan", "achieved", "tokens", "epochs"], trows, cls="mix-table"))
+            parts.append(head + chart + _table(["group", "plan", "achieved", "tokens available", "tokens taken",
+                                                "epochs"], trows, cls="mix-table"))
         sections.append(("mixture", "Mixture", "".join(parts)))
 
     # ---- throughput
