@@ -1,0 +1,121 @@
+"""Shared pieces of the source readers (Wikipedia, code, books, arXiv, StackExchange).
+
+- :func:`open_binary`: a byte stream for a local or fsspec path, decompressed by suffix
+  (``.bz2`` incl. multistream, ``.gz``, ``.zst``, ``.xz``).
+- :func:`iter_export_batches`: rows of a Hugging Face ``datasets`` export (Parquet or JSONL)
+  whose columns have other names than ours (``content`` for code, ``short_book_title`` ...),
+  renamed through a mapping, with the text field picked from candidates.
+- :func:`build_batch`: dict rows -> a table in the document schema, extra columns typed.
+"""
+from __future__ import annotations
+
+import bz2
+import gzip
+import io
+import json
+import os
+from typing import Callable, Iterable, Iterator, Optional
+
+import fsspec
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..schema import conform, doc_id
+from ..stats import StageStats
+
+EXPORT_SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz", ".jsonl.zst", ".json", ".json.gz", ".ndjson")
+
+
+def count(stats: StageStats, reason: str, n: int = 1) -> None:
+    stats.dropped[reason] = stats.dropped.get(reason, 0) + n
+
+
+def open_binary(path: str):
+    """Open ``path`` for reading bytes, decompressing by suffix. ``bz2`` reads every stream of a
+    multistream file (Wikimedia's ``*-multistream.xml.bz2`` is many concatenated streams)."""
+    fh = fsspec.open(path, "rb").open()
+    p = path.lower()
+    if p.endswith(".bz2"):
+        return bz2.BZ2File(fh)
+    if p.endswith(".gz"):
+        return gzip.GzipFile(fileobj=fh)
+    if p.endswith(".zst"):
+        import zstandard
+        return zstandard.ZstdDecompressor().stream_reader(fh, read_across_frames=True)
+    if p.endswith(".xz"):
+        import lzma
+        return lzma.LZMAFile(fh)
+    return fh
+
+
+def is_export(path: str) -> bool:
+    return path.lower().endswith(EXPORT_SUFFIXES)
+
+
+def build_batch(rows: list[dict], extra: dict[str, pa.DataType]) -> pa.Table:
+    """Rows -> document schema plus the typed ``extra`` columns (missing values are null)."""
+    base = {"id": pa.string(), "text": pa.large_string(), "source": pa.string(), "url": pa.string(),
+            "fetch_time": pa.timestamp("s", tz="UTC"), "content_type": pa.string()}
+    cols = {}
+    for name, typ in {**base, **extra}.items():
+        cols[name] = pa.array([r.get(name) for r in rows], typ)
+    return conform(pa.table(cols))
+
+
+def _peek_columns(path: str) -> list[str]:
+    if path.lower().endswith(".parquet"):
+        import pyarrow.parquet as pq
+        with fsspec.open(path, "rb") as fh:
+            return pq.ParquetFile(fh).schema_arrow.names
+    from .tabular import _open_text
+    with _open_text(path) as fh:
+        for line in fh:
+            if line.strip():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    return []
+                return list(rec) if isinstance(rec, dict) else []
+    return []
+
+
+def iter_export_batches(path: str, *, source: str, batch_size: int, stats: StageStats,
+                        text_candidates: Iterable[str], rename: dict[str, str],
+                        extra: dict[str, pa.DataType],
+                        fill: Optional[Callable[[pa.Table], pa.Table]] = None) -> Iterator[pa.Table]:
+    """Read a ``datasets`` export (Parquet/JSONL): the first present of ``text_candidates`` is the
+    text; ``rename`` maps export column names to ours (first present wins); every name in
+    ``extra`` ends up as a column of that type (null when the export lacks it); ``fill`` may
+    derive more columns per batch. ``source`` comes from the config unless the rows have one."""
+    from . import tabular
+    cols = _peek_columns(path)
+    text_field = next((c for c in text_candidates if c in cols), "text")
+    reader = tabular.iter_parquet_batches if path.lower().endswith(".parquet") else tabular.iter_jsonl_batches
+    for tbl in reader(path, source=source, batch_size=batch_size, text_field=text_field, stats=stats):
+        for theirs, ours in rename.items():
+            if theirs in tbl.column_names and ours not in tbl.column_names:
+                tbl = tbl.rename_columns([ours if c == theirs else c for c in tbl.column_names])
+        for name, typ in extra.items():
+            if name not in tbl.column_names:
+                tbl = tbl.append_column(name, pa.nulls(tbl.num_rows, typ))
+            elif tbl.schema.field(name).type != typ:
+                col = tbl[name]
+                if pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
+                    # e.g. The Stack's ``max_stars_repo_licenses``: a list; keep the first entry
+                    col = pa.array([(v[0] if v else None) for v in col.to_pylist()], pa.string())
+                tbl = tbl.set_column(tbl.column_names.index(name), name, col.cast(typ))
+        if fill is not None:
+            tbl = fill(tbl)
+        yield tbl
+
+
+def stable_id(*parts) -> str:
+    return doc_id(*parts)
+
+
+def basename_no_suffix(path: str, suffixes: Iterable[str]) -> str:
+    b = os.path.basename(path.rstrip("/"))
+    for s in sorted(suffixes, key=len, reverse=True):
+        if b.lower().endswith(s):
+            return b[: -len(s)]
+    return b
