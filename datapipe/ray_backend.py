@@ -283,6 +283,9 @@ class Engine:
                     raise EngineError(f"cannot connect to Ray at RAY_ADDRESS={self.address}: {e}") from None
                 raise
             self.started_here = True
+        global _apply
+        if _apply is None:
+            _apply = ray.remote(_apply_impl)
         import ray.data
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True  # deterministic output order, same as a re-run
@@ -326,7 +329,7 @@ class Engine:
             ds = ds.map_batches(
                 _StageChain, fn_constructor_kwargs=dict(specs=group, **chain_kwargs),
                 batch_size=batch_size, batch_format="pyarrow",
-                concurrency=workers, num_cpus=1 if fuse else 1.0 / len(groups),
+                compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1 if fuse else 1.0 / len(groups),
             )
         ds = ds.map_batches(_write_fn(out_dir, compression, partition_by), batch_size=rows_per_file,
                             batch_format="pyarrow", num_cpus=0)
@@ -342,14 +345,16 @@ class Engine:
     def map(self, fn: Callable, items: Iterable, *, num_cpus: float = 1, max_in_flight: int | None = None) -> list:
         """``[fn(x) for x in items]`` as Ray tasks; results in input order."""
         ray = self._ray
-        remote = ray.remote(num_cpus=num_cpus, max_retries=2)(fn)
+        # fn may be a partial or a bound method, which ray.remote rejects: wrap it in a task
+        fn_ref = ray.put(fn)
+        remote = _apply.options(num_cpus=num_cpus, max_retries=2)
         items = list(items)
         limit = max_in_flight or max(1, int(self.num_cpus / max(num_cpus, 0.01)) * 2)
         refs, results = [], [None] * len(items)
         pending: dict = {}
         it = iter(enumerate(items))
         for i, x in it:
-            pending[remote.remote(x)] = i
+            pending[remote.remote(fn_ref, x)] = i
             if len(pending) >= limit:
                 break
         while pending:
@@ -357,9 +362,16 @@ class Engine:
             for ref in done:
                 results[pending.pop(ref)] = ray.get(ref)
             for i, x in it:
-                pending[remote.remote(x)] = i
+                pending[remote.remote(fn_ref, x)] = i
                 break
         return results
+
+
+def _apply_impl(fn, x):
+    return fn(x)
+
+
+_apply = None
 
 
 class EngineError(RuntimeError):
