@@ -1,0 +1,104 @@
+"""``datapipe refilter RUN_DIR --stage S --set key=value ...``
+
+Re-applies a filter's thresholds to the scored output of a run, without re-scoring
+(every filter writes its score columns before it decides). Prints what the new
+thresholds would keep and drop, per reason; ``--write DIR`` writes the kept rows.
+
+The output holds only documents that passed every stage, so refilter answers
+"what if this threshold were stricter" exactly. Rows a looser threshold would bring
+back were dropped before the later stages scored them: re-run the pipeline for those.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+
+def register(sub) -> None:
+    p = sub.add_parser("refilter", help="re-apply a filter with new thresholds to a run's scored output")
+    p.add_argument("run_dir")
+    p.add_argument("--stage", required=True, help="stage name as in the config (name#2 for a second use)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="option to change (YAML value), repeatable: --set max_non_alpha_words_ratio=0.7")
+    p.add_argument("--write", metavar="DIR", help="write the kept rows as Parquet into DIR")
+    p.set_defaults(fn=run)
+
+
+def _err(msg: str) -> int:
+    import sys
+    print(f"datapipe: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def run(args) -> int:
+    import yaml
+    import pyarrow.parquet as pq
+
+    from ..config import _options_model
+    from ..refilter import refilter
+    from ..rundir import write_parquet_atomic
+    from ..stage import StageError, get_stage_class
+
+    root = Path(args.run_dir)
+    cfg_file = root / "config.yaml"
+    if not cfg_file.exists():
+        return _err(f"{root}: no config.yaml (is this a run directory?)")
+    cfg = yaml.safe_load(cfg_file.read_text())
+    # find the stage's options as the run used them, by label (name, name#2, ...)
+    seen: Counter = Counter()
+    scored_with = None
+    name = args.stage.split("#")[0]
+    for entry in cfg.get("stages", []):
+        (n, opts), = entry.items()
+        seen[n] += 1
+        label = n if seen[n] == 1 else f"{n}#{seen[n]}"
+        if label == args.stage:
+            scored_with = opts or {}
+    if scored_with is None:
+        return _err(f"stage {args.stage!r} is not in {cfg_file}")
+    changes = {}
+    for kv in args.set:
+        if "=" not in kv:
+            return _err(f"--set {kv!r}: expected KEY=VALUE")
+        k, v = kv.split("=", 1)
+        changes[k.strip()] = yaml.safe_load(v)
+    options = dict(scored_with, **changes)
+    try:
+        cls = get_stage_class(name)
+        _options_model(cls).model_validate(options)
+    except KeyError:
+        return _err(f"unknown stage {name!r}")
+    except Exception as e:  # pydantic ValidationError: name the key
+        errs = getattr(e, "errors", lambda: [])()
+        if errs:
+            key = ".".join(map(str, errs[0]["loc"]))
+            msg = "unknown option" if errs[0]["type"] == "extra_forbidden" else errs[0]["msg"]
+            return _err(f"--set {key}: {msg} (stage {args.stage})")
+        return _err(f"--set for {args.stage}: {e}")
+    files = sorted(p for p in (root / "output").rglob("*.parquet") if not p.name.startswith("."))
+    if not files:
+        return _err(f"{root}/output holds no Parquet files")
+    t0 = time.time()
+    n_in = n_out = 0
+    reasons: Counter = Counter()
+    for f in files:
+        table = pq.read_table(f)
+        try:
+            kept, r = refilter(table, name, options, scored_with=scored_with)
+        except StageError as e:
+            return _err(str(e))
+        n_in += table.num_rows
+        n_out += kept.num_rows
+        reasons.update(x for x in r.to_pylist() if x is not None)
+        if args.write:
+            write_parquet_atomic(kept, Path(args.write) / f.relative_to(root / "output"))
+    dt = time.time() - t0
+    print(f"refilter {args.stage} with {json.dumps(changes)} over {len(files)} file(s) in {dt:.2f}s")
+    print(f"  documents in output: {n_in:,}; kept now: {n_out:,} ({100.0 * n_out / max(n_in, 1):.1f}%)")
+    for reason, n in reasons.most_common():
+        print(f"  - {reason:<44}{n:>10,}")
+    if args.write:
+        print(f"  kept rows written to {args.write}")
+    return 0
