@@ -678,6 +678,12 @@ def _table(headers: list[str], rows: list[list[str]], *, cls: str = "", raw_cols
     return f'<table class="{cls}"><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>'
 
 
+def _count_axis(counts: list[int]) -> str:
+    """Log scale only where counts span orders of magnitude (cluster sizes usually do)."""
+    pos = [c for c in counts if c > 0]
+    return "log" if pos and max(pos) / min(pos) >= 50 else "linear"
+
+
 def _hist_chart(page: _Page, cid: str, h: dict) -> str:
     edges, counts = h["edges"], h["counts"]
     # a step area: one point per bin edge; exact under a log axis where bars would distort
@@ -876,7 +882,7 @@ def render(data: dict) -> str:
         dist.append(page.chart(f"hist-clusters-{j}", cdata, {
             "title": {"text": _e(f"Duplicate-cluster sizes ({stage})")},
             "xaxis": {"type": "category", "title": {"text": "documents per cluster"}},
-            "yaxis": {"type": "log", "title": {"text": "clusters"}}}, height=320,
+            "yaxis": {"type": _count_axis([k for _, k in rows]), "title": {"text": "clusters"}}}, height=320,
             caption=_e(f"{sum(k for _, k in rows):,} clusters of 2 or more documents; "
                        f"{next((s.rows_dropped for s in stats if s.stage == stage), 0):,} duplicates removed")))
     if data.get("quality_group_thresholds"):
@@ -890,7 +896,8 @@ def render(data: dict) -> str:
                   "hovertemplate": "cluster size %{x}: %{y:,}<extra></extra>", "marker": {"color": "#9467bd"}}]
         dist.append(page.chart("hist-dup", ddata, {"title": {"text": "Duplicate-cluster sizes"},
                                                    "xaxis": {"title": {"text": f"cluster size ({_e(ds['column'])})"}},
-                                                   "yaxis": {"type": "log", "title": {"text": "count"}}},
+                                                   "yaxis": {"type": _count_axis([k for _, k in ds["rows"]]),
+                                                             "title": {"text": "count"}}},
                                height=320, caption=_e(ds["note"])))
     if dist or extra:
         src = _e(data["data_source"])
