@@ -220,15 +220,17 @@ def finish_shard(stage: str, shard_path: str, ctx, table_in_rows: int, bytes_in:
     return {"stats": st, "rejects": reject_sample(rejected, reject_cap)}
 
 
-def _timed(fn, x):
-    t0 = time.process_time()
-    r = fn(x)
-    return r, time.process_time() - t0
-
-
 def timed_map(engine, fn, items) -> tuple[list, list[float]]:
-    """``engine.map`` that also returns the CPU seconds each task spent (for StageStats)."""
-    out = engine.map(functools.partial(_timed, fn), list(items))
+    """``engine.map`` that also returns the CPU seconds each task spent (for StageStats).
+
+    The task is a plain function (Ray's ``remote`` takes functions, not ``partial``
+    objects); cloudpickle ships it with the partial it calls."""
+    def task(x, _fn=fn):
+        t0 = time.process_time()
+        r = _fn(x)
+        return r, time.process_time() - t0
+
+    out = engine.map(task, list(items))
     return [r for r, _ in out], [c for _, c in out]
 
 
