@@ -271,6 +271,8 @@ class Engine:
                 kwargs["runtime_env"] = {"py_modules": [datapipe, stages, classifiers],
                                          "env_vars": {"RAY_USAGE_STATS_ENABLED": "0"}}
             else:
+                # "local": always a new embedded Ray, never a cluster someone left running here
+                kwargs["address"] = "local"
                 kwargs["num_cpus"] = os.cpu_count() or 1
                 if object_store_memory:
                     kwargs["object_store_memory"] = object_store_memory
