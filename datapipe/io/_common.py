@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import bz2
 import gzip
-import io
 import json
 import os
 from typing import Callable, Iterable, Iterator, Optional
 
 import fsspec
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ..schema import conform, doc_id
 from ..stats import StageStats

@@ -17,7 +17,6 @@ near-dedup is a global pass (``dedup_minhash`` in ``configs/sources/books.yaml``
 """
 from __future__ import annotations
 
-import io
 import os
 import re
 from typing import Iterator, Optional
@@ -128,5 +127,3 @@ def iter_batches(path: str, *, input_cfg, batch_size: int, stats: StageStats) ->
     if row is not None:
         yield build_batch([row], EXTRA)
 
-
-__all__ = ["strip_gutenberg", "iter_batches", "expand_input", "io"]

@@ -4,7 +4,7 @@
 **Directory trees.** An input folder is either one repository (it holds a licence file, a
 ``.git`` folder or a ``repo.json``) or a folder of repositories, one per sub-folder; each
 repository is one shard. Every file whose extension names a programming/markup language
-(:data:`stages.sources.code.EXTENSIONS`, shared with the ``code_filter`` stage) becomes one
+(:data:`EXTENSIONS`, shared with the ``code_filter`` stage) becomes one
 row. Skipped and counted: files over ``MAX_FILE_BYTES`` (``too_large``), files with NUL bytes
 (``binary``), undecodable UTF-8 (``not_utf8``), empty files (``no_text``); folders like
 ``.git``, ``node_modules``, ``__pycache__`` and vendored dependencies are not entered.
@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from typing import Iterator
+from typing import Iterator, Optional
 
 import pyarrow as pa
 
@@ -34,6 +34,33 @@ from ..stats import StageStats
 from ._common import build_batch, count, is_export, iter_export_batches
 
 MAX_FILE_BYTES = 1_000_000
+#: extension (lower case, with dot) or exact file name -> language
+EXTENSIONS: dict[str, str] = {
+    ".py": "Python", ".pyi": "Python", ".c": "C", ".h": "C", ".cc": "C++", ".cpp": "C++", ".cxx": "C++",
+    ".hpp": "C++", ".hh": "C++", ".hxx": "C++", ".c++": "C++", ".h++": "C++", ".cs": "C#", ".java": "Java",
+    ".js": "JavaScript", ".mjs": "JavaScript", ".cjs": "JavaScript", ".jsx": "JavaScript", ".ts": "TypeScript",
+    ".tsx": "TypeScript", ".go": "Go", ".rs": "Rust", ".rb": "Ruby", ".php": "PHP", ".pl": "Perl", ".pm": "Perl",
+    ".sh": "Shell", ".bash": "Shell", ".zsh": "Shell", ".ps1": "PowerShell", ".bat": "Batchfile", ".cmd": "Batchfile",
+    ".scala": "Scala", ".kt": "Kotlin", ".kts": "Kotlin", ".swift": "Swift", ".m": "Objective-C", ".mm": "Objective-C++",
+    ".lua": "Lua", ".r": "R", ".jl": "Julia", ".hs": "Haskell", ".ml": "OCaml", ".mli": "OCaml", ".fs": "F#",
+    ".erl": "Erlang", ".ex": "Elixir", ".exs": "Elixir", ".clj": "Clojure", ".lisp": "Common Lisp", ".el": "Emacs Lisp",
+    ".scm": "Scheme", ".dart": "Dart", ".f": "Fortran", ".f90": "Fortran", ".f95": "Fortran", ".for": "Fortran",
+    ".vb": "Visual Basic", ".asm": "Assembly", ".s": "Assembly", ".sql": "SQL", ".css": "CSS", ".scss": "SCSS",
+    ".html": "HTML", ".htm": "HTML", ".xml": "XML", ".md": "Markdown", ".markdown": "Markdown", ".rst": "reStructuredText",
+    ".tex": "TeX", ".cmake": "CMake", ".proto": "Protocol Buffer", ".vue": "Vue", ".groovy": "Groovy",
+    ".yaml": "YAML", ".yml": "YAML", ".toml": "TOML", ".json": "JSON", ".ini": "INI", ".dockerfile": "Dockerfile",
+    "makefile": "Makefile", "gnumakefile": "Makefile", "dockerfile": "Dockerfile", "cmakelists.txt": "CMake",
+}
+
+def language_of(name: str) -> Optional[str]:
+    """Language of a file name (``Makefile``, ``foo.py``), None when unknown."""
+    base = os.path.basename(name).lower()
+    if base in EXTENSIONS:
+        return EXTENSIONS[base]
+    ext = os.path.splitext(base)[1]
+    return EXTENSIONS.get(ext) if ext else None
+
+
 EXTRA = {"repo": pa.string(), "path": pa.string(), "license": pa.string(), "source_detail": pa.string()}
 SKIP_DIRS = {".git", ".hg", ".svn", "node_modules", "__pycache__", ".tox", ".venv", "venv", ".mypy_cache",
              ".pytest_cache", "site-packages", "dist", "build", ".idea", ".vscode", "vendor", "third_party"}
@@ -42,6 +69,7 @@ LICENSE_FILE = re.compile(r"^(licen[cs]e|copying|unlicense)([-._].*)?$", re.I)
 #: (SPDX id, all of these phrases, none of these) -- first match wins; phrases are lower case,
 #: whitespace-collapsed. Order matters: LGPL/AGPL before GPL, BSD-3 before BSD-2.
 _LICENSE_RULES: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
+    ("PSF-2.0", ("python software foundation license",), ()),
     ("Apache-2.0", ("apache license", "version 2.0"), ()),
     ("MIT", ("permission is hereby granted, free of charge",), ()),
     ("ISC", ("permission to use, copy, modify, and/or distribute this software for any purpose",), ()),
@@ -56,7 +84,6 @@ _LICENSE_RULES: list[tuple[str, tuple[str, ...], tuple[str, ...]]] = [
     ("LGPL-2.1", ("gnu library general public license",), ()),
     ("GPL-3.0", ("gnu general public license", "version 3"), ()),
     ("GPL-2.0", ("gnu general public license", "version 2"), ()),
-    ("PSF-2.0", ("python software foundation license",), ()),
     ("CC0-1.0", ("cc0 1.0 universal",), ()),
     ("EPL-2.0", ("eclipse public license", "2.0"), ()),
     ("Zlib", ("this software is provided 'as-is', without any express or implied warranty",), ()),
@@ -114,7 +141,6 @@ def _repo_info(root: str) -> dict:
 
 
 def iter_tree_rows(root: str, *, source: str, stats: StageStats, max_bytes: int = MAX_FILE_BYTES) -> Iterator[dict]:
-    from stages.sources.code import language_of
     root = os.path.abspath(root)
     # repositories nested inside the input (a sub-folder with its own licence) get their own info
     infos: dict[str, dict] = {}

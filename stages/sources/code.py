@@ -27,35 +27,17 @@ the cost of reading the text.
 from __future__ import annotations
 
 import fnmatch
-import os
 from typing import Optional
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from datapipe.io.code import EXTENSIONS, language_of  # noqa: F401 - one extension map for reader and stage
 from datapipe.stage import Filter, StageError, reasons_from_masks, register
 
 CHECK = "code_filter_v1"
 DEFAULT_LICENSES = ["MIT", "Apache-2.0", "BSD-2-Clause", "BSD-3-Clause"]
-
-#: extension (lower case, with dot) or exact file name -> language
-EXTENSIONS: dict[str, str] = {
-    ".py": "Python", ".pyi": "Python", ".c": "C", ".h": "C", ".cc": "C++", ".cpp": "C++", ".cxx": "C++",
-    ".hpp": "C++", ".hh": "C++", ".hxx": "C++", ".c++": "C++", ".h++": "C++", ".cs": "C#", ".java": "Java",
-    ".js": "JavaScript", ".mjs": "JavaScript", ".cjs": "JavaScript", ".jsx": "JavaScript", ".ts": "TypeScript",
-    ".tsx": "TypeScript", ".go": "Go", ".rs": "Rust", ".rb": "Ruby", ".php": "PHP", ".pl": "Perl", ".pm": "Perl",
-    ".sh": "Shell", ".bash": "Shell", ".zsh": "Shell", ".ps1": "PowerShell", ".bat": "Batchfile", ".cmd": "Batchfile",
-    ".scala": "Scala", ".kt": "Kotlin", ".kts": "Kotlin", ".swift": "Swift", ".m": "Objective-C", ".mm": "Objective-C++",
-    ".lua": "Lua", ".r": "R", ".jl": "Julia", ".hs": "Haskell", ".ml": "OCaml", ".mli": "OCaml", ".fs": "F#",
-    ".erl": "Erlang", ".ex": "Elixir", ".exs": "Elixir", ".clj": "Clojure", ".lisp": "Common Lisp", ".el": "Emacs Lisp",
-    ".scm": "Scheme", ".dart": "Dart", ".f": "Fortran", ".f90": "Fortran", ".f95": "Fortran", ".for": "Fortran",
-    ".vb": "Visual Basic", ".asm": "Assembly", ".s": "Assembly", ".sql": "SQL", ".css": "CSS", ".scss": "SCSS",
-    ".html": "HTML", ".htm": "HTML", ".xml": "XML", ".md": "Markdown", ".markdown": "Markdown", ".rst": "reStructuredText",
-    ".tex": "TeX", ".cmake": "CMake", ".proto": "Protocol Buffer", ".vue": "Vue", ".groovy": "Groovy",
-    ".yaml": "YAML", ".yml": "YAML", ".toml": "TOML", ".json": "JSON", ".ini": "INI", ".dockerfile": "Dockerfile",
-    "makefile": "Makefile", "gnumakefile": "Makefile", "dockerfile": "Dockerfile", "cmakelists.txt": "CMake",
-}
 
 _KEYWORDS = r"(?i)(copyright|licen[cs]e|spdx-license-identifier|all rights reserved|permission is hereby granted)"
 #: leading boilerplate blocks; group 1 (shebang / coding line) is kept
@@ -64,15 +46,6 @@ _HEADERS = (
     r"^((?:#![^\n]*\n)?)\s*/\*(?s:.*?)\*/[ \t]*(?:\n|$)",
     r"^((?:<\?xml[^\n]*\n)?)\s*<!--(?s:.*?)-->[ \t]*(?:\n|$)",
 )
-
-
-def language_of(name: str) -> Optional[str]:
-    """Language of a file name (``Makefile``, ``foo.py``), None when unknown."""
-    base = os.path.basename(name).lower()
-    if base in EXTENSIONS:
-        return EXTENSIONS[base]
-    ext = os.path.splitext(base)[1]
-    return EXTENSIONS.get(ext) if ext else None
 
 
 def languages_of(paths: pa.Array) -> pa.Array:

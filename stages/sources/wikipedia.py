@@ -49,7 +49,6 @@ NON_TEXT_LINK_PREFIXES = {"file", "image", "media", "category", "datei", "bild",
                           "カテゴリ", "文件", "分类", "plik", "kategoria", "bestand", "categorie", "immagine",
                           "arquivo", "categoria", "imagem"}
 _INTERWIKI = re.compile(r"^[a-z]{2,3}(?:-[a-z]{2,8})*$")
-_REDIRECT = re.compile(r"^\s*#\s*redirect", re.I)
 
 
 def _render(code) -> str:
@@ -92,7 +91,7 @@ def _render_node(node) -> str:
 
 def _post(text: str) -> str:
     text = re.sub(r"\(\s*[,;]?\s*\)", "", text)              # "( )" left by removed templates
-    text = re.sub(r"\(\s*[,;]\s*", "(", text)
+    text = re.sub(r"\(\s*[,;]?\s*", "(", text)
     text = re.sub(r"[ \t\u00a0]+", " ", text)
     text = re.sub(r" +([,.;:])", r"\1", text)
     text = "\n".join(line.strip() for line in text.split("\n"))
@@ -150,7 +149,9 @@ class WikiClean(Filter):
     def _namespace_fail(self, batch: pa.Table) -> np.ndarray:
         if "wiki_namespace" not in batch.column_names:
             return np.zeros(batch.num_rows, bool)
-        ok = pc.fill_null(pc.is_in(batch["wiki_namespace"], value_set=pa.array(self.namespaces, pa.int32())), True)
+        ns = batch["wiki_namespace"]
+        # rows without a namespace (exports) are articles
+        ok = pc.or_(pc.is_null(ns), pc.is_in(ns, value_set=pa.array(self.namespaces, pa.int32())))
         return ~ok.to_numpy(zero_copy_only=False)
 
     def score(self, batch: pa.Table) -> pa.Table:
