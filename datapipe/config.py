@@ -40,7 +40,9 @@ class _Strict(BaseModel):
 
 class InputConfig(_Strict):
     paths: list[str] = Field(default_factory=list)
-    format: Literal["auto", "warc", "jsonl", "parquet", "text"] = "auto"
+    #: mediawiki, code, books, arxiv, stackexchange: the source readers of datapipe/io/
+    format: Literal["auto", "warc", "jsonl", "parquet", "text",
+                    "mediawiki", "code", "books", "arxiv", "stackexchange"] = "auto"
     source: str = "cc"
     #: prefix for relative entries of a CommonCrawl ``warc.paths.gz`` listing
     base_url: str = "https://data.commoncrawl.org/"

@@ -121,7 +121,7 @@ class Runner:
         specs = inputs if inputs else cfg.input.paths
         if not specs:
             raise RunError("no input: give --input (files, folders, globs, *.paths.gz, URLs) or input.paths in the config")
-        self.inputs = resolve_inputs(specs, base_url=cfg.input.base_url)
+        self.inputs = resolve_inputs(specs, base_url=cfg.input.base_url, format=cfg.input.format)
         self.rd = RunDir(run_dir or Path("runs") / cfg.name)
         self.steps = plan_steps(cfg)
         self.fingerprint = config_fingerprint(cfg, self.inputs)

@@ -5,6 +5,13 @@ named ``read``.
 Inputs may be files, directories, globs, CommonCrawl ``*.paths(.gz)`` listings
 (relative entries are prefixed with ``base_url``), or remote URLs that fsspec
 understands (``https://``, ``s3://``).
+
+Non-crawl sources (``input.format``): ``mediawiki`` (Wikipedia XML dumps and ``datasets``
+exports, :mod:`.wikipedia`), ``code`` (repository trees, :mod:`.code`), ``books``
+(Gutenberg-style text, :mod:`.books`), ``arxiv`` (LaTeX folders and tarballs, :mod:`.arxiv`),
+``stackexchange`` (``Posts.xml``, :mod:`.stackexchange`). For these a local folder or file
+is expanded by the format's own ``expand_input`` (a repository or a folder of paper folders
+is one shard; a folder of dumps gives one shard per dump).
 """
 from __future__ import annotations
 
@@ -12,6 +19,7 @@ import glob
 import gzip
 import io
 import os
+import re
 from typing import Iterator
 
 import fsspec
@@ -48,9 +56,23 @@ def _read_paths_listing(path: str, base_url: str) -> list[str]:
     return out
 
 
-def resolve_inputs(specs: list[str], *, base_url: str = "https://data.commoncrawl.org/") -> list[str]:
-    """Expand files, folders, globs, ``*.paths(.gz)`` listings and URLs into a sorted file list."""
+#: formats whose module expands a local folder (or file) into its shards
+SOURCE_FORMATS = ("mediawiki", "code", "books", "arxiv", "stackexchange")
+_SOURCE_MODULES = {"mediawiki": "wikipedia", "code": "code", "books": "books", "arxiv": "arxiv",
+                   "stackexchange": "stackexchange"}
+
+
+def _source_module(fmt: str):
+    import importlib
+    return importlib.import_module(f"{__name__}.{_SOURCE_MODULES[fmt]}")
+
+
+def resolve_inputs(specs: list[str], *, base_url: str = "https://data.commoncrawl.org/",
+                   format: str = "auto") -> list[str]:
+    """Expand files, folders, globs, ``*.paths(.gz)`` listings and URLs into a sorted file list
+    (for the source formats, into the shards their ``expand_input`` names)."""
     files: list[str] = []
+    expand = _source_module(format).expand_input if format in SOURCE_FORMATS else None
     for spec in specs:
         spec = str(spec)
         if spec.endswith((".paths", ".paths.gz")) or spec.endswith("paths.txt"):
@@ -66,6 +88,19 @@ def resolve_inputs(specs: list[str], *, base_url: str = "https://data.commoncraw
             continue
         if spec.startswith("file://"):
             spec = spec[len("file://"):]
+        if expand is not None and any(ch in spec for ch in "*?[") and not os.path.exists(spec):
+            found = sorted(glob.glob(spec, recursive=True))
+            if not found:
+                raise InputError(f"{spec}: glob matches nothing")
+            for f in found:
+                files.extend(expand(f))
+            continue
+        if expand is not None and os.path.exists(spec):
+            found = expand(spec)
+            if not found:
+                raise InputError(f"{spec}: holds nothing that input.format {format} reads")
+            files.extend(found)
+            continue
         if os.path.isdir(spec):
             found = sorted(
                 os.path.join(dp, f) for dp, _, fs in os.walk(spec) for f in fs
@@ -108,6 +143,11 @@ def detect_format(path: str, declared: str = "auto") -> str:
         return "parquet"
     if p.endswith(TEXT_SUFFIXES):
         return "text"
+    base = os.path.basename(p)
+    if base.startswith("posts.xml") or re.match(r".+[-.]posts\.xml", base):
+        return "stackexchange"
+    if ".xml" in base and ("pages-" in base or base.startswith(("enwiki", "simplewiki"))):
+        return "mediawiki"
     return "warc"  # CommonCrawl listings sometimes lack suffixes; the WARC reader reports bad input
 
 
@@ -128,5 +168,7 @@ def read_shard(paths: list[str], *, input_cfg, batch_size: int, stats: StageStat
                                                     text_field=input_cfg.text_field, stats=stats)
         elif fmt == "text":
             yield from tabular.iter_text_batches(path, source=input_cfg.source, batch_size=batch_size, stats=stats)
+        elif fmt in SOURCE_FORMATS:
+            yield from _source_module(fmt).iter_batches(path, input_cfg=input_cfg, batch_size=batch_size, stats=stats)
         else:  # pragma: no cover - guarded by config validation
             raise InputError(f"unknown input format {fmt!r}")
