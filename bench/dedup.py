@@ -92,14 +92,29 @@ def real_texts() -> list[str]:
     return out
 
 
-def sentence_pool(texts: list[str]) -> list[str]:
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff]")
+
+
+def sentence_pool() -> list[str]:
+    """Distinct real sentences: realpages sentences, and copycat documents (stemmed, without
+    punctuation) cut into 20-word pieces. CJK sentences are left out: every CJK character is a
+    word, so one 300-character sentence would outweigh the rest of a synthetic document."""
     seen, pool = set(), []
-    for t in texts:
-        for s in re.split(r"(?<=[.!?。！？])\s+|\n+", t):
-            s = s.strip()
-            if 40 <= len(s) <= 400 and s not in seen:
-                seen.add(s)
-                pool.append(s)
+
+    def add(s: str) -> None:
+        s = s.strip()
+        if 40 <= len(s) <= 400 and s not in seen and not _CJK.search(s):
+            seen.add(s)
+            pool.append(s)
+    for name, field in (("realpages-magic-html-benchmark.gold.jsonl", "gold_content"),
+                        ("realpages-stia-neardup-originals.gold.jsonl", "extracted_text_trafilatura")):
+        for line in open(REALPAGES / name, encoding="utf-8"):
+            for s in re.split(r"(?<=[.!?])\s+|\n+", json.loads(line).get(field) or ""):
+                add(s)
+    for p in copycat_pairs():
+        w = p["text_a"].split()
+        for i in range(0, len(w) - 19, 20):
+            add(" ".join(w[i:i + 20]))
     return pool
 
 
@@ -107,7 +122,7 @@ def synthetic_shards(n_docs: int, folder: Path, *, rows_per_shard: int = 20_000,
                      seed: int = 0) -> tuple[list[str], int]:
     """Parquet shards of synthetic documents made of real sentences; returns (paths, planted copies)."""
     from datapipe.schema import BASE_SCHEMA
-    pool = sentence_pool(real_texts())
+    pool = sentence_pool()
     rng = random.Random(seed)
     folder.mkdir(parents=True, exist_ok=True)
     paths, planted = [], 0
@@ -355,8 +370,9 @@ def speed(args) -> None:
 def scale(args) -> None:
     from stages.dedup_minhash import format_s_curve
     print(format_s_curve(14, 8))
-    print("corpora: SYNTHETIC documents of REAL sentences (realpages + copycat texts), 8-30 sentences each, "
-          "10% planted near copies (2% of words changed); shards of 20,000 documents")
+    print(f"corpora: SYNTHETIC documents of REAL sentences ({len(sentence_pool()):,} distinct sentences of realpages "
+          "and copycat texts), 8-30 sentences each, 10% planted near copies (2% of words changed); "
+          "shards of 20,000 documents")
     print(f"  {'docs':>9} {'shards':>6} {'gen s':>6} {'wall s':>7} {'sig s':>6} {'cc s':>5} {'docs/s':>7} "
           f"{'peak tree':>10} {'peak proc':>10} {'planted':>8} {'removed':>8} {'recall':>7} {'false':>6} {'rounds':>6}")
     engine = None

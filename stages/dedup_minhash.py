@@ -158,7 +158,8 @@ def minhash_signatures(text: pa.Array, *, ngram: int, a: np.ndarray, b: np.ndarr
     first[1:] = doc[1:] != doc[:-1]
     starts = np.flatnonzero(first)
     # chunk boundaries at document starts, about _CHUNK shingles apart
-    cuts = starts[np.searchsorted(starts, np.arange(0, len(x), _CHUNK), side="left")]
+    at = np.searchsorted(starts, np.arange(0, len(x), _CHUNK), side="left")
+    cuts = starts[np.minimum(at, len(starts) - 1)]
     cuts = np.unique(np.append(cuts, len(x)))
     with np.errstate(over="ignore"):
         for c0, c1 in zip(cuts[:-1], cuts[1:]):

@@ -342,6 +342,18 @@ def test_minhash_jaccard_estimates_agree_with_datasketch(pages):
     assert abs((ours - true).mean()) < 0.015                # no bias
 
 
+def test_minhash_signatures_do_not_depend_on_batching(pages):
+    from stages.dedup_minhash import minhash_signatures, permutations
+    texts = pa.array([d["text"] for d in pages] * 3, pa.large_string())     # > 32k shingles: several chunks
+    a, b = permutations(64, seed=9)
+    whole, n_sh = minhash_signatures(texts, ngram=5, a=a, b=b)
+    assert n_sh.sum() > 3 * (1 << 15)
+    parts = np.concatenate([minhash_signatures(texts.slice(i, 7), ngram=5, a=a, b=b)[0] for i in range(0, len(texts), 7)])
+    assert np.array_equal(whole, parts)
+    one = minhash_signatures(texts.slice(5, 1), ngram=5, a=a, b=b)[0]
+    assert np.array_equal(one[0], whole[5]) and np.array_equal(whole[5], whole[5 + len(pages)])
+
+
 def test_minhash_s_curve_and_options():
     from stages.dedup_minhash import format_s_curve, lsh_threshold, s_curve
     t = lsh_threshold(14, 8)
