@@ -48,3 +48,13 @@ test: install
 
 clean:
 	rm -rf runs build
+
+# The classifier loop end to end on the sample crawl: pipeline run -> sample -> label (loopback
+# server answering with a transparent rule-based rubric, NOT an LLM) -> train fastText quality and
+# topic models (metrics + model cards in runs/classify_demo/models/) -> apply them as pipeline
+# stages (configs/classify_demo.yaml). DEMO_ARGS="--embed" also trains the MiniLM embedding head;
+# DEMO_ARGS="--base-url http://HOST:PORT/v1 --model NAME" labels with a real OpenAI-compatible server.
+DEMO_ARGS ?=
+.PHONY: classify-demo
+classify-demo: install
+	$(BIN)/datapipe classify demo $(DEMO_ARGS)
