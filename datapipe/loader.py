@@ -27,6 +27,12 @@ keeping Parquet reads sequential; unlike a streaming reservoir it is a pure func
 position, so the state to resume is a counter: sequence ``k`` of a slot is tokens
 ``[k*L, (k+1)*L)`` of the slot's (permuted) concatenation, found from ``n_tokens`` alone.
 
+A batch holds consecutive sequences of one slot (one DataLoader worker), so a document longer
+than ``seq_len`` spans neighbouring sequences of the same batch: with 8K sequences and web
+documents (~1K tokens) a batch mixes dozens of documents; with short test sequences it may
+hold one page (``tests/test_loader.py`` trains its tiny LM on 256-token sequences for that
+reason).
+
 Resume: :class:`PackedLoader` (a ``torch.utils.data.DataLoader``) records, in the training
 process, how many sequences of each slot the trainer has received, and which worker gave the
 last batch. ``loader.state_dict()`` is small JSON-able data; a new loader with
