@@ -637,7 +637,8 @@ def test_stackexchange_stage_html_sites_and_answers(tmp_path):
     t = res.kept.filter(pa.compute.equal(res.kept["se_answers"], 3))["text"].to_pylist()[0]
     assert t.startswith("Q: Comparing <T> values & more\n\nHow do I compare a < b for generic ?")
     assert "if (a.compareTo(b) < 0) {}" in t and "Comparable:" in t and "<strong>" not in t and "<p>" not in t
-    assert "\n- one\n- two" in t and "same score as another — older first." in t
+    assert "\n- one\n- two" in t and "\n\nA: Late answer, same score as another — older first." in t
+    assert "\n\nA: Implement Comparable:" in t
     # site keep-list: a site outside the list fails, short names match
     assert run_stage("stackexchange", tbl, sites=["superuser.com"]).reasons == {"stackexchange_v1:site": 2}
     assert run_stage("stackexchange", tbl, sites=["math"]).kept.num_rows == 2
@@ -658,6 +659,10 @@ def test_source_configs_are_valid():
     assert llama.mix and (REPO / llama.mix).exists()
     with pytest.raises(Exception, match="format"):
         parse_config({"input": {"format": "pdf"}})
+    from datapipe.io import detect_format
+    assert detect_format("dumps/enwiki-20240101-pages-articles-multistream.xml.bz2") == "mediawiki"
+    assert detect_format("math.stackexchange.com/Posts.xml") == "stackexchange"
+    assert detect_format("x/Posts.xml", "code") == "code" and detect_format("a.warc.gz") == "warc"
 
 
 def test_code_source_end_to_end(ray_session, code_repos, tmp_path):

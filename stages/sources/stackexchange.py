@@ -74,6 +74,8 @@ def html_to_text(arr: pa.Array) -> pa.Array:
         a = pa.array(vals, arr.type)
     a = pc.replace_substring_regex(a, r"[ \t]+\n", "\n")
     a = pc.replace_substring_regex(a, r"\n{3,}", "\n\n")
+    # the reader's "A: " markers: the answer's first paragraph goes on the marker's line
+    a = pc.replace_substring_regex(a, r"(^|\n)(Q|A):\s*\n+", "\\1\\2: ")
     return pc.utf8_trim(a, " \n\t")
 
 
