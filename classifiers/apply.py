@@ -115,7 +115,7 @@ class Classifier:
             import fasttext
             fasttext.FastText.eprint = lambda *a, **k: None  # silence the load-time warning
             self._ft = fasttext.load_model(str(self.path / "model.bin"))
-            self._index = {f"__label__{c}": i for i, c in enumerate(self.classes)}
+            self._index = {f"__label__{i}": i for i in range(len(self.classes))}  # see train._train_fasttext
         elif self.backend == "embed":
             with np.load(self.path / "head.npz") as z:
                 self._w = [z[k] for k in sorted(z.files) if k.startswith("W")]

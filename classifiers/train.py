@@ -280,12 +280,14 @@ def _sort_classes(labels) -> list[str]:
     return [c for _, c in sorted(zip(vals, cl))] if vals is not None else cl
 
 
-def _train_fasttext(texts: list[str], labels: list[str], out: Path, p: dict) -> None:
+def _train_fasttext(texts: list[str], labels: list[str], classes: list[str], out: Path, p: dict) -> None:
     import fasttext
     prep = ft_preprocess(texts, max_chars=p["max_chars"])
+    index = {c: i for i, c in enumerate(classes)}
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8") as fh:
         for y, x in zip(labels, prep):
-            fh.write(f"__label__{y} {x}\n")
+            # fastText labels are class indexes (a topic name may hold spaces); the card maps them back
+            fh.write(f"__label__{index[y]} {x}\n")
         name = fh.name
     try:
         model = fasttext.train_supervised(input=name, epoch=p["epoch"], lr=p["lr"], wordNgrams=p["wordNgrams"],
@@ -375,7 +377,7 @@ def train_classifier(data: LabelledData, out_dir: str | Path, *, task: str, back
     tr_labels = [data.labels[i] for i in tr]
     head_info = None
     if backend == "fasttext":
-        _train_fasttext(tr_texts, tr_labels, out, p)
+        _train_fasttext(tr_texts, tr_labels, classes, out, p)
     else:
         head_info = _train_embed(tr_texts, tr_labels, classes, out, p, seed)
     train_s = time.perf_counter() - t0
