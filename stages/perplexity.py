@@ -231,7 +231,13 @@ class LMFiles:
     def __init__(self, lang: str, sp_path: Path, lm_path: Path):
         self.lang, self.sp_path, self.lm_path = lang, sp_path, lm_path
         self.meta_path = lm_path.with_name(f"{lang}.model.json")
-        self.model_id = self._model_id()
+        self._id: str | None = None
+
+    @property
+    def model_id(self) -> str:
+        if self._id is None:
+            self._id = self._model_id()
+        return self._id
 
     def _model_id(self) -> str:
         if self.meta_path.is_file():
@@ -287,6 +293,7 @@ def discover_models(models: dict[str, str] | None, model_dir: str | None) -> dic
                          "(train one with `datapipe train-lm`)")
     for f in found.values():
         f.validate()
+        f.model_id  # noqa: B018 - read the id now (cheap), not in every worker
     return found
 
 
