@@ -58,7 +58,7 @@ import unicodedata
 import zlib
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -315,7 +315,7 @@ class LoadedLM:
         pieces = self.sp.encode(norm_lines, out_type=str)
         score = self.lm.score
         # measured exception to "no per-row Python loop": KenLM's Python API scores one
-        # sentence per call; this loop is ~10% of the stage's time (bench/perplexity_bench.py)
+        # sentence per call; this loop is ~25% of the stage's time (bench/perplexity_bench.py)
         logp = np.fromiter((score(" ".join(p)) for p in pieces), dtype=np.float64, count=len(pieces))
         ntok = np.fromiter((len(p) + 1 for p in pieces), dtype=np.float64, count=len(pieces))
         return logp, ntok

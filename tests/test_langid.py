@@ -29,7 +29,7 @@ def table(texts):
 
 
 def read_lingua(lang: str, n: int) -> list[str]:
-    lines = (LINGUA / lang / "sentences.txt").read_text(encoding="utf-8").splitlines()
+    lines = (LINGUA / lang / "sentences.txt").read_text(encoding="utf-8").split("\n")
     return [s for s in lines if s.strip()][:n]
 
 
