@@ -17,7 +17,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: pipeline test install kenlm clean bench help
+.PHONY: pipeline test install kenlm models clean help
 
 help:
 	@echo "make pipeline [SNAPSHOT='/data/CC-MAIN-*/segments/*/warc/*.warc.gz'] [CONFIG=configs/default.yaml]"
@@ -39,11 +39,27 @@ kenlm: $(BIN)/lmplz
 $(BIN)/lmplz: | $(STAMP)
 	VENV=$(VENV) bash tools/build_kenlm.sh
 
+# The project's own sample crawl (deterministic, no network) and the KenLM models the default
+# config's perplexity stage uses, trained once from the crawl builder's reference corpus.
+SAMPLE := runs/_sample_crawl
+LM_LANGS := en de fr
+LM := $(SAMPLE)/lm/en.model.json
+
+$(SAMPLE)/_complete: | install
+	$(BIN)/datapipe sample-crawl $(SAMPLE)
+
+$(LM): $(SAMPLE)/_complete | kenlm
+	for l in $(LM_LANGS); do \
+	  $(BIN)/datapipe train-lm --lang $$l --input $(SAMPLE)/reference_corpus/$$l.txt --out $(SAMPLE)/lm || exit 1; \
+	done
+
+models: $(LM)
+
 # `set -f`: globs in SNAPSHOT reach datapipe unexpanded (it expands local and remote globs itself)
-pipeline: install
+pipeline: install models
 	set -f; $(BIN)/datapipe run $(CONFIG) $(if $(SNAPSHOT),--input $(SNAPSHOT)) $(if $(RUN_DIR),--run-dir $(RUN_DIR))
 
-test: install
+test: install models
 	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
 
 clean:

@@ -132,9 +132,9 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_sample_crawl(args) -> int:
-    from .samplecrawl import build_sample_crawl
-    paths = build_sample_crawl(Path(args.out_dir))
-    for p in paths:
+    out = Path(args.out_dir)
+    (out / "_complete").unlink(missing_ok=True)
+    for p in default_sample_crawl(out):
         print(p)
     return 0
 

@@ -20,7 +20,7 @@ import pyarrow as pa
 SHARD_COL = "_shard"
 
 BASE_FIELDS: list[pa.Field] = [
-    pa.field("id", pa.string(), nullable=False),
+    pa.field("id", pa.string()),  # never null in practice; nullable so every shard has one schema
     pa.field("text", pa.large_string()),
     pa.field("source", pa.string()),
     pa.field("url", pa.string()),

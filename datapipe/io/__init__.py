@@ -106,6 +106,11 @@ def resolve_inputs(specs: list[str], *, base_url: str = "https://data.commoncraw
                 os.path.join(dp, f) for dp, _, fs in os.walk(spec) for f in fs
                 if f.endswith(KNOWN_SUFFIXES) and not f.startswith(".")
             )
+            # a crawl folder often holds sidecars (manifests, gold JSONL, notes): when it has
+            # WARC/ARC/WET files, those are the input and the rest is ignored
+            crawl = [f for f in found if f.lower().endswith(WARC_SUFFIXES)]
+            if crawl and format in ("auto", "warc"):
+                found = crawl
             if not found:
                 raise InputError(f"{spec}: folder holds no WARC/ARC/WET/JSONL/Parquet/text files")
             files.extend(found)
