@@ -109,6 +109,9 @@ def _spec_models():
         total_tokens: Optional[int] = Field(default=None, gt=0)
         max_epochs: Optional[float] = Field(default=None, gt=0)
         tokenizer: Optional[str] = None
+        #: groups with a weight but no documents: "error", or "drop" them and renormalise the rest
+        #: (LLaMA-1's table over whichever sources a user actually has)
+        missing_groups: Literal["error", "drop"] = "error"
         groups: list[GroupSpec] = Field(min_length=1)
         output: OutputSpec = Field(default_factory=OutputSpec)
 
@@ -395,6 +398,13 @@ def plan_mixture(spec, n_tokens: np.ndarray, group_idx: np.ndarray) -> MixPlan:
 
     if spec.mode == "sampling":
         empty = [g for g in names if share[g] > 0 and avail[g] == 0]
+        if empty and spec.missing_groups == "drop" and len(empty) < sum(1 for g in names if share[g] > 0):
+            for g in empty:
+                w[g] = 0.0
+            s = sum(w.values())
+            share = {g: (v / s if s else 0.0) for g, v in w.items()}
+            notes.append(f"dropped group(s) without documents: {', '.join(empty)}; the others renormalised")
+            empty = []
         if empty:
             raise MixError(f"group(s) {empty} have a weight but no documents: exact proportions are impossible "
                            "(remove them, fix their `where`, or use mode: budget)")

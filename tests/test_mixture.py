@@ -366,3 +366,21 @@ def test_cli_mix_dry_run(tmp_path, capsys):
     assert rc == 2 and "mixture spec not found" in capsys.readouterr().err
     rc = main(["mix", str(tmp_path / "run"), "--spec", str(REPO / "configs" / "mix" / "default.yaml"), "--quiet"])
     assert rc == 0 and (tmp_path / "run" / "mix" / "default" / "manifest.json").exists()
+
+
+def test_missing_groups_drop_renormalises():
+    """A LLaMA-style table over fewer sources: empty groups are dropped and the rest keep their ratios."""
+    import numpy as np
+    from stages.mixture import MixError, parse_spec, plan_mixture
+    spec = {"name": "m", "mode": "sampling", "groups": [
+        {"name": "a", "where": {"source": "a"}, "weight": 0.6, "max_epochs": 1.0},
+        {"name": "b", "where": {"source": "b"}, "weight": 0.2, "max_epochs": 1.0},
+        {"name": "c", "where": {"source": "c"}, "weight": 0.2, "max_epochs": 1.0}]}
+    n_tokens = np.full(4000, 100, dtype=np.int64)
+    group_idx = np.array([0] * 3000 + [1] * 1000, dtype=np.int64)  # no documents for c
+    with pytest.raises(MixError, match="no documents"):
+        plan_mixture(parse_spec(spec), n_tokens, group_idx)
+    plan = plan_mixture(parse_spec(dict(spec, missing_groups="drop")), n_tokens, group_idx)
+    got = {g.name: g.taken_tokens for g in plan.groups}
+    assert got["c"] == 0
+    assert abs(got["a"] / (got["a"] + got["b"]) - 0.75) < 0.005
