@@ -27,14 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 REALPAGES = REPO / ".." / "shared" / "data" / "warc" / "realpages"
 
 
-def build_input(out: Path, n_docs: int, per_file: int = 2000, seed: int = 0) -> list[Path]:
+def _load_pages() -> list[tuple[str, str, bytes]]:
     from warcio.archiveiterator import ArchiveIterator
-    from warcio.statusandheaders import StatusAndHeaders
-    from warcio.warcwriter import WARCWriter
-    marker = out / f"_complete_{n_docs}"
-    if marker.exists():
-        return sorted(out.glob("soak-*.warc.gz"))
-    out.mkdir(parents=True, exist_ok=True)
     pages = []
     for f in sorted(REALPAGES.glob("*.warc.gz")):
         with open(f, "rb") as fh:
@@ -43,29 +37,57 @@ def build_input(out: Path, n_docs: int, per_file: int = 2000, seed: int = 0) -> 
                     pages.append((rec.rec_headers.get_header("WARC-Target-URI"),
                                   rec.http_headers.get_header("Content-Type") or "text/html",
                                   rec.content_stream().read()))
-    rng = random.Random(seed)
-    words = [b"alpha", b"river", b"stone", b"garden", b"signal", b"harbor", b"meadow", b"copper"]
-    files, i = [], 0
-    while i < n_docs:
-        path = out / f"soak-{len(files):05d}.warc.gz"
-        with open(path, "wb") as fh:
-            w = WARCWriter(fh, gzip=True)
-            for _ in range(min(per_file, n_docs - i)):
-                url, ctype, body = pages[i % len(pages)]
-                rep = i // len(pages)
-                if rep:
-                    # perturb: swap a few words so copies are near, not exact, duplicates
-                    parts = body.split(b" ")
-                    for _ in range(5):
-                        if len(parts) > 10:
-                            parts[rng.randrange(len(parts))] = rng.choice(words)
-                    body = b" ".join(parts)
-                http = StatusAndHeaders("200 OK", [("Content-Type", ctype)], protocol="HTTP/1.1")
-                rec = w.create_warc_record(f"{url}#soak{rep}", "response", payload=io.BytesIO(body),
-                                           http_headers=http)
-                w.write_record(rec)
-                i += 1
-        files.append(path)
+    return pages
+
+
+_WORDS = [b"alpha", b"river", b"stone", b"garden", b"signal", b"harbor", b"meadow", b"copper"]
+
+
+def _write_file(args) -> str:
+    """One WARC file of copies ``[start, stop)``; per-record gzip members at level 1 (fast)."""
+    import gzip
+    from warcio.statusandheaders import StatusAndHeaders
+    from warcio.warcwriter import WARCWriter
+    path, start, stop, pages, seed = args
+    rng = random.Random(f"{seed}-{start}")
+    with open(path + ".tmp", "wb") as out:
+        for i in range(start, stop):
+            url, ctype, body = pages[i % len(pages)]
+            rep = i // len(pages)
+            if rep:
+                # perturb: overwrite 5 words at random places so copies are near, not exact, duplicates
+                body = bytearray(body)
+                for _ in range(5):
+                    at = body.find(b" ", rng.randrange(max(1, len(body))))
+                    if at < 0:
+                        continue
+                    end = body.find(b" ", at + 1)
+                    if end < 0 or end - at > 20:
+                        continue
+                    body[at + 1:end] = rng.choice(_WORDS)
+                body = bytes(body)
+            buf = io.BytesIO()
+            w = WARCWriter(buf, gzip=False)
+            http = StatusAndHeaders("200 OK", [("Content-Type", ctype)], protocol="HTTP/1.1")
+            w.write_record(w.create_warc_record(f"{url}#soak{rep}", "response", payload=io.BytesIO(body),
+                                                http_headers=http))
+            out.write(gzip.compress(buf.getvalue(), compresslevel=1, mtime=0))
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def build_input(out: Path, n_docs: int, per_file: int = 2000, seed: int = 0) -> list[Path]:
+    """``n_docs`` WARC records: the real pages repeated, each copy perturbed (built once, cached)."""
+    from concurrent.futures import ProcessPoolExecutor
+    marker = out / f"_complete_{n_docs}"
+    if marker.exists():
+        return sorted(out.glob("soak-*.warc.gz"))
+    out.mkdir(parents=True, exist_ok=True)
+    pages = _load_pages()
+    jobs = [(str(out / f"soak-{k:05d}.warc.gz"), a, min(a + per_file, n_docs), pages, seed)
+            for k, a in enumerate(range(0, n_docs, per_file))]
+    with ProcessPoolExecutor(max_workers=os.cpu_count()) as ex:
+        files = [Path(p) for p in ex.map(_write_file, jobs)]
     marker.write_text("ok\n")
     return files
 
@@ -90,7 +112,7 @@ def _tree_rss(root_pid: int) -> tuple[int, int]:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--docs", type=int, default=100_000)
-    ap.add_argument("--config", default=str(REPO / "configs" / "default.yaml"))
+    ap.add_argument("--config", default=str(REPO / "bench" / "configs" / "soak.yaml"))
     ap.add_argument("--work", default="/tmp/datapipe-soak")
     args = ap.parse_args()
     if not REALPAGES.is_dir():
