@@ -20,6 +20,7 @@ from pathlib import Path
 
 EXIT_USAGE = 2
 EXIT_ENGINE = 3
+EXIT_STORAGE = 4
 
 DEFAULT_SAMPLE_DIR = Path("runs") / "_sample_crawl"
 
@@ -44,7 +45,7 @@ def cmd_run(args) -> int:
     from .config import ConfigError, load_config
     from .io import InputError
     from .ray_backend import EngineError
-    from .runner import RunError, run_pipeline
+    from .runner import RunError, StorageError, run_pipeline
     try:
         cfg = load_config(args.config)
     except ConfigError as e:
@@ -54,6 +55,8 @@ def cmd_run(args) -> int:
         inputs = default_sample_crawl()
     try:
         res = run_pipeline(cfg, inputs=inputs, run_dir=args.run_dir, quiet=args.quiet, fresh=args.fresh)
+    except StorageError as e:
+        return _err(str(e), EXIT_STORAGE)
     except (InputError, RunError) as e:
         return _err(str(e), EXIT_USAGE)
     except EngineError as e:

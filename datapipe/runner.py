@@ -44,6 +44,37 @@ class RunError(RuntimeError):
     """The run cannot start (e.g. the run directory holds a run of another config)."""
 
 
+class StorageError(RunError):
+    """The run directory's disk is full or not writable. Free space and re-run to resume."""
+
+
+#: refuse to start with less free space than this on the run directory's disk
+MIN_FREE_BYTES = int(float(os.environ.get("DATAPIPE_MIN_FREE_MB", "64")) * 2**20)
+
+_STORAGE_ERRNOS = {28, 122, 30, 13}  # ENOSPC, EDQUOT, EROFS, EACCES
+
+
+def _storage_cause(e: BaseException) -> OSError | None:
+    """The disk error behind ``e``, also when Ray wrapped it in a task error."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in _STORAGE_ERRNOS:
+            return e
+        e = e.__cause__ or e.__context__ or getattr(e, "cause", None)
+    return None
+
+
+def check_free_space(root: Path) -> None:
+    probe = root
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if free < MIN_FREE_BYTES:
+        raise StorageError(f"{root}: only {free / 2**20:.1f} MiB free on its disk (need at least "
+                           f"{MIN_FREE_BYTES / 2**20:.0f} MiB; DATAPIPE_MIN_FREE_MB sets the bound)")
+
+
 @dataclass
 class Step:
     index: int
@@ -157,8 +188,14 @@ class Runner:
     def run(self, *, stop_after_waves: int | None = None) -> RunResult:
         from .ray_backend import Engine
         t0 = time.time()
-        self._write_run_header()
-        self.rd.clean_tmp()
+        check_free_space(self.rd.root)
+        try:
+            self._write_run_header()
+            self.rd.clean_tmp()
+        except OSError as e:
+            if _storage_cause(e):
+                raise StorageError(f"{self.rd.root}: cannot write the run directory: {e}") from None
+            raise
         engine = Engine(object_store_memory=self.cfg.engine.object_store_memory, quiet=self.quiet)
         cores = engine.num_cpus
         waves_done = 0
@@ -200,6 +237,15 @@ class Runner:
                 prev_files = _step_files(out_dir)
         except _Stopped:
             self._say(f"stopped after {waves_done} wave(s) (test hook)")
+        except Exception as e:
+            cause = _storage_cause(e)
+            if cause is None and "No space left on device" in str(e):
+                cause = OSError(28, "No space left on device")
+            if cause is not None:
+                raise StorageError(
+                    f"{self.rd.root}: {cause.strerror or cause} while writing; finished shards are kept — "
+                    f"free space and run the same command again to resume") from None
+            raise
         finally:
             engine.shutdown()
             shutil.rmtree(self.rd.tmp, ignore_errors=True)

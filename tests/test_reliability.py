@@ -172,3 +172,28 @@ def test_multi_node_cluster_same_output(config_file, sample_crawl, reference_run
     finally:
         cluster.shutdown()
     assert output_docs(rd) == output_docs(reference_run)
+
+
+def _tmpfs(path: Path, size: str) -> bool:
+    path.mkdir(parents=True, exist_ok=True)
+    return os.geteuid() == 0 and subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                                                capture_output=True).returncode == 0
+
+
+def test_full_disk_is_a_clear_error(config_file, sample_crawl, tmp_path):
+    tiny = tmp_path / "tiny"
+    if not _tmpfs(tiny, "8m"):
+        pytest.skip("needs root to mount a small tmpfs")
+    try:
+        # known in advance: too little free space -> refused before anything is written
+        r = cli("run", config_file, "--input", *sample_crawl, "--run-dir", tiny / "run", "--quiet")
+        assert r.returncode == 4 and "MiB free" in r.stderr and "Traceback" not in r.stderr
+        assert not (tiny / "run").exists()
+        # found mid-run: the disk fills while shards are written
+        (tiny / "filler").write_bytes(b"\0" * (8 * 2**20 - 200 * 1024))
+        r = cli("run", config_file, "--input", *sample_crawl, "--run-dir", tiny / "run2", "--quiet",
+                env={"DATAPIPE_MIN_FREE_MB": "0"})
+        assert r.returncode == 4, r.stderr[-2000:]
+        assert "No space left on device" in r.stderr and "run the same command again" in r.stderr
+    finally:
+        subprocess.run(["umount", str(tiny)], capture_output=True)
