@@ -118,11 +118,6 @@ def main() -> None:
             super().__init__()
             self.label = label
 
-        def __call__(self, *a, **kw):
-            # runs in the worker process (forkserver) before any document moves: patch there
-            _patch_cpu_timing()
-            return super().__call__(*a, **kw)
-
         def run(self, data, rank: int = 0, world_size: int = 1):
             ids = []
             for doc in data:
@@ -131,10 +126,24 @@ def main() -> None:
             with open(os.path.join(ids_dir, f"{self.label}-{rank:05d}.txt"), "w") as fh:
                 fh.write("\n".join(ids) + ("\n" if ids else ""))
 
+    class _CpuTimers(PipelineStep):
+        """First step of every pipeline: patches the timers in the worker process (forkserver
+        workers do not see patches made here), then passes its input through."""
+        name = "cpu timers"
+        type = "BENCH"
+
+        def __call__(self, data=None, rank: int = 0, world_size: int = 1):
+            _patch_cpu_timing()
+            return data
+
+        def run(self, data, rank: int = 0, world_size: int = 1):  # pragma: no cover - never called
+            return data
+
     n_files = len([f for f in os.listdir(spec["input"]) if f.endswith(".warc.gz")])
     workers = spec["workers"]
     langs = spec["languages"]
     pipeline = [
+        _CpuTimers(),
         WarcReader(spec["input"], glob_pattern="*.warc.gz"),
         _IdLog("read"),
         Trafilatura(),
@@ -165,19 +174,19 @@ def main() -> None:
     times["filter"] = time.time() - t
     if spec["dedup"]:
         t = time.time()
-        LocalPipelineExecutor([MinhashDedupBuckets(input_folder=f"{mh}/signatures", output_folder=f"{mh}/buckets",
+        LocalPipelineExecutor([_CpuTimers(), MinhashDedupBuckets(input_folder=f"{mh}/signatures", output_folder=f"{mh}/buckets",
                                                    config=cfg)],
                               tasks=cfg.num_buckets, workers=workers, logging_dir=os.path.join(work, "logs", "2"),
                               skip_completed=False).run()
         times["minhash_buckets"] = time.time() - t
         t = time.time()
-        LocalPipelineExecutor([MinhashDedupCluster(input_folder=f"{mh}/buckets", output_folder=f"{mh}/remove_ids",
+        LocalPipelineExecutor([_CpuTimers(), MinhashDedupCluster(input_folder=f"{mh}/buckets", output_folder=f"{mh}/remove_ids",
                                                    config=cfg)],
                               tasks=1, workers=1, logging_dir=os.path.join(work, "logs", "3"),
                               skip_completed=False).run()
         times["minhash_cluster"] = time.time() - t
         t = time.time()
-        LocalPipelineExecutor([JsonlReader(os.path.join(work, "filtered")),
+        LocalPipelineExecutor([_CpuTimers(), JsonlReader(os.path.join(work, "filtered")),
                                MinhashDedupFilter(input_folder=f"{mh}/remove_ids"),
                                _IdLog("dedup_minhash"),
                                JsonlWriter(os.path.join(work, "output"))],

@@ -102,6 +102,17 @@ def build(work: Path, n_docs: int) -> list[Path]:
 # ---------------------------------------------------------------------------
 # process-tree sampling
 
+def _proc_label(p) -> str:
+    try:
+        name = p.name()
+        if name.startswith("ray::"):
+            return name
+        cmd = p.cmdline()
+        return " ".join(os.path.basename(c) for c in cmd[:3])[:60] or name
+    except Exception:  # noqa: BLE001
+        return "?"
+
+
 class TreeSampler:
     """Peak RSS/PSS (summed over the tree) and CPU seconds (per pid, max seen) of a process tree."""
 
@@ -111,6 +122,8 @@ class TreeSampler:
         self.interval = interval
         self.peak_rss = self.peak_pss = 0
         self.peak_procs = 0
+        self.peak_breakdown: list = []
+        self.labels: dict = {}
         self.cpu: dict[tuple[int, float], float] = {}
         self._stop = threading.Event()
         self._th = threading.Thread(target=self._loop, daemon=True)
@@ -123,22 +136,27 @@ class TreeSampler:
             except psutil.Error:
                 break
             rss = pss = 0
+            each = []
             for p in procs:
                 try:
                     with p.oneshot():
                         ct = p.cpu_times()
                         key = (p.pid, p.create_time())
                         self.cpu[key] = max(self.cpu.get(key, 0.0), ct.user + ct.system)
+                        if key not in self.labels:
+                            self.labels[key] = _proc_label(p)
                         try:
                             mi = p.memory_full_info()
                             rss += mi.rss
                             pss += mi.pss
+                            each.append((mi.pss, _proc_label(p)))
                         except psutil.AccessDenied:
                             rss += p.memory_info().rss
                 except psutil.Error:
                     pass
             self.peak_rss = max(self.peak_rss, rss)
-            self.peak_pss = max(self.peak_pss, pss)
+            if pss > self.peak_pss:
+                self.peak_pss, self.peak_breakdown = pss, sorted(each, reverse=True)
             self.peak_procs = max(self.peak_procs, len(procs))
             self._stop.wait(self.interval)
 
@@ -165,7 +183,8 @@ def run_measured(cmd: list[str], *, env: dict, log: Path, cwd: Path = ROOT) -> d
     if rc != 0:
         sys.exit(f"{cmd[0]} failed with exit code {rc}; last lines of {log}:\n" + "".join(open(log).readlines()[-30:]))
     return {"wall": wall, "cpu": s.cpu_seconds, "peak_rss": s.peak_rss, "peak_pss": s.peak_pss,
-            "procs": s.peak_procs}
+            "procs": s.peak_procs, "breakdown": s.peak_breakdown[:8],
+            "cpu_breakdown": sorted(((round(v, 1), s.labels.get(k, "?")) for k, v in s.cpu.items()), reverse=True)[:10]}
 
 
 # ---------------------------------------------------------------------------
@@ -306,8 +325,9 @@ def main() -> int:
     print(f"machine: {os.cpu_count()} cores, load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} at start; "
           f"{args.workers} worker processes for each tool")
     langs = ["en"] if args.variant == "en" else MULTI
-    name = f"vs_datatrove_{args.variant}" + ("_prefilter" if args.prefilter else "") + ("_dedup" if args.dedup else "")
-    config = CONFIGS / f"{name}.yaml"
+    configs = [CONFIGS / f"vs_datatrove_{args.variant}{'_dedup' if args.dedup else ''}.yaml"]
+    if args.prefilter:
+        configs.append(CONFIGS / f"vs_datatrove_{args.variant}_prefilter{'_dedup' if args.dedup else ''}.yaml")
     cache = work / f"datatrove-{args.variant}{'_dedup' if args.dedup else ''}-{args.docs}.json"
     if args.skip_datatrove and cache.exists():
         d = json.loads(cache.read_text())
@@ -315,13 +335,30 @@ def main() -> int:
         print(f"datatrove: reusing {cache}")
     else:
         dt = run_datatrove(files[0].parent, work, languages=langs, workers=args.workers, dedup=args.dedup)
+        dt["load_after"] = os.getloadavg()[0]
         cache.write_text(json.dumps(dt | {"reached": {k: sorted(v) for k, v in dt["reached"].items()},
                                           "kept": sorted(dt["kept"])}))
-    load_mid = os.getloadavg()[0]
-    dp = run_datapipe(files, config, work)
-    load_end = os.getloadavg()[0]
-    print(f"load average (1 min) after datatrove {load_mid:.1f}, after datapipe {load_end:.1f}")
-    report(args, dp, dt, work, config)
+    runs = []
+    for config in configs:
+        load_before = os.getloadavg()[0]
+        dp = run_datapipe(files, config, work)
+        print(f"\n=== datapipe {config.stem} vs datatrove === (1-min load average: {load_before:.1f} before "
+              f"this datapipe run, {os.getloadavg()[0]:.1f} after; {dt.get('load_after', float('nan')):.1f} "
+              f"after datatrove's)")
+        report(args, dp, dt, work, config)
+        runs.append(dp)
+    if len(runs) == 2:
+        full, pre = runs
+        lost, gained = full["kept"] - pre["kept"], pre["kept"] - full["kept"]
+        print(f"\n=== prefilter_lid vs the full path (datapipe) ===\n"
+              f"  kept: full path {len(full['kept']):,}, with pre-filter {len(pre['kept']):,}; "
+              f"lost {len(lost):,} ({100 * len(lost) / max(1, len(full['kept'])):.2f}% of the full path's), "
+              f"gained {len(gained):,}")
+        for d in sorted(lost)[:10]:
+            print(f"    lost: {d} {pre['urls'].get(d) or full['urls'].get(d)} ({pre['dropped'].get(d, '?')})")
+        print(f"  CPU seconds {full['cpu']:.1f} -> {pre['cpu']:.1f} ({full['cpu'] / pre['cpu']:.2f}x); "
+              f"wall {full['wall']:.1f} -> {pre['wall']:.1f} s ({full['wall'] / pre['wall']:.2f}x); "
+              f"extract ran on {full['stats']['extract']['rows_in']:,} -> {pre['stats']['extract']['rows_in']:,} pages")
     return 0
 
 
@@ -349,6 +386,10 @@ def report(args, dp: dict, dt: dict, work: Path, config: Path) -> None:
     row("peak PSS MiB (shared pages once)", dp["peak_pss"] / 2**20, dt["peak_pss"] / 2**20, "{:,.0f}")
     row("processes in the tree (max)", dp["procs"], dt["procs"], "{:,.0f}", ratio=False)
     row("documents kept", len(dp["kept"]), len(dt["kept"]), "{:,.0f}")
+    for who, d in (("datapipe", dp), ("datatrove", dt)):
+        if d.get("breakdown"):
+            print(f"  {who} at peak PSS, largest processes (MiB): "
+                  + ", ".join(f"{lab} {v / 2**20:.0f}" for v, lab in d["breakdown"][:6]))
     print("  (docs/s per core: higher is better, so dp/dt > 1 means datapipe is faster; wall and memory: lower is better)")
 
     # per stage

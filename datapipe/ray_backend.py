@@ -321,8 +321,11 @@ class Engine:
         ds = ray.data.from_items(items, override_num_blocks=len(items))
         # read and write tasks ask for no CPU slot: the stage actors hold one each, and a
         # fractional request would wait forever for a free slot on a machine with N actors on N CPUs
+        # ...and a zero-CPU task has no concurrency limit: Ray would start one worker process per
+        # shard (~150 MB and ~2 CPU-s of imports each). One reader per stage worker keeps up with them.
+        io_pool = ray.data.TaskPoolStrategy(size=max(1, min(workers, len(items))))
         ds = ds.map_batches(_read_fn(input_cfg, batch_size, parts_dir), batch_size=1,
-                            batch_format="pyarrow", num_cpus=0)
+                            batch_format="pyarrow", num_cpus=0, compute=io_pool)
         chain_kwargs = dict(parts_dir=parts_dir, samples_per_reason=samples_per_reason, excerpt_chars=excerpt_chars)
         groups = [specs] if fuse else [[s] for s in specs]
         for group in groups:
@@ -334,7 +337,7 @@ class Engine:
                 compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1 if fuse else 1.0 / len(groups),
             )
         ds = ds.map_batches(_write_fn(out_dir, compression, partition_by), batch_size=rows_per_file,
-                            batch_format="pyarrow", num_cpus=0)
+                            batch_format="pyarrow", num_cpus=0, compute=io_pool)
         written: list[dict] = []
         for b in ds.iter_batches(batch_format="pyarrow", batch_size=None):
             rows = b.to_pylist()
