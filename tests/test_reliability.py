@@ -197,3 +197,53 @@ def test_full_disk_is_a_clear_error(config_file, sample_crawl, tmp_path):
         assert "No space left on device" in r.stderr and "run the same command again" in r.stderr
     finally:
         subprocess.run(["umount", str(tiny)], capture_output=True)
+
+
+WF_CONFIG = """
+name: relwf
+stages:
+  - extract: {timeout_s: 120}
+  - length: {min_chars: 100}
+  - dedup_exact: {}
+  - dedup_minhash: {ngram: 5, bands: 14, rows: 8}
+  - dedup_lines: {}
+  - tokenize: {tokenizer: llama3}
+output: {rows_per_file: 40}
+engine: {batch_size: 8, shards_per_wave: 1}
+"""
+
+
+def test_kills_during_workflows_then_resume(sample_crawl, tmp_path):
+    """SIGKILL the driver (and its Ray) at seeded random moments, dedup workflows included,
+    resuming each time; the final output and token counts equal an uninterrupted run's."""
+    cfg = tmp_path / "wf.yaml"
+    cfg.write_text(WF_CONFIG)
+    ref = tmp_path / "ref"
+    r = cli("run", cfg, "--input", *sample_crawl, "--run-dir", ref, "--quiet")
+    assert r.returncode == 0, r.stderr[-3000:]
+    ref_wall = json.loads((ref / "last_run.json").read_text())["wall_seconds"]
+    rd = tmp_path / "run"
+    rng = random.Random(11)
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")
+    killed = 0
+    for attempt in range(3):
+        proc = subprocess.Popen([sys.executable, "-m", "datapipe.cli", "run", str(cfg), "--input", *sample_crawl,
+                                 "--run-dir", str(rd), "--quiet"], cwd=REPO, env=env, start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            proc.wait(timeout=rng.uniform(0.3, 1.0) * ref_wall)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            killed += 1
+    r = cli("run", cfg, "--input", *sample_crawl, "--run-dir", rd, "--quiet")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert killed >= 1
+    assert output_docs(rd) == output_docs(ref)
+    tok = lambda d: sorted(pq.read_table(f, columns=["id", "n_tokens"]).to_pylist().__repr__()
+                           for f in sorted((d / "output").rglob("*.parquet")))
+    assert tok(rd) == tok(ref)
+    assert not [p for p in rd.rglob("*") if p.suffix == ".tmp"]
+    a, b = stats_of(rd), stats_of(ref)
+    for stage in a:
+        assert (a[stage]["rows_in"], a[stage]["rows_out"]) == (b[stage]["rows_in"], b[stage]["rows_out"]), stage
