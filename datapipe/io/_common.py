@@ -60,6 +60,18 @@ def build_batch(rows: list[dict], extra: dict[str, pa.DataType]) -> pa.Table:
     return conform(pa.table(cols))
 
 
+def batched(rows, batch_size: int, extra: dict[str, pa.DataType]):
+    """Group dict rows into ``build_batch`` tables of ``batch_size`` rows."""
+    buf: list[dict] = []
+    for r in rows:
+        buf.append(r)
+        if len(buf) >= batch_size:
+            yield build_batch(buf, extra)
+            buf = []
+    if buf:
+        yield build_batch(buf, extra)
+
+
 def _peek_columns(path: str) -> list[str]:
     if path.lower().endswith(".parquet"):
         import pyarrow.parquet as pq

@@ -36,7 +36,7 @@ import fsspec
 import pyarrow as pa
 
 from ..stats import StageStats
-from ._common import build_batch, count, is_export, iter_export_batches
+from ._common import batched, build_batch, count, is_export, iter_export_batches
 
 EXTRA = {"title": pa.string(), "source_detail": pa.string()}
 TARBALL_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".gz", ".tar.bz2")
@@ -233,11 +233,4 @@ def iter_batches(path: str, *, input_cfg, batch_size: int, stats: StageStats) ->
         rows = iter_folder_rows(path, source=input_cfg.source, stats=stats)
     else:
         rows = iter_tarball_rows(path, source=input_cfg.source, stats=stats)
-    buf: list[dict] = []
-    for r in rows:
-        buf.append(r)
-        if len(buf) >= batch_size:
-            yield build_batch(buf, EXTRA)
-            buf = []
-    if buf:
-        yield build_batch(buf, EXTRA)
+    yield from batched(rows, batch_size, EXTRA)

@@ -35,7 +35,7 @@ import pyarrow.ipc as ipc
 
 from ..schema import parse_time
 from ..stats import StageStats
-from ._common import build_batch, count, open_binary
+from ._common import batched, build_batch, count, open_binary
 
 EXTRA = {"title": pa.string(), "source_detail": pa.string(), "se_score": pa.int32(), "se_answers": pa.int32()}
 PARTITION_BYTES = 256 * 1024 * 1024
@@ -192,11 +192,4 @@ def expand_input(spec: str) -> list[str]:
 
 
 def iter_batches(path: str, *, input_cfg, batch_size: int, stats: StageStats) -> Iterator[pa.Table]:
-    buf: list[dict] = []
-    for r in iter_question_rows(path, source=input_cfg.source, stats=stats):
-        buf.append(r)
-        if len(buf) >= batch_size:
-            yield build_batch(buf, EXTRA)
-            buf = []
-    if buf:
-        yield build_batch(buf, EXTRA)
+    yield from batched(iter_question_rows(path, source=input_cfg.source, stats=stats), batch_size, EXTRA)

@@ -35,7 +35,7 @@ import pyarrow as pa
 
 from ..schema import parse_time
 from ..stats import StageStats
-from ._common import build_batch, count, is_export, iter_export_batches, open_binary
+from ._common import batched, build_batch, count, is_export, iter_export_batches, open_binary
 
 EXTRA = {"title": pa.string(), "lang": pa.string(), "source_detail": pa.string(),
          "wiki_namespace": pa.int32(), "wiki_redirect": pa.string()}
@@ -150,14 +150,7 @@ def _page_rows(pages: Iterator[dict], *, path: str, source: str, stats: StageSta
 
 
 def _batched(rows: Iterator[dict], batch_size: int) -> Iterator[pa.Table]:
-    buf: list[dict] = []
-    for r in rows:
-        buf.append(r)
-        if len(buf) >= batch_size:
-            yield build_batch(buf, EXTRA)
-            buf = []
-    if buf:
-        yield build_batch(buf, EXTRA)
+    yield from batched(rows, batch_size, EXTRA)
 
 
 def iter_dump_batches(path: str, *, source: str, batch_size: int, stats: StageStats) -> Iterator[pa.Table]:
