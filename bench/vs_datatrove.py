@@ -1,7 +1,7 @@
 """datapipe vs datatrove on the same WARC input, same machine, same number of workers.
 
     .venv/bin/python bench/vs_datatrove.py [--docs 20000] [--variant en|multi] [--dedup]
-        [--prefilter] [--workers 2] [--work /tmp/datapipe-vs-datatrove] [--skip-datatrove]
+        [--prefilter] [--workers 2] [--work /tmp/datapipe-vs-datatrove] [--skip-datatrove] [--report-only]
 
 Input: there is no bulk CommonCrawl offline, so the 1,600 real pages of
 ``../shared/data/warc/realpages/`` are **repeated with perturbations** to ``--docs`` records
@@ -191,11 +191,14 @@ def run_measured(cmd: list[str], *, env: dict, log: Path, cwd: Path = ROOT) -> d
 # datapipe
 
 def run_datapipe(files: list[Path], config: Path, work: Path) -> dict:
-    run_dir = work / "datapipe-run"
+    run_dir = work / f"datapipe-{config.stem}"
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")
+    load_before = os.getloadavg()[0]
     cmd = [str(ROOT / ".venv" / "bin" / "datapipe"), "run", str(config), "--input", *map(str, files),
            "--run-dir", str(run_dir), "--fresh", "--quiet", "--no-mix"]
-    m = run_measured(cmd, env=env, log=work / "datapipe.log")
+    m = run_measured(cmd, env=env, log=work / f"datapipe-{config.stem}.log")
+    m["load_before"] = load_before
+    (run_dir / "bench-measures.json").write_text(json.dumps(m))
     return m | collect_datapipe(run_dir)
 
 
@@ -214,6 +217,16 @@ def collect_datapipe(run_dir: Path) -> dict:
             r = json.loads(line)
             dropped[r["id"]] = r["stage"] + "|" + r["reason"]
             urls[r["id"]] = r.get("url")
+    # a workflow (dedup) keeps only a sample of its rejects: a document that reached its
+    # input (the previous step's output) and is not in the output was dropped there
+    plan = json.loads((run_dir / "plan.json").read_text())
+    for i, step in enumerate(plan[1:], start=1):
+        if step["kind"] != "workflow":
+            continue
+        for f in sorted((run_dir / "work" / plan[i - 1]["step"]).glob("*.parquet")):
+            for d in pq.read_table(f, columns=["id"])["id"].to_pylist():
+                if d not in kept and d not in dropped:
+                    dropped[d] = step["stages"][0] + "|not_in_output"
     return {"stats": stats, "kept": kept, "dropped": dropped, "urls": urls}
 
 
@@ -233,8 +246,6 @@ def ensure_venv() -> Path:
 def run_datatrove(input_dir: Path, work: Path, *, languages: list[str], workers: int, dedup: bool) -> dict:
     from stages.langid import default_model_path
 
-    from datapipe.schema import doc_id
-
     py = ensure_venv()
     dt = work / "datatrove-run"
     shutil.rmtree(dt, ignore_errors=True)
@@ -246,26 +257,44 @@ def run_datatrove(input_dir: Path, work: Path, *, languages: list[str], workers:
     env = dict(os.environ, HF_HUB_OFFLINE="1", TLDEXTRACT_CACHE="/tmp/datapipe-tldextract")
     m = run_measured([str(py), str(ROOT / "bench" / "_datatrove_pipeline.py"), str(dt / "spec.json")],
                      env=env, log=work / "datatrove.log")
+    m["load_after"] = os.getloadavg()[0]
+    (work / "datatrove-measures.json").write_text(json.dumps(m))
+    return m | collect_datatrove(dt)
+
+
+def collect_datatrove(dt: Path) -> dict:
+    from datapipe.schema import doc_id
+
     # which documents reached each checkpoint; ids mapped to datapipe's (sha1 of the WARC-Record-ID)
     reached: dict[str, set] = {}
     for f in (dt / "ids").glob("*.txt"):
         label = f.name.rsplit("-", 1)[0]
         reached.setdefault(label, set()).update(doc_id(x) for x in f.read_text().split())
-    kept = set()
+    kept, urls = set(), {}
     for f in (dt / "output").glob("*.jsonl.gz"):
         with gzip.open(f, "rt") as fh:
-            kept.update(doc_id(json.loads(line)["id"]) for line in fh)
-    # time inside each step, summed over tasks (wall: its extraction runs in a sandbox process)
+            for line in fh:
+                r = json.loads(line)
+                kept.add(doc_id(r["id"]))
+                urls[doc_id(r["id"])] = (r.get("metadata") or {}).get("url")
+    # CPU seconds inside each step, summed over tasks (see _datatrove_pipeline.py). A step that
+    # wraps its whole input loop in its timer (MinhashDedupSignature) also times every step
+    # upstream of it: those are subtracted.
     steps, timeouts = {}, 0
     for sf in sorted((dt / "logs").glob("*/stats.json")):
+        local = []
         for st in json.loads(sf.read_text()):
             name = st.get("name", "")
             if "Trafilatura" in name:
                 timeouts += int((st.get("stats") or {}).get("timeout", 0))
             ts = st.get("time_stats")
-            steps[name] = steps.get(name, 0.0) + (float(ts.get("total", 0.0)) if isinstance(ts, dict) else 0.0)
-    return m | {"reached": reached, "kept": kept, "steps": steps, "timeouts": timeouts,
-                "wall_steps": json.loads((dt / "result.json").read_text())["wall"]}
+            sec = float(ts.get("total", 0.0)) if isinstance(ts, dict) else 0.0
+            if "MinHash stage 1" in name:
+                sec = max(0.0, sec - sum(x for _, x in local))
+            local.append((name, sec))
+            steps[name] = steps.get(name, 0.0) + sec
+    return {"reached": reached, "kept": kept, "urls": urls, "steps": steps, "timeouts": timeouts,
+            "wall_steps": json.loads((dt / "result.json").read_text())["wall"]}
 
 
 # datatrove step names (its stats.json, e.g. "🛢 - EXTRAC: ⛏ Trafilatura") -> datapipe stage names
@@ -311,6 +340,7 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--work", default="/tmp/datapipe-vs-datatrove")
     ap.add_argument("--skip-datatrove", action="store_true", help="reuse WORK's last datatrove run")
+    ap.add_argument("--report-only", action="store_true", help="no runs: report on WORK's last runs")
     args = ap.parse_args()
     if not REALPAGES.is_dir():
         print(f"{REALPAGES} is absent: this benchmark needs ../shared/data", file=sys.stderr)
@@ -328,23 +358,21 @@ def main() -> int:
     configs = [CONFIGS / f"vs_datatrove_{args.variant}{'_dedup' if args.dedup else ''}.yaml"]
     if args.prefilter:
         configs.append(CONFIGS / f"vs_datatrove_{args.variant}_prefilter{'_dedup' if args.dedup else ''}.yaml")
-    cache = work / f"datatrove-{args.variant}{'_dedup' if args.dedup else ''}-{args.docs}.json"
-    if args.skip_datatrove and cache.exists():
-        d = json.loads(cache.read_text())
-        dt = d | {"reached": {k: set(v) for k, v in d["reached"].items()}, "kept": set(d["kept"])}
-        print(f"datatrove: reusing {cache}")
+    measures = work / "datatrove-measures.json"
+    if (args.skip_datatrove or args.report_only) and measures.exists():
+        dt = json.loads(measures.read_text()) | collect_datatrove(work / "datatrove-run")
+        print(f"datatrove: reusing the run in {work / 'datatrove-run'}")
     else:
         dt = run_datatrove(files[0].parent, work, languages=langs, workers=args.workers, dedup=args.dedup)
-        dt["load_after"] = os.getloadavg()[0]
-        cache.write_text(json.dumps(dt | {"reached": {k: sorted(v) for k, v in dt["reached"].items()},
-                                          "kept": sorted(dt["kept"])}))
     runs = []
     for config in configs:
-        load_before = os.getloadavg()[0]
-        dp = run_datapipe(files, config, work)
-        print(f"\n=== datapipe {config.stem} vs datatrove === (1-min load average: {load_before:.1f} before "
-              f"this datapipe run, {os.getloadavg()[0]:.1f} after; {dt.get('load_after', float('nan')):.1f} "
-              f"after datatrove's)")
+        run_dir = work / f"datapipe-{config.stem}"
+        if args.report_only:
+            dp = json.loads((run_dir / "bench-measures.json").read_text()) | collect_datapipe(run_dir)
+        else:
+            dp = run_datapipe(files, config, work)
+        print(f"\n=== datapipe {config.stem} vs datatrove === (1-min load average: {dp.get('load_before', 0):.1f} "
+              f"before this datapipe run; {dt.get('load_after', float('nan')):.1f} after datatrove's)")
         report(args, dp, dt, work, config)
         runs.append(dp)
     if len(runs) == 2:
@@ -447,6 +475,14 @@ def report(args, dp: dict, dt: dict, work: Path, config: Path) -> None:
         ag = sum(a == b for a, b in zip(dpd, dtd))
         print(f"    {st:<19} {len(docs):>7,} docs  datapipe drops {sum(dpd):>6,}  datatrove drops {sum(dtd):>6,}"
               f"  agree {100 * ag / len(docs):5.1f}%")
+    # dedup keeps one document per cluster, and the two tools pick different survivors (datapipe:
+    # longest text, then smallest id). Compare what survives per original page instead: the input's
+    # copies of a page differ only in the '#soakN' suffix of the URL (and five words).
+    def pages(urls, ids):
+        return {str(urls.get(d) or "").split("#soak")[0] for d in ids if urls.get(d)}
+    dpp, dtp = pages(dp["urls"], dp["kept"]), pages(dt.get("urls", {}), dt["kept"])
+    print(f"  original pages with a kept copy: datapipe {len(dpp):,}, datatrove {len(dtp):,}, both {len(dpp & dtp):,} "
+          f"(Jaccard {len(dpp & dtp) / max(1, len(dpp | dtp)):.3f})")
     pairs = Counter((dp_fate[d], dt_fate[d]) for d in both if (dp_fate[d] == "kept") != (dt_fate[d] == "kept"))
     print("  disagreements (datapipe fate, datatrove fate): "
           + "; ".join(f"{a} / {b}: {n}" for (a, b), n in pairs.most_common(8)))
