@@ -204,8 +204,17 @@ def _replace(batch: pa.Table, name: str, arr: pa.Array) -> pa.Table:
 # ---------------------------------------------------------------------------
 # stages
 
+class _ClassifierStage(Filter):
+    """Shared by the classifier stages: load the model once per worker (``model_path``, ``threads``)."""
+
+    def setup(self) -> None:
+        if self.threads:
+            _set_threads(self.threads)
+        self.clf = load_classifier(self.model_path)
+
+
 @register
-class QualityClassifier(Filter):
+class QualityClassifier(_ClassifierStage):
     """Adds ``quality_score`` (float32) from a trained quality model; drops rows below
     ``threshold`` when one is set (reason ``quality_classifier:below_threshold``), else only scores
     (use ``quality_top_fraction`` after it to keep the best fraction per language).
@@ -228,11 +237,6 @@ class QualityClassifier(Filter):
         self.threads = threads
         self.clf: Classifier | None = None
 
-    def setup(self) -> None:
-        if self.threads:
-            _set_threads(self.threads)
-        self.clf = load_classifier(self.model_path)
-
     def score(self, batch: pa.Table) -> pa.Table:
         if self.clf is None:
             self.setup()
@@ -247,7 +251,7 @@ class QualityClassifier(Filter):
 
 
 @register
-class TopicClassifier(Filter):
+class TopicClassifier(_ClassifierStage):
     """Adds ``topic`` (string, one class of the model's taxonomy) and ``topic_score`` (float32,
     its probability). Drops only documents whose topic is in ``drop`` and whose ``topic_score``
     is at least ``drop_min_score`` (reason ``topic_classifier:<topic>``).
@@ -272,11 +276,6 @@ class TopicClassifier(Filter):
         self.drop_min_score = drop_min_score
         self.threads = threads
         self.clf: Classifier | None = None
-
-    def setup(self) -> None:
-        if self.threads:
-            _set_threads(self.threads)
-        self.clf = load_classifier(self.model_path)
 
     def score(self, batch: pa.Table) -> pa.Table:
         if self.clf is None:
