@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import random
 import tempfile
@@ -41,6 +42,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .apply import CARD, FORMAT, embed, embedding_model_info, ft_preprocess, load_classifier
+
+log = logging.getLogger(__name__)
 
 BACKENDS = ("fasttext", "embed")
 
@@ -290,9 +293,18 @@ def _train_fasttext(texts: list[str], labels: list[str], classes: list[str], out
             fh.write(f"__label__{index[y]} {x}\n")
         name = fh.name
     try:
-        model = fasttext.train_supervised(input=name, epoch=p["epoch"], lr=p["lr"], wordNgrams=p["wordNgrams"],
-                                          dim=p["dim"], minCount=p["minCount"], loss=p["loss"],
-                                          thread=p["thread"], verbose=0)
+        lr = p["lr"]
+        for attempt in range(4):
+            try:
+                model = fasttext.train_supervised(input=name, epoch=p["epoch"], lr=lr, wordNgrams=p["wordNgrams"],
+                                                  dim=p["dim"], minCount=p["minCount"], loss=p["loss"],
+                                                  thread=p["thread"], verbose=0)
+                break
+            except RuntimeError as e:  # fastText diverges now and then on small sets: "Encountered NaN."
+                if "NaN" not in str(e) or attempt == 3:
+                    raise
+                log.warning("fastText training diverged (%s) at lr=%g; retrying at lr=%g", e, lr, lr / 2)
+                lr /= 2
     finally:
         os.unlink(name)
     tmp = out / ".model.bin.tmp"

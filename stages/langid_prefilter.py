@@ -67,8 +67,11 @@ class PrefilterLID(Filter):
 
     Options: ``languages`` (the languages the later ``langid`` stage keeps), ``confidence``
     (drop when an unwanted top language scores at least this; default 0.9), ``min_line_chars``
-    (80), ``main_content`` (resiliparse's boilerplate removal, True), ``model_path`` and
-    ``max_chars`` as in ``langid``.
+    (80), ``main_content`` (resiliparse's boilerplate removal, True), ``model_path``,
+    ``max_chars`` and ``second_opinion`` as in ``langid`` (here null by default: lid.176
+    alone, whose 0.9 is a confident answer; a page it is sure of that CLD2 would call a
+    kept language scores below ``langid``'s thresholds anyway, so dropping it early loses
+    nothing the later stage would keep).
     """
 
     name: ClassVar[str] = "prefilter_lid"
@@ -77,7 +80,8 @@ class PrefilterLID(Filter):
     needs_model: ClassVar[bool] = True
 
     def __init__(self, *, languages: list[str], confidence: float = 0.9, min_line_chars: int = 80,
-                 main_content: bool = True, model_path: str | None = None, max_chars: int = 4000):
+                 main_content: bool = True, model_path: str | None = None, max_chars: int = 4000,
+                 second_opinion: str | None = None):
         from stages.langid import LangID
 
         if not languages:
@@ -91,7 +95,8 @@ class PrefilterLID(Filter):
         self.min_line_chars = int(min_line_chars)
         self.main_content = bool(main_content)
         # the langid stage owns model lookup, checking and loading; we only call its predict()
-        self._lid = LangID(languages=None, model_path=model_path, max_chars=max_chars)
+        self._lid = LangID(languages=None, model_path=model_path, max_chars=max_chars,
+                           second_opinion=second_opinion)
 
     def setup(self) -> None:
         self._lid.setup()
