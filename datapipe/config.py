@@ -70,6 +70,9 @@ class EngineConfig(_Strict):
     fuse: bool = True
     #: object store size for the embedded local Ray, bytes (default: Ray's)
     object_store_memory: Optional[int] = None
+    #: MiB of blocks in flight between reading, the stages and writing (Ray Data's object-store
+    #: budget); default 64 per stage worker, at least 256
+    read_ahead_mb: Optional[int] = Field(default=None, gt=0)
 
 
 class RejectsConfig(_Strict):

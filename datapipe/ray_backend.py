@@ -310,13 +310,20 @@ class Engine:
     def run_stream(self, *, shards: list[tuple[str, list[str]]], input_cfg: dict, specs: list[dict],
                    tmp_dir: str, batch_size: int, rows_per_file: int, compression: str,
                    partition_by: str | None, num_workers: int | None, fuse: bool,
-                   samples_per_reason: int, excerpt_chars: int,
+                   samples_per_reason: int, excerpt_chars: int, read_ahead_mb: int | None = None,
                    on_progress: Callable[[dict], None] | None = None) -> list[dict]:
         """Run read -> stages -> write for ``shards``; returns written part descriptors."""
         import ray.data
         parts_dir = str(Path(tmp_dir) / "parts")
         out_dir = str(Path(tmp_dir) / "out")
         workers = num_workers or max(1, self.num_cpus)
+        # Ray Data lets readers run ahead of the stage workers up to a share of the whole object
+        # store (GBs): readers are ~50x faster than extraction, so they fill it and every reader
+        # process maps the pages. A budget of a few batches per worker keeps them all busy.
+        budget = (read_ahead_mb or max(256, 64 * workers)) * 2**20
+        ctx = ray.data.DataContext.get_current()
+        ctx.execution_options.resource_limits = ctx.execution_options.resource_limits.copy(
+            object_store_memory=budget)
         items = [{"shard": k, "paths": json.dumps(p)} for k, p in shards]
         ds = ray.data.from_items(items, override_num_blocks=len(items))
         # read and write tasks ask for no CPU slot: the stage actors hold one each, and a

@@ -267,7 +267,7 @@ class Runner:
             batch_size=e.batch_size, rows_per_file=self.cfg.output.rows_per_file,
             compression=self.cfg.output.compression,
             partition_by=self.cfg.output.partition_by if final else None,
-            num_workers=e.num_workers, fuse=e.fuse,
+            num_workers=e.num_workers, fuse=e.fuse, read_ahead_mb=e.read_ahead_mb,
             samples_per_reason=self.cfg.rejects.samples_per_reason, excerpt_chars=self.cfg.rejects.excerpt_chars,
         )
         # ---- commit: stats, rejects, files, then the marker (crash before the marker = redo)
@@ -355,6 +355,13 @@ class Runner:
                 st.shards = 1
                 atomic_write_json(self.rd.stats_file(step.name, st.stage, shard), st.to_dict())
             self.rd.mark_done(step.name, shard)
+        # what the workflow wrote, as the funnel's last row when this is the run's last step
+        import pyarrow.parquet as pq
+        files = sorted(out_dir.rglob("*.parquet"))
+        rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+        atomic_write_json(self.rd.stats_file(step.name, "write", "_all"), StageStats(
+            stage="write", rows_in=rows, rows_out=rows, bytes_out=sum(f.stat().st_size for f in files),
+            shards=1).to_dict())
         self.rd.mark_step_complete(step.name)
         self._say(f"[{step.name}] workflow done in {time.time() - t0:.1f}s")
 

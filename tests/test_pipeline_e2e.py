@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from datapipe.config import load_config, parse_config
+from datapipe.config import ConfigError, load_config, parse_config
 from datapipe.runner import load_stats, run_pipeline
 from tests.conftest import REPO
 
@@ -135,3 +135,31 @@ def test_remote_input_over_http(ray_session, sample_crawl, tmp_path):
     finally:
         srv.shutdown()
     assert sorted(r["id"] for r in read_output(remote.run_dir)) == sorted(r["id"] for r in read_output(local.run_dir))
+
+
+def test_read_ahead_budget_bounds_ray_data_and_keeps_the_output(ray_session, sample_crawl, tmp_path):
+    import ray
+    import ray.data
+
+    default = run_pipeline(small_config(), inputs=sample_crawl[:2], run_dir=tmp_path / "d", quiet=True)
+    limits = ray.data.DataContext.get_current().execution_options.resource_limits
+    assert limits.object_store_memory == max(256, 64 * int(ray.cluster_resources()["CPU"])) * 2**20
+    tight = run_pipeline(small_config(read_ahead_mb=1), inputs=sample_crawl[:2], run_dir=tmp_path / "t", quiet=True)
+    limits = ray.data.DataContext.get_current().execution_options.resource_limits
+    assert limits.object_store_memory == 2**20
+    # a budget smaller than one block still makes progress, one block at a time, to the same output
+    assert [r["id"] for r in read_output(tight.run_dir)] == [r["id"] for r in read_output(default.run_dir)]
+    assert len(read_output(default.run_dir)) > 10
+    with pytest.raises(ConfigError, match="read_ahead_mb"):
+        small_config(read_ahead_mb=0)
+
+
+def test_a_run_ending_in_a_workflow_reports_what_it_wrote(ray_session, sample_crawl, tmp_path):
+    cfg = parse_config({"name": "wf-last", "stages": [{"extract": {}}, {"dedup_exact": {}}],
+                        "engine": {"batch_size": 16}}, file="<test>")
+    res = run_pipeline(cfg, inputs=sample_crawl[:2], run_dir=tmp_path / "r", quiet=True)
+    stats = {s.stage: s for s in load_stats(res.run_dir)}
+    rows = len(read_output(res.run_dir))
+    assert list(stats)[-1] == "write"
+    assert stats["write"].rows_out == rows == stats["dedup_exact"].rows_out and rows > 0
+    assert stats["write"].bytes_out == sum(f.stat().st_size for f in (res.run_dir / "output").rglob("*.parquet"))
