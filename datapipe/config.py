@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
 from .stage import StageError, build_stage, registry, stage_options
 
@@ -50,6 +50,18 @@ class InputConfig(_Strict):
     max_html_bytes: int = Field(default=5_000_000, gt=0)
     #: name of the text column for jsonl/parquet inputs
     text_field: str = "text"
+    #: fsspec options per protocol for remote inputs: {s3: {endpoint_url: ..., anon: true}}
+    storage_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("storage_options")
+    @classmethod
+    def _protocols(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        import re
+        for proto in v:
+            if not re.fullmatch(r"[a-z][a-z0-9+.-]*", proto):
+                raise ValueError(f"{proto!r} is not a protocol name (s3, gcs, https, ...): "
+                                 "write storage_options as {protocol: {option: value}}")
+        return v
 
 
 class OutputConfig(_Strict):
@@ -100,9 +112,24 @@ class PipelineConfig(_Strict):
     source_file: Optional[str] = Field(default=None, exclude=True)
 
     def to_yaml_dict(self) -> dict:
+        """The config as YAML-ready data; secrets in ``input.storage_options`` are masked."""
         d = self.model_dump(exclude={"source_file"})
         d["stages"] = [{s.name: s.options} for s in self.stages]
+        d["input"]["storage_options"] = _mask_secrets(d["input"]["storage_options"])
         return d
+
+
+_SECRET_KEY = ("secret", "password", "token", "key", "credential")
+
+
+def _mask_secrets(v: Any) -> Any:
+    """``{"key": "AKIA..", "endpoint_url": "http://.."}`` -> ``{"key": "***", "endpoint_url": ...}``, nested."""
+    if isinstance(v, dict):
+        return {k: "***" if any(w in str(k).lower() for w in _SECRET_KEY) and isinstance(x, (str, bytes))
+                else _mask_secrets(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_mask_secrets(x) for x in v]
+    return v
 
 
 def _options_model(cls: type):

@@ -193,7 +193,8 @@ class _ReadShard:
         self.parts = _PartWriter(parts_dir, 0, 0)
 
     def __call__(self, rows: pa.Table):
-        from .io import InputError, read_shard
+        from .io import InputError, apply_storage_options, read_shard
+        apply_storage_options(self.input_cfg.storage_options)  # this worker opens the remote files
         for row in rows.to_pylist():
             shard, paths = row["shard"], json.loads(row["paths"])
             stats = StageStats(stage="read")

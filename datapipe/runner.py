@@ -32,7 +32,7 @@ import pyarrow as pa
 import yaml
 
 from .config import PipelineConfig
-from .io import resolve_inputs
+from .io import apply_storage_options, resolve_inputs
 from .rundir import RunDir, atomic_write_json, atomic_write_text, safe_name, shard_key
 from .stage import Workflow, WorkflowContext, get_stage_class
 from .stats import StageStats, format_table, merge, merge_stats_dir
@@ -129,7 +129,7 @@ def plan_steps(cfg: PipelineConfig) -> list[Step]:
 def config_fingerprint(cfg: PipelineConfig, inputs: list[str]) -> str:
     """What must match for a re-run to resume: stages with options, inputs, output layout."""
     d = {"stages": cfg.to_yaml_dict()["stages"], "inputs": inputs,
-         "input": cfg.input.model_dump(exclude={"paths"}), "output": cfg.output.model_dump()}
+         "input": cfg.input.model_dump(exclude={"paths", "storage_options"}), "output": cfg.output.model_dump()}
     return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -152,6 +152,7 @@ class Runner:
         specs = inputs if inputs else cfg.input.paths
         if not specs:
             raise RunError("no input: give --input (files, folders, globs, *.paths.gz, URLs) or input.paths in the config")
+        apply_storage_options(cfg.input.storage_options)
         self.inputs = resolve_inputs(specs, base_url=cfg.input.base_url, format=cfg.input.format)
         self.rd = RunDir(run_dir or Path("runs") / cfg.name)
         self.steps = plan_steps(cfg)

@@ -38,6 +38,19 @@ class InputError(ValueError):
     """The input spec names nothing readable (no such file, empty glob ...)."""
 
 
+def apply_storage_options(options: dict[str, dict] | None) -> None:
+    """Make ``{protocol: {option: value}}`` fsspec's defaults for those protocols in this process.
+
+    The driver (listing, globbing) and every read task call this with ``input.storage_options``,
+    so options such as ``s3: {endpoint_url: ..., anon: true}`` reach all the places that open a
+    remote file, however deep in a reader. Credentials are better left to the usual
+    environment variables or files of the protocol's library (``AWS_*`` for s3fs).
+    """
+    for proto, opts in (options or {}).items():
+        conf = fsspec.config.conf.setdefault(proto, {})
+        conf.update(opts)
+
+
 def _is_remote(p: str) -> bool:
     return "://" in p and not p.startswith("file://")
 

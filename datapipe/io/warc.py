@@ -302,10 +302,12 @@ class _Prefixed(io.RawIOBase):
 def _open(path: str):
     kwargs = {}
     if "://" in path and not path.startswith("file://"):
-        # sequential scan of a remote object: big blocks, read ahead
+        # sequential scan of a remote object: big blocks, read ahead (options of open(), not of
+        # the filesystem: fsspec.open() would hand them to e.g. S3FileSystem's constructor)
         kwargs = {"block_size": 8 << 20, "cache_type": "readahead"}
     try:
-        fh = fsspec.open(path, "rb", **kwargs).open()
+        fs, fs_path = fsspec.core.url_to_fs(path)
+        fh = fs.open(fs_path, "rb", **kwargs)
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as e:
         raise InputError(f"{path}: cannot open: {e}") from e
     except Exception as e:  # network / auth / unknown protocol: still "not readable"
