@@ -11,7 +11,9 @@ exports, :mod:`.wikipedia`), ``code`` (repository trees, :mod:`.code`), ``books`
 (Gutenberg-style text, :mod:`.books`), ``arxiv`` (LaTeX folders and tarballs, :mod:`.arxiv`),
 ``stackexchange`` (``Posts.xml``, :mod:`.stackexchange`). For these a local folder or file
 is expanded by the format's own ``expand_input`` (a repository or a folder of paper folders
-is one shard; a folder of dumps gives one shard per dump).
+is one shard; a folder of dumps gives one shard per dump, and a Wikimedia multistream dump
+with its index beside it one shard per ~32 MiB run of bz2 streams, named
+``<path>#streams=<start>-<end>``: not a file name, only the format's reader opens it).
 """
 from __future__ import annotations
 
