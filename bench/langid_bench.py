@@ -108,7 +108,7 @@ def weights_table(stage: LangID, labels: set[str]) -> None:
         if want not in labels or not f.is_file():
             continue
         sents = [s for s in f.read_text(encoding="utf-8").split("\n") if s.strip()]
-        x = [s.replace("\n", " ")[:stage.max_chars] for s in sents]
+        x = stage.prepare(pa.array(sents, pa.large_string())).to_pylist()
         lab, prob = ft._model.predict(x, k=3, threshold=0.0)
         per[d.name] = (want, lab, prob, stage._cld2(x))
 
