@@ -33,3 +33,24 @@ def sample_crawl(tmp_path_factory) -> list[str]:
     from datapipe.samplecrawl import build_sample_crawl
     out = tmp_path_factory.mktemp("sample_crawl")
     return [str(p) for p in build_sample_crawl(out)]
+
+
+@pytest.fixture(scope="session")
+def static_model(tmp_path_factory) -> Path:
+    """The static embedding model dedup_semantic's ``model: auto`` uses on CPU, made visible to
+    the whole session through DATAPIPE_STATIC_MODEL: ``$DATAPIPE_STATIC_MODEL`` or
+    ``runs/_models/...`` when ``make models`` built it, else built here by the same function
+    (one distillation pass over MiniLM's vocabulary, offline)."""
+    from datapipe.embed import STATIC_ENV, build_static_model, default_static_dir, is_static_folder
+    path = default_static_dir()
+    if not path.is_absolute():
+        path = REPO / path
+    if not is_static_folder(path):
+        path = build_static_model(tmp_path_factory.mktemp("models") / "minilm-static", quiet=True)
+    old = os.environ.get(STATIC_ENV)
+    os.environ[STATIC_ENV] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop(STATIC_ENV, None)
+    else:
+        os.environ[STATIC_ENV] = old
