@@ -100,7 +100,6 @@ def _fit_kmeans(item, *, work: str, files: list[str], n_clusters: int, sample: i
     uses) rather than k-means++: with k = documents / 500, scikit-learn's k-means++ cost 2.5x
     the 30 Lloyd iterations (100k x 256 sample, k 200: 12.7 of 17.9 CPU-s) in this one serial
     task, and SemDeDup needs a partition that keeps near copies together, not the best one."""
-    from sklearn.cluster import KMeans
     total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
     take_every = max(1, math.ceil(total / sample))
     parts = []
@@ -109,8 +108,12 @@ def _fit_kmeans(item, *, work: str, files: list[str], n_clusters: int, sample: i
         parts.append(e[::take_every])
     x = np.concatenate(parts) if parts else np.zeros((0, 1), np.float32)
     k = max(1, min(n_clusters, len(x)))
-    km = KMeans(n_clusters=k, init="random", n_init=1, max_iter=iters, random_state=seed).fit(x)
-    c = km.cluster_centers_.astype(np.float32)
+    if k == 1:      # a small corpus: the mean, without scikit-learn's import (~1.3 CPU-s per worker)
+        c = x.mean(axis=0, keepdims=True).astype(np.float32)
+    else:
+        from sklearn.cluster import KMeans
+        km = KMeans(n_clusters=k, init="random", n_init=1, max_iter=iters, random_state=seed).fit(x)
+        c = km.cluster_centers_.astype(np.float32)
     c /= np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12)
     np.save(Path(work) / "centroids.npy", c)
     return k
