@@ -61,13 +61,18 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=1, ensure_ascii=False, default=str) + "\n")
 
 
-def write_parquet_atomic(table: pa.Table, path: str | Path, *, compression: str = "zstd") -> int:
-    """Write ``table`` to ``path`` via a temp file + rename; returns bytes written."""
+def write_parquet_atomic(table: pa.Table, path: str | Path, *, compression: str | None = "zstd",
+                         row_group_rows: int | None = None) -> int:
+    """Write ``table`` to ``path`` via a temp file + rename; returns bytes written.
+
+    ``compression``: a Parquet codec, or ``"none"``/None. ``row_group_rows``: rows per row group
+    (default: pyarrow's); token streams set it because the loader reads by row group."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        pq.write_table(table, tmp, compression=None if compression == "none" else compression)
+        pq.write_table(table, tmp, compression=None if compression == "none" else compression,
+                       row_group_size=row_group_rows)
         size = tmp.stat().st_size
         os.replace(tmp, path)
         return size
