@@ -404,6 +404,15 @@ class Tokenize(Stage):
         return {"name": tok.spec, "hash": tok.fingerprint, "vocab_size": tok.vocab_size,
                 "add_bos": self.add_bos, "add_eos": self.add_eos, "bos_id": tok.bos_id, "eos_id": tok.eos_id}
 
+    #: ``"llama3" -> ("tiktoken", "llama3")``, for callers that reach this stage through the registry
+    parse_tokenizer = staticmethod(parse_tokenizer_spec)
+
+    def encode(self, texts: list) -> tuple[np.ndarray, np.ndarray]:
+        """``(flat uint32 ids, int64 offsets)`` of ``texts`` with this stage's separators, exactly what
+        ``n_tokens`` counts (the mixture step re-tokenizes the documents it writes with it)."""
+        tok = self._tok or load_tokenizer(self.tokenizer, threads=self.threads)
+        return tokenize_texts(tok, texts, add_bos=self.add_bos, add_eos=self.add_eos)
+
     def __call__(self, batch: pa.Table) -> pa.Table:
         if self._tok is None:
             self.setup()
