@@ -72,7 +72,7 @@ def cmd_run(args) -> int:
 def _after_run(cfg, res, args) -> int:
     """The steps after curation that a config asks for: mixture/token streams, then the report."""
     if cfg.mix and not args.no_mix:
-        from stages.mixture import MixError, run_mix
+        from .mix import MixError, run_mix
         spec = Path(cfg.mix)
         if not spec.exists() and cfg.source_file:  # relative to the config file's folder
             for base in (Path(cfg.source_file).parent, Path(cfg.source_file).parent.parent):

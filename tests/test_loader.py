@@ -18,7 +18,7 @@ import torch
 
 from datapipe.loader import IGNORE_INDEX, PackedLoader, PackedTokenDataset, block_causal_mask, collate_packed
 from datapipe.tokenstream import TokenStream
-from stages.mixture import run_mix
+from datapipe.mix import run_mix
 from tests import _realpages
 from tests._mixdata import write_curated, write_spec
 

@@ -12,8 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from stages.mixture import (MixError, load_spec, parse_spec, plan_mixture, run_mix, temperature_weights,
-                            unimax_budgets, water_fill)
+from datapipe.mix import (MixError, load_spec, parse_spec, plan_mixture, run_mix, temperature_weights,
+                          unimax_budgets, water_fill)
 from tests._mixdata import write_curated, write_spec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -371,7 +371,7 @@ def test_cli_mix_dry_run(tmp_path, capsys):
 def test_missing_groups_drop_renormalises():
     """A LLaMA-style table over fewer sources: empty groups are dropped and the rest keep their ratios."""
     import numpy as np
-    from stages.mixture import MixError, parse_spec, plan_mixture
+    from datapipe.mix import MixError, parse_spec, plan_mixture
     spec = {"name": "m", "mode": "sampling", "groups": [
         {"name": "a", "where": {"source": "a"}, "weight": 0.6, "max_epochs": 1.0},
         {"name": "b", "where": {"source": "b"}, "weight": 0.2, "max_epochs": 1.0},

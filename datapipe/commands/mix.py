@@ -3,7 +3,7 @@
 
 ``mix`` plans a mixture over a run's curated output (from ``n_tokens``), prints the plan
 table and, without ``--dry-run``, writes shuffled Parquet token streams and a manifest to
-``RUN_DIR/mix/<spec name>/`` (see ``stages/mixture.py``). The curated output is only read,
+``RUN_DIR/mix/<spec name>/`` (see ``datapipe/mix/``). The curated output is only read,
 so a changed spec re-mixes in seconds. ``export-megatron`` turns a token stream into
 Megatron-LM's ``.bin/.idx``.
 """
@@ -16,7 +16,7 @@ EXIT_USAGE = 2
 
 
 def cmd_mix(args) -> int:
-    from stages.mixture import MixError, run_mix
+    from datapipe.mix import MixError, run_mix
     try:
         plan = run_mix(args.run_dir, args.spec, dry_run=args.dry_run, out_dir=args.out, quiet=args.quiet)
     except MixError as e:
