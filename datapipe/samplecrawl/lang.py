@@ -5,7 +5,8 @@ templates, site boilerplate). Sentences are grammatical, so that a language
 identifier (fastText lid.176) names the language and a KenLM model trained on
 ``reference_corpus/<lang>.txt`` (same generator, other sentences) scores the
 articles as head/middle while keyword spam lands in the tail. Adding a language is
-adding a file; nothing here touches the network or writes to disk.
+adding its file and its code to ``data/languages.json``; nothing here touches the
+network or writes to disk.
 
 Data file keys (``en.json`` is the plainest example):
 
@@ -312,11 +313,9 @@ class Lang:
 
 
 def load_langs(data_dir: Path = DATA_DIR) -> dict[str, Lang]:
-    """Every ``<code>.json`` in ``data_dir``, by code (sorted)."""
-    langs = {p.stem: Lang.load(p) for p in sorted(data_dir.glob("*.json"))}
-    if not langs:
-        raise FileNotFoundError(f"no language files (*.json) in {data_dir}")
-    return langs
+    """The languages ``languages.json`` lists (in its order), each from ``<code>.json``."""
+    codes = json.loads((data_dir / "languages.json").read_text(encoding="utf-8"))
+    return {code: Lang.load(data_dir / f"{code}.json") for code in codes}
 
 
 LANGS: dict[str, Lang] = load_langs()
