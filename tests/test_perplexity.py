@@ -21,7 +21,8 @@ from datapipe.lm import train as lm_train
 from datapipe.lm.normalizer import PY_WHITESPACE, UNICODE_PUNCT, normalize, normalize_array, replace_unicode_punct
 from datapipe.schema import table_from_rows
 from datapipe.stage import StageError, WorkflowContext, apply_stage, build_stage, registry
-from stages.perplexity import Perplexity, PerplexityBuckets, compute_cutoffs
+from stages.perplexity import Perplexity
+from stages.perplexity_buckets import PerplexityBuckets, compute_cutoffs
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / ".." / "shared" / "data"

@@ -1,7 +1,7 @@
 """CCNet-style language models: normaliser, model files, scoring, perplexity buckets, training.
 
 Not a stage: the ``perplexity`` stage (:mod:`stages.perplexity`), the ``perplexity_buckets``
-workflow (:mod:`stages.perplexity`), ``datapipe train-lm``
+workflow (:mod:`stages.perplexity_buckets`), ``datapipe train-lm``
 (:mod:`datapipe.commands.train_lm`) and the report all use these pieces.
 
 * :mod:`datapipe.lm.normalizer`: CCNet's text normaliser (``normalize``) and its Arrow twin.
