@@ -1,6 +1,6 @@
 """NSFW filters: multilingual bad-word counts and a FineWeb-style URL blocklist.
 
-Two registered filters, score-then-decide like :mod:`stages.heuristics` (every rule a
+Two registered filters, score-then-decide like :mod:`stages._rules` (every rule a
 named, versioned reason; ``decide`` reads only score columns, so ``datapipe
 refilter`` re-tunes thresholds without re-scoring):
 
@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 from datapipe.stage import StageError, register
 
 from . import _text as T
-from .heuristics import RuleFilter
+from ._rules import RuleFilter
 
 #: C4 allows these (each drops > 10% of pages of its language when banned)
 DEFAULT_ALLOW = {"ja": ["sm", "グロ", "女の子"], "zh": ["性"]}

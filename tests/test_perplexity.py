@@ -16,22 +16,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from datapipe.lm import CCNET_CUTOFFS, KENLM_MAGIC, doc_perplexity
+from datapipe.lm import train as lm_train
+from datapipe.lm.normalizer import PY_WHITESPACE, UNICODE_PUNCT, normalize, normalize_array, replace_unicode_punct
 from datapipe.schema import table_from_rows
 from datapipe.stage import StageError, WorkflowContext, apply_stage, build_stage, registry
-from stages import lm_train
-from stages.perplexity import (
-    CCNET_CUTOFFS,
-    KENLM_MAGIC,
-    PY_WHITESPACE,
-    UNICODE_PUNCT,
-    Perplexity,
-    PerplexityBuckets,
-    compute_cutoffs,
-    doc_perplexity,
-    normalize,
-    normalize_array,
-    replace_unicode_punct,
-)
+from stages.perplexity import Perplexity
+from stages.perplexity_buckets import PerplexityBuckets, compute_cutoffs
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / ".." / "shared" / "data"
@@ -312,7 +303,7 @@ def test_model_round_trip_through_a_directory(model, corpus, tmp_path):
 def test_training_is_cached_and_the_cli_reuses_it(model, tmp_path):
     out = model["dir"]
     before = (out / "en.arpa.bin").stat().st_mtime_ns
-    cmd = [sys.executable, "-m", "stages.perplexity", "train-lm", "--lang", "en", "--input", *model["inputs"],
+    cmd = [sys.executable, "-m", "datapipe.cli", "train-lm", "--lang", "en", "--input", *model["inputs"],
            "--out", str(out), "--vocab-size", "2000", "--memory", "100M", "--threads", "1"]
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
