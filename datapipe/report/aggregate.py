@@ -16,21 +16,6 @@ HIST_BINS = 40
 TOP_DOMAINS = 25
 TOP_LANGS = 40
 
-# columns other stages add, and their accepted spellings (first present wins)
-COLUMNS = {
-    "lid_lang": ("lid_lang",),
-    "lid_score": ("lid_score",),
-    "ppl": ("ppl", "ppl_kenlm"),
-    "ppl_bucket": ("ppl_bucket",),
-    "quality_score": ("quality_score", "quality_edu"),
-    "nsfw_ratio": ("nsfw_ratio",),
-    "dup_cluster": ("dup_cluster",),
-    "dup_cluster_size": ("dup_cluster_size",),
-    "n_tokens": ("n_tokens",),
-    "url": ("url",),
-    "text": ("text",),
-}
-
 _DOMAIN_SQL = ("regexp_replace(lower(regexp_extract({url}, '^[A-Za-z][A-Za-z0-9+.-]*://(?:[^@/]*@)?([^/:?#]+)', 1)),"
                " '^www\\.', '')")
 
@@ -54,11 +39,9 @@ class _Docs:
                          "hive_partitioning=false)")
         self.columns = [r[0] for r in self.con.execute("DESCRIBE docs").fetchall()]
 
-    def col(self, key: str) -> str | None:
-        for c in COLUMNS.get(key, (key,)):
-            if c in self.columns:
-                return c
-        return None
+    def col(self, name: str) -> str | None:
+        """``name`` when the documents have that column (each stage's own column name), else None."""
+        return name if name in self.columns else None
 
     def one(self, sql: str):
         return self.con.execute(sql).fetchone()
@@ -140,13 +123,9 @@ def doc_aggregates(files: list[Path], *, cutoffs: dict, threshold: float | None,
     if c and (h := d.histogram(_ident(c), log=False, lo=0.0)):
         h["zero"] = int(d.one(f"SELECT count(*) FROM docs WHERE {_ident(c)} = 0")[0])
         H["nsfw_ratio"] = h | {"title": "NSFW word ratio", "column": c}
-    # duplicate clusters: the size column when dedup wrote one, else sizes among the documents here
-    cs, cl = d.col("dup_cluster_size"), d.col("dup_cluster")
-    if cs:
-        rows = d.all(f"SELECT {_ident(cs)} AS s, count(*) FROM docs WHERE {_ident(cs)} IS NOT NULL GROUP BY s ORDER BY s")
-        out["dup_sizes"] = {"rows": [(int(s), int(k)) for s, k in rows], "column": cs,
-                            "note": "one row per kept document: the size of the cluster it survived"}
-    elif cl:
+    # duplicate clusters (dedup_minhash's dup_cluster): sizes among the documents here
+    cl = d.col("dup_cluster")
+    if cl:
         # dedup that drops keeps one survivor per cluster (all sizes 1 here); one that only marks keeps all
         rows = d.all(f"SELECT s, count(*) FROM (SELECT count(*) AS s FROM docs WHERE {_ident(cl)} IS NOT NULL "
                      f"GROUP BY {_ident(cl)}) GROUP BY s ORDER BY s")

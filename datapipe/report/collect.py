@@ -12,15 +12,19 @@ whatever is committed):
   :mod:`.aggregate`;
 * example documents per drop reason come from ``rejects/`` (or the not yet merged
   ``rejects/_parts/`` of a running run);
-* thresholds come from ``config.yaml`` (with the stage's own defaults), perplexity
-  cut-offs also from any ``cutoffs.json`` a workflow saved under ``work/``, the
+* thresholds come from ``config.yaml`` (the value of every option that ran, as the
+  runner records it; nothing is filled in from today's defaults), perplexity cut-offs
+  also from the ``cutoffs.json`` the ``perplexity_buckets`` workflow saved under
+  ``work/<step>/``, top-fraction thresholds from ``quality_thresholds.json`` there, the
   mixture from ``mix/<name>/manifest.json``.
+
+Only these documented formats are read. A file that is not in its format is not guessed
+at: it is left out and named in ``problems``, which the page shows.
 
     collect(run_dir) -> dict                # every number the page shows (tests use it)
 """
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import re
@@ -30,7 +34,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..lm import CCNET_CUTOFFS
 from ..stats import StageStats, merge, merge_stats_dir
+from ..tokenstream import FORMAT_VERSION, MANIFEST
 from .aggregate import TOP_DOMAINS, doc_aggregates
 
 
@@ -110,106 +116,100 @@ def data_files(root: Path) -> tuple[list[Path], str]:
     return [], "output"
 
 
-def _load_config(root: Path) -> dict:
+def _load_config(root: Path, problems: list[str]) -> dict:
+    """``config.yaml`` as the runner wrote it: every stage as ``{name: {options}}``, with the
+    value of every option that ran."""
     p = root / "config.yaml"
     if not p.exists():
+        problems.append("config.yaml is missing: no thresholds or cut-offs from the config")
         return {}
     import yaml
     try:
-        return yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError:
+        cfg = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        problems.append(f"config.yaml is not valid YAML ({type(e).__name__}): no thresholds or cut-offs from it")
         return {}
+    return cfg if isinstance(cfg, dict) else {}
 
 
 def _stage_options(cfg: dict) -> list[tuple[str, dict]]:
-    """(stage name, options with the stage's own defaults filled in) for each configured stage."""
+    """(stage name, options) for each configured stage, exactly as ``config.yaml`` records
+    them. Nothing is filled in from today's stage defaults: the run directory says what ran."""
     out = []
     for spec in cfg.get("stages") or []:
-        if not isinstance(spec, dict) or len(spec) != 1:
+        if isinstance(spec, dict) and len(spec) == 1:
+            name, given = next(iter(spec.items()))
+            out.append((str(name), given if isinstance(given, dict) else {}))
+    return out
+
+
+def _cutoff_pairs(obj: Any, where: str, problems: list[str]) -> dict[str, tuple[float, float]]:
+    """``{lang: (p30, p60)}`` from a mapping lang -> [p30, p60], the one shape both
+    ``cutoffs.json`` and the ``perplexity`` stage's ``cutoffs`` option use."""
+    try:
+        return {str(lang): (float(a), float(b)) for lang, (a, b) in obj.items()}
+    except (AttributeError, TypeError, ValueError):
+        problems.append(f"{where}: not a mapping lang -> [p30, p60]; these cut-offs are not shown")
+        return {}
+
+
+def _find_cutoffs(root: Path, options: list[tuple[str, dict]],
+                  problems: list[str]) -> tuple[dict[str, tuple[float, float]], str]:
+    """The cut-offs the ``perplexity_buckets`` workflow computed (``work/<step>/cutoffs.json``),
+    else those the ``perplexity`` stage ran with (``cutoffs`` in config.yaml)."""
+    for p in sorted(root.glob("work/*/cutoffs.json")):
+        where = str(p.relative_to(root))
+        saved = _read_json(p, None)
+        if not isinstance(saved, dict) or "cutoffs" not in saved:
+            problems.append(f'{where}: not the perplexity_buckets format ({{"cutoffs": {{lang: [p30, p60]}}}})')
             continue
-        name, given = next(iter(spec.items()))
-        opts: dict = {}
-        try:  # defaults from the stage's signature; the stage may not import on this machine
-            from ..stage import get_stage_class
-            sig = inspect.signature(get_stage_class(name).__init__)
-            opts = {k: p.default for k, p in sig.parameters.items()
-                    if p.kind is p.KEYWORD_ONLY and p.default is not inspect.Parameter.empty}
-        except Exception:  # noqa: BLE001 - a report must not fail on an unknown stage
-            pass
-        opts.update(given or {})
-        out.append((name, opts))
-    return out
-
-
-def _parse_cutoffs(obj: Any) -> dict[str, tuple[float, float]]:
-    """{lang: (p30, p60)} from the shapes a cut-off file or option may take."""
-    out: dict[str, tuple[float, float]] = {}
-    if not isinstance(obj, dict):
-        return out
-    if isinstance(obj.get("cutoffs"), dict):
-        return _parse_cutoffs(obj["cutoffs"])
-    for lang, v in obj.items():
-        nums: list[float] = []
-        if isinstance(v, (list, tuple)):
-            nums = [float(x) for x in v if isinstance(x, (int, float)) and not isinstance(x, bool)]
-        elif isinstance(v, dict):
-            nums = sorted(float(x) for x in v.values() if isinstance(x, (int, float)) and not isinstance(x, bool))
-        if len(nums) >= 2:
-            out[str(lang)] = (nums[0], nums[1])
-    return out
-
-
-def _find_cutoffs(root: Path, options: list[tuple[str, dict]]) -> tuple[dict[str, tuple[float, float]], str]:
-    for p in sorted((root / "work").rglob("*cutoffs*.json")) if (root / "work").is_dir() else []:
-        c = _parse_cutoffs(_read_json(p, {}))
-        if c:
-            return c, str(p.relative_to(root))
+        if c := _cutoff_pairs(saved["cutoffs"], where, problems):
+            return c, where
     for name, opts in options:
-        if "ppl" in name or "perplex" in name:
-            given = opts.get("cutoffs")
-            if given == "ccnet":
-                try:
-                    from datapipe.lm import CCNET_CUTOFFS
-                    return dict(CCNET_CUTOFFS), f"config.yaml ({name}.cutoffs: ccnet, CCNet's published values)"
-                except Exception:  # noqa: BLE001 - the stage may not import on this machine
-                    continue
-            c = _parse_cutoffs(given)
-            if c:
-                return c, f"config.yaml ({name}.cutoffs)"
+        given = opts.get("cutoffs") if name == "perplexity" else None
+        if given == "ccnet":
+            return dict(CCNET_CUTOFFS), f"config.yaml ({name}.cutoffs: ccnet, CCNet's published values)"
+        if given is not None and (c := _cutoff_pairs(given, f"config.yaml {name}.cutoffs", problems)):
+            return c, f"config.yaml ({name}.cutoffs)"
     return {}, ""
 
 
-def _quality_thresholds(root: Path) -> tuple[dict[str, float], str]:
-    """Per-group thresholds a top-fraction workflow saved (``work/*/quality_thresholds.json``)."""
-    for p in sorted((root / "work").rglob("quality_thresholds.json")) if (root / "work").is_dir() else []:
-        d = _read_json(p, {}) or {}
-        thr = d.get("thresholds") if isinstance(d, dict) else None
-        if isinstance(thr, dict):
-            out = {str(k): float(v) for k, v in thr.items()
-                   if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
-            if out:
-                return out, str(p.relative_to(root))
+def _quality_thresholds(root: Path, problems: list[str]) -> tuple[dict[str, float], str]:
+    """Per-group thresholds the ``quality_top_fraction`` workflow saved
+    (``work/<step>/quality_thresholds.json``: ``{"thresholds": {group: score}, ...}``)."""
+    for p in sorted(root.glob("work/*/quality_thresholds.json")):
+        where = str(p.relative_to(root))
+        try:
+            thr = {str(k): float(v) for k, v in _read_json(p, None)["thresholds"].items()}
+        except (AttributeError, KeyError, TypeError, ValueError):
+            problems.append(f'{where}: not the quality_top_fraction format ({{"thresholds": {{group: score}}}})')
+            continue
+        if thr := {k: v for k, v in thr.items() if math.isfinite(v)}:
+            return thr, where
     return {}, ""
 
 
 def _quality_threshold(options: list[tuple[str, dict]]) -> tuple[float | None, str]:
+    """The ``quality_classifier`` stage's ``threshold`` (None: it only scored)."""
     for name, opts in options:
-        if ("quality" in name or "classif" in name) and not name.startswith("gopher"):
-            for key in ("threshold", "min_score", "quality_threshold", "min_quality"):
-                v = opts.get(key)
-                if isinstance(v, (int, float)) and not isinstance(v, bool):
-                    return float(v), f"{name}.{key}"
+        if name == "quality_classifier" and opts.get("threshold") is not None:
+            return float(opts["threshold"]), f"{name}.threshold"
     return None, ""
 
 
-def _reject_samples(root: Path, cap: int) -> dict[tuple[str, str], list[dict]]:
-    """(stage, reason) -> sample rows. Merged files, else the parts of a running run."""
+def _reject_samples(root: Path, cap: int | None, problems: list[str]) -> dict[tuple[str, str], list[dict]]:
+    """(stage, reason) -> sample rows, each naming its ``stage`` and ``reason``: the merged
+    ``rejects/<stage>/<reason>.jsonl``, else the parts of a running run
+    (``rejects/_parts/<stage>/<reason>/<shard>.jsonl``); at most ``cap`` per key (None: all
+    the run kept)."""
     rej = root / "rejects"
     out: dict[tuple[str, str], list[dict]] = defaultdict(list)
     if not rej.is_dir():
         return out
+    bad = 0
 
-    def add(path: Path, stage_dir: str, reason_name: str) -> None:
+    def add(path: Path) -> None:
+        nonlocal bad
         try:
             lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
         except FileNotFoundError:
@@ -219,17 +219,18 @@ def _reject_samples(root: Path, cap: int) -> dict[tuple[str, str], list[dict]]:
                 continue
             try:
                 r = json.loads(line)
-            except ValueError:
+                key = (str(r["stage"]), str(r["reason"]))
+            except (ValueError, KeyError, TypeError):
+                bad += 1
                 continue
-            key = (str(r.get("stage") or stage_dir), str(r.get("reason") or reason_name))
-            if len(out[key]) < cap:
+            if cap is None or len(out[key]) < cap:
                 out[key].append(r)
 
     merged_dirs = set()
     for stage_dir in sorted(p for p in rej.iterdir() if p.is_dir() and p.name != "_parts"):
         for f in sorted(stage_dir.glob("*.jsonl")):
             merged_dirs.add((stage_dir.name, f.stem))
-            add(f, stage_dir.name, f.stem)
+            add(f)
     parts = rej / "_parts"
     if parts.is_dir():
         for stage_dir in sorted(p for p in parts.iterdir() if p.is_dir()):
@@ -237,7 +238,9 @@ def _reject_samples(root: Path, cap: int) -> dict[tuple[str, str], list[dict]]:
                 if (stage_dir.name, reason_dir.name) in merged_dirs:
                     continue
                 for f in sorted(reason_dir.glob("*.jsonl")):
-                    add(f, stage_dir.name, reason_dir.name)
+                    add(f)
+    if bad:
+        problems.append(f"rejects/: {bad:,} sample line(s) that are not JSON rows with a stage and a reason, skipped")
     return out
 
 
@@ -263,60 +266,35 @@ def _domain(url: str | None) -> str:
 
 
 # ----------------------------------------------------------------------------
-# mixture manifest (written by `datapipe mix`; read leniently)
+# mixture manifests, as `datapipe mix` writes them (format and version: datapipe/tokenstream.py)
 
-_TARGET_KEYS = ("target_share", "target", "share_target", "weight", "proportion", "target_proportion")
-_ACHIEVED_KEYS = ("achieved_share", "achieved", "actual_share", "share", "realized_share")
-_TOKEN_KEYS = ("tokens_taken", "tokens", "n_tokens", "taken_tokens")
+_MANIFEST_FORMAT = "datapipe-token-stream"
 
 
-def _num(d: dict, keys) -> float | None:
-    for k in keys:
-        v = d.get(k)
-        if isinstance(v, (int, float)) and not isinstance(v, bool):
-            return float(v)
-    return None
-
-
-def _mixtures(root: Path) -> list[dict]:
+def _mixtures(root: Path, problems: list[str]) -> list[dict]:
+    """One entry per ``mix/<name>/manifest.json``: per group the planned and achieved share of
+    the mix's tokens (``target_share``, ``achieved_share``: fractions), ``tokens`` taken,
+    ``available_tokens`` and ``epochs``; the tokenizer's ``name``. Folders starting with a dot
+    are mixes being written (renamed into place when complete)."""
     out = []
-    for man in sorted((root / "mix").glob("*/manifest.json")) if (root / "mix").is_dir() else []:
-        if man.parent.name.startswith("."):  # a mix being written (renamed into place when complete)
+    for man in sorted(root.glob(f"mix/*/{MANIFEST}")):
+        if man.parent.name.startswith("."):
             continue
+        where = str(man.relative_to(root))
         m = _read_json(man, None)
-        if not isinstance(m, dict):
+        if not isinstance(m, dict) or m.get("format") != _MANIFEST_FORMAT or m.get("version") != FORMAT_VERSION:
+            problems.append(f"{where}: not a {_MANIFEST_FORMAT} manifest of version {FORMAT_VERSION}; not shown")
             continue
-        groups: list[dict] = []
-        for key in ("groups", "plan", "totals", "per_group", "mixture"):
-            g = m.get(key)
-            if isinstance(g, dict) and g and all(isinstance(v, dict) for v in g.values()):
-                groups = [{"name": k} | v for k, v in g.items()]
-            elif isinstance(g, list) and g and all(isinstance(v, dict) for v in g):
-                groups = [{"name": v.get("name") or v.get("group") or str(i)} | v for i, v in enumerate(g)]
-            if groups:
-                break
-        rows = []
-        for g in groups:
-            rows.append({"group": str(g["name"]), "target": _num(g, _TARGET_KEYS),
-                         "achieved": _num(g, _ACHIEVED_KEYS), "tokens": _num(g, _TOKEN_KEYS),
-                         "available": _num(g, ("available_tokens", "tokens_available")),
-                         "epochs": _num(g, ("epochs",))})
-        total = sum(r["tokens"] or 0 for r in rows)
-        for r in rows:
-            if r["achieved"] is None and total and r["tokens"] is not None:
-                r["achieved"] = r["tokens"] / total
-        # shares given in percent: bring to fractions so target and achieved compare
-        for k in ("target", "achieved"):
-            vals = [r[k] for r in rows if r[k] is not None]
-            if vals and sum(vals) > 1.5:
-                s = sum(vals)
-                for r in rows:
-                    if r[k] is not None:
-                        r[k] = r[k] / s
-        out.append({"name": man.parent.name, "path": str(man.relative_to(root)), "rows": rows,
-                    "raw": m if not rows else None,
-                    "tokenizer": m.get("tokenizer") if isinstance(m.get("tokenizer"), str) else
-                    (m.get("tokenizer") or {}).get("name") if isinstance(m.get("tokenizer"), dict) else None})
+        try:
+            rows = [{"group": str(name), "target": float(g["target_share"]), "achieved": float(g["achieved_share"]),
+                     "tokens": int(g["tokens"]), "available": int(g["available_tokens"]), "epochs": float(g["epochs"])}
+                    for name, g in m["groups"].items()]
+            tokenizer = str(m["tokenizer"]["name"])
+        except (AttributeError, KeyError, TypeError, ValueError) as e:
+            problems.append(f"{where}: groups or tokenizer not as `datapipe mix` writes them ({type(e).__name__}: {e});"
+                            " not shown")
+            continue
+        out.append({"name": man.parent.name, "path": where, "rows": rows, "tokenizer": tokenizer})
     return out
 
 
@@ -328,16 +306,17 @@ def collect(run_dir: str | Path) -> dict:
     if not root.is_dir():
         raise ReportError(f"{root}: not a directory")
     stats, stats_source = load_run_stats(root)
-    cfg = _load_config(root)
+    problems: list[str] = []  # files not in their documented format: named on the page, not guessed at
+    cfg = _load_config(root, problems)
     options = _stage_options(cfg)
-    cap = int(((cfg.get("rejects") or {}).get("samples_per_reason")) or 50)
+    cap = (cfg.get("rejects") or {}).get("samples_per_reason")
     last = _read_json(root / "last_run.json", {}) or {}
     progress = _progress(root)
     # finished: every step marked complete, last_run.json written, and stats.json not older than any shard's stats
     complete = bool(progress) and all(p["complete"] for p in progress) and bool(last) and stats_source == "stats.json"
-    cutoffs, cutoffs_src = _find_cutoffs(root, options)
+    cutoffs, cutoffs_src = _find_cutoffs(root, options, problems)
     threshold, threshold_src = _quality_threshold(options)
-    group_thr, group_thr_src = _quality_thresholds(root)
+    group_thr, group_thr_src = _quality_thresholds(root, problems)
     files, data_source = data_files(root)
     docs: dict = {"n_docs": 0, "hist": {}}
     docs_error = None
@@ -351,7 +330,7 @@ def collect(run_dir: str | Path) -> dict:
             files, data_source = data_files(root)
     else:
         docs = {"n_docs": 0, "hist": {}, "error": docs_error}
-    samples = _reject_samples(root, cap)
+    samples = _reject_samples(root, cap, problems)
     # domains of dropped documents: from the reject samples (the only URLs of dropped documents kept)
     dropped_domains: dict[str, Counter] = defaultdict(Counter)
     for (stage, reason), rows in samples.items():
@@ -396,7 +375,8 @@ def collect(run_dir: str | Path) -> dict:
         "samples": {f"{k[0]}\x1f{k[1]}": v for k, v in samples.items()},
         "samples_cap": cap,
         "domains_dropped": dd,
-        "mixtures": _mixtures(root),
+        "mixtures": _mixtures(root, problems),
+        "problems": problems,
     }
 
 

@@ -190,6 +190,9 @@ class _Sections:
                   'committed so far.</p>' if not data["complete"] else "")
         prog_rows = [[p["step"], p["kind"], ", ".join(p["stages"]), _n(p["shards_done"]), "yes" if p["complete"] else "no"]
                      for p in data["progress"]]
+        if data["problems"]:
+            status += ('<p class="warn">Left out, not in their documented format:<br>'
+                       + "<br>".join(_e(p) for p in data["problems"]) + "</p>")
         summary = (status + '<div class="cards">' + "".join(_fill("card", value=_e(v), label=_e(k)) for k, v in cards)
                    + "</div>"
                    + f'<p class="note">Stats from <code>{_e(data["stats_source"])}</code>; documents from '
@@ -342,8 +345,9 @@ class _Sections:
         if data.get("domains_dropped"):
             rows = [[dom, _n(n), ", ".join(f"{st} {k:,}" for st, k in sorted(by.items(), key=lambda kv: -kv[1]))]
                     for dom, n, by in data["domains_dropped"]]
-            out += ("<h3>Top domains dropped</h3><p class=note>Counted over the reject samples (up to "
-                    f"{data['samples_cap']} kept per stage and reason), not over every dropped document.</p>"
+            kept = "" if data["samples_cap"] is None else f" (up to {data['samples_cap']} kept per stage and reason)"
+            out += (f"<h3>Top domains dropped</h3><p class=note>Counted over the reject samples{kept}, "
+                    "not over every dropped document.</p>"
                     + _table(["domain", "sampled rejects", "by stage"], rows, cls="domains-dropped"))
         return ("domains", "Domains", out) if out else None
 
@@ -355,27 +359,18 @@ class _Sections:
             head = f"<h3>{_e(mx['name'])}</h3><p class=note><code>{_e(mx['path'])}</code>" + (
                 f" · tokenizer {_e(mx['tokenizer'])}" if mx.get("tokenizer") else "") + "</p>"
             rows = mx["rows"]
-            if not rows:
-                parts.append(head + "<p class=note>No per-group table recognised in the manifest; as written:</p>"
-                             f'<pre class="ex">{_e(json.dumps(mx["raw"], indent=1)[:20000])}</pre>')
-                continue
             groups = [_e(r["group"]) for r in rows]
-            mdata = []
-            if any(r["target"] is not None for r in rows):
-                mdata.append({"type": "bar", "name": "plan", "x": groups, "y": [r["target"] for r in rows],
-                              "text": [f"{r['target']:.1%}" if r["target"] is not None else "" for r in rows],
-                              "textposition": "auto", "hovertemplate": "%{x}: plan %{y:.2%}<extra></extra>"})
-            if any(r["achieved"] is not None for r in rows):
-                mdata.append({"type": "bar", "name": "achieved", "x": groups, "y": [r["achieved"] for r in rows],
-                              "text": [f"{r['achieved']:.1%}" if r["achieved"] is not None else "" for r in rows],
-                              "textposition": "auto", "hovertemplate": "%{x}: achieved %{y:.2%}<extra></extra>"})
+            mdata = [{"type": "bar", "name": "plan", "x": groups, "y": [r["target"] for r in rows],
+                      "text": [f"{r['target']:.1%}" for r in rows],
+                      "textposition": "auto", "hovertemplate": "%{x}: plan %{y:.2%}<extra></extra>"},
+                     {"type": "bar", "name": "achieved", "x": groups, "y": [r["achieved"] for r in rows],
+                      "text": [f"{r['achieved']:.1%}" for r in rows],
+                      "textposition": "auto", "hovertemplate": "%{x}: achieved %{y:.2%}<extra></extra>"}]
             chart = self.page.chart(f"mix-{j}", mdata, {"barmode": "group",
                                                         "title": {"text": "Mixture: plan vs achieved share"},
-                                                        "yaxis": {"tickformat": ".0%"}}, height=340) if mdata else ""
-            trows = [[r["group"], f"{r['target']:.2%}" if r["target"] is not None else "–",
-                      f"{r['achieved']:.2%}" if r["achieved"] is not None else "–", _n(r["available"]),
-                      _n(r["tokens"]), f"{r['epochs']:.2f}" if r["epochs"] is not None else "–"]
-                     for r in rows]
+                                                        "yaxis": {"tickformat": ".0%"}}, height=340) if rows else ""
+            trows = [[r["group"], f"{r['target']:.2%}", f"{r['achieved']:.2%}", _n(r["available"]),
+                      _n(r["tokens"]), f"{r['epochs']:.2f}"] for r in rows]
             parts.append(head + chart + _table(["group", "plan", "achieved", "tokens available", "tokens taken",
                                                 "epochs"], trows, cls="mix-table"))
         return "mixture", "Mixture", "".join(parts)
