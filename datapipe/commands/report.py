@@ -1,7 +1,7 @@
 """``datapipe report RUN_DIR [--out FILE]``: write the run's HTML report (``RUN_DIR/report/index.html``).
 
 The page is self-contained (charts and their JavaScript inlined) and is built from the run
-directory alone, so it works on a copied run and on one still going. See ``datapipe/report.py``.
+directory alone, so it works on a copied run and on one still going. See ``datapipe/report/``.
 """
 from __future__ import annotations
 

@@ -63,7 +63,7 @@ def _reject_files(root: Path, stage: str) -> list[Path]:
 def cmd_show(args) -> int:
     import duckdb
 
-    from datapipe.report import _data_files
+    from datapipe.report import data_files
 
     root = Path(args.run_dir)
     if not root.is_dir():
@@ -78,7 +78,7 @@ def cmd_show(args) -> int:
         source = f"rejects of {args.stage}"
         scan = f"read_json_auto({lst}, format='newline_delimited', union_by_name=true)"
     else:
-        files, where_from = _data_files(root)
+        files, where_from = data_files(root)
         if not files:
             return _err(f"{root}: no Parquet output yet (is this a run directory?)")
         lst = "[" + ", ".join(_sql_str(str(f)) for f in files) + "]"
