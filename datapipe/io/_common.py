@@ -1,5 +1,8 @@
-"""Shared pieces of the source readers (Wikipedia, code, books, arXiv, StackExchange).
+"""Shared pieces of the readers in :mod:`datapipe.io`; submodules take them from here, never
+from the package ``__init__`` (which imports the submodules: no import cycle).
 
+- :class:`InputError`: the input names nothing readable (re-exported as ``datapipe.io.InputError``).
+- :func:`bump` / :func:`count`: add to a counter dict / to ``stats.dropped``.
 - :func:`open_binary`: a byte stream for a local or fsspec path, decompressed by suffix
   (``.bz2`` incl. multistream, ``.gz``, ``.zst``, ``.xz``).
 - :func:`iter_export_batches`: rows of a Hugging Face ``datasets`` export (Parquet or JSONL)
@@ -24,8 +27,16 @@ from ..stats import StageStats
 EXPORT_SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz", ".jsonl.zst", ".json", ".json.gz", ".ndjson")
 
 
+class InputError(ValueError):
+    """The input spec names nothing readable (no such file, empty glob ...)."""
+
+
+def bump(d: dict[str, int], key: str, n: int = 1) -> None:
+    d[key] = d.get(key, 0) + n
+
+
 def count(stats: StageStats, reason: str, n: int = 1) -> None:
-    stats.dropped[reason] = stats.dropped.get(reason, 0) + n
+    bump(stats.dropped, reason, n)
 
 
 def open_binary(path: str):

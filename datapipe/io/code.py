@@ -206,7 +206,7 @@ def iter_batches(path: str, *, input_cfg, batch_size: int, stats: StageStats) ->
             extra=EXTRA, fill=fill)
         return
     if not os.path.isdir(path):
-        from . import InputError
+        from ._common import InputError
         raise InputError(f"{path}: input.format code reads a folder (a repository or a folder of them) "
                          "or a Parquet/JSONL export")
     buf: list[dict] = []

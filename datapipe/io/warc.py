@@ -70,7 +70,7 @@ import pyarrow as pa
 
 from ..schema import RAW_SCHEMA, doc_id, parse_time
 from ..stats import StageStats
-from . import InputError
+from ._common import InputError
 
 log = logging.getLogger(__name__)
 
