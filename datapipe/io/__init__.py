@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import glob
 import gzip
-import io
 import os
 import re
 from typing import Iterator

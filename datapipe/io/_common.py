@@ -15,13 +15,12 @@ from __future__ import annotations
 import bz2
 import gzip
 import json
-import os
 from typing import Callable, Iterable, Iterator, Optional
 
 import fsspec
 import pyarrow as pa
 
-from ..schema import conform, doc_id
+from ..schema import conform
 from ..stats import StageStats
 
 EXPORT_SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz", ".jsonl.zst", ".json", ".json.gz", ".ndjson")
@@ -129,14 +128,3 @@ def iter_export_batches(path: str, *, source: str, batch_size: int, stats: Stage
             tbl = fill(tbl)
         yield tbl
 
-
-def stable_id(*parts) -> str:
-    return doc_id(*parts)
-
-
-def basename_no_suffix(path: str, suffixes: Iterable[str]) -> str:
-    b = os.path.basename(path.rstrip("/"))
-    for s in sorted(suffixes, key=len, reverse=True):
-        if b.lower().endswith(s):
-            return b[: -len(s)]
-    return b

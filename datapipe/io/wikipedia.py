@@ -51,7 +51,7 @@ import pyarrow as pa
 
 from ..schema import parse_time
 from ..stats import StageStats
-from ._common import batched, build_batch, count, is_export, iter_export_batches, open_binary
+from ._common import batched, count, is_export, iter_export_batches, open_binary
 
 log = logging.getLogger(__name__)
 
