@@ -1,7 +1,7 @@
 """Byte-level framing of crawl files: opening, layout sniffing, gzip members, re-synchronisation.
 
-What the record engines (:mod:`.warc`) need to know about the bytes under them, and nothing
-about records' content:
+What the record engines (:mod:`.warc_engines`) and the reader (:mod:`.warc`) need to know about
+the bytes under them; of the records themselves only headers are looked at, to verify a cut:
 
 * :func:`open_input` opens a local path or fsspec URL (remote: big read-ahead blocks);
   only "cannot open" raises (:class:`~datapipe.io._common.InputError`).
@@ -13,6 +13,19 @@ about records' content:
   after an offset: the reader re-synchronises there after a parse error. Per-record gzip and
   plain files can be re-entered mid-file; single-stream gzip cannot.
 * :func:`gzip_tail` tells whether a multi-member file ends inside a member (a cut download).
+* :func:`record_ranges` ``(path, target)`` -> ``[(start, end), ...]``: record-aligned byte ranges
+  of about ``target`` bytes, contiguous from 0 to the file's size, for reading one large file
+  on many workers. CommonCrawl's WARC/WET (and per-record-gzip ARC) files are one gzip member
+  per record, so a cut is the first gzip member at or after ``previous cut + target`` that
+  inflates to a ``WARC/`` (or ARC) header: a ``1f 8b 08`` inside compressed data is never taken
+  for one. Plain WARC files are cut at a ``WARC/`` line whose header block's Content-Length ends
+  exactly before the next record (or the file's end). Single-stream gzip and plain ARC cannot
+  be cut safely: one range, the whole file. Bytes ``[start, end)`` of a WARC/WET file read as a
+  file of their own give exactly the records that start in the range, so the ranges' rows
+  together are the file's rows (tested). A reader of one range must take the layout from the
+  file's start (only an ARC file's first record says ``filedesc://``) and keep offsets
+  absolute (rows without a WARC-Record-ID, ARC's, get ids made from them). Cost: a few small reads per range (no
+  inflating the file), so the driver can call it on remote files before planning shards.
 """
 from __future__ import annotations
 
@@ -29,13 +42,15 @@ _GZIP_MAGIC = b"\x1f\x8b\x08"
 _MEMBER_PROBE_BYTES = 1 << 20   # first gzip member not over after this: single-stream gzip
 
 
-def open_input(path: str):
-    """A binary file object for a local path or fsspec URL; :class:`InputError` if it cannot be opened."""
+def open_input(path: str, *, block_size: int = 8 << 20):
+    """A binary file object for a local path or fsspec URL; :class:`InputError` if it cannot be
+    opened. A remote object is read in ``block_size`` blocks with read-ahead (big for a
+    sequential scan, small for probing a few places)."""
     kwargs = {}
     if "://" in path and not path.startswith("file://"):
-        # sequential scan of a remote object: big blocks, read ahead (options of open(), not of
-        # the filesystem: fsspec.open() would hand them to e.g. S3FileSystem's constructor)
-        kwargs = {"block_size": 8 << 20, "cache_type": "readahead"}
+        # options of open(), not of the filesystem: fsspec.open() would hand them to e.g.
+        # S3FileSystem's constructor
+        kwargs = {"block_size": block_size, "cache_type": "readahead"}
     try:
         fs, fs_path = fsspec.core.url_to_fs(path)
         fh = fs.open(fs_path, "rb", **kwargs)
@@ -254,3 +269,81 @@ def gzip_tail(fh, start: int) -> tuple[str, int | None]:
             rest = d.unconsumed_tail
             pos += len(buf) - len(rest)
             buf = rest
+
+
+# ---------------------------------------------------------------------------
+# record-aligned byte ranges
+
+_PROBE_BYTES = 64 << 10   # read at a candidate cut to verify it (a WARC header block fits)
+_WARC_HEAD = re.compile(rb"WARC/\d")
+_ARC_HEAD = re.compile(rb"\S+ \S+ \d{14} \S+")  # "<url> <ip> <date> <mime> ... <length>"
+_CONTENT_LENGTH = re.compile(rb"\r\nContent-Length:[ \t]*(\d+)[ \t]*\r\n", re.I)
+
+
+def record_ranges(path: str, target: int) -> list[tuple[int, int]]:
+    """Cut one WARC/WET/ARC file into record-aligned byte ranges ``[(start, end), ...]`` of about
+    ``target`` bytes (at least ``target`` but the last; one record larger than that makes its
+    range larger), contiguous from 0 to the file's size. See the module docstring for where
+    cuts fall and which layouts stay whole. Raises :class:`InputError` when the file cannot
+    be opened, ``ValueError`` when it cannot seek (read it whole); an empty file gives
+    ``[(0, 0)]``."""
+    if target <= 0:
+        raise ValueError("target must be a positive byte count")
+    fh = open_input(path, block_size=1 << 20)
+    try:
+        try:
+            size = fh.seek(0, io.SEEK_END)
+            fh.seek(0)
+        except (OSError, ValueError) as e:  # io.UnsupportedOperation is both
+            raise ValueError(f"{path}: cannot seek, so it cannot be cut into byte ranges: {e}") from e
+        if size <= target:
+            return [(0, size)]
+        layout, fh = sniff(fh)
+        if not layout.seekable or (layout.gzip and not layout.multi_member) or (layout.arc and not layout.gzip):
+            return [(0, size)]
+        cuts = [0]
+        while True:
+            cut = _next_verified_start(fh, cuts[-1] + target, layout, size)
+            if cut is None:
+                break
+            cuts.append(cut)
+        return list(zip(cuts, cuts[1:] + [size]))
+    finally:
+        fh.close()
+
+
+def _next_verified_start(fh, pos: int, layout: Layout, size: int) -> int | None:
+    while pos < size:
+        cand = next_record_start(fh, pos, layout)
+        if cand is None:
+            return None
+        if _is_record_start(fh, cand, layout, size):
+            return cand
+        pos = cand + 1
+    return None
+
+
+def _is_record_start(fh, at: int, layout: Layout, size: int) -> bool:
+    """Does a record (not bytes that look like one) start at offset ``at``?"""
+    fh.seek(at)
+    head = fh.read(_PROBE_BYTES)
+    if layout.gzip:
+        d = zlib.decompressobj(zlib.MAX_WBITS | 16)
+        try:
+            out = d.decompress(head, 4096)
+            while len(out) < 64 and d.unconsumed_tail and not d.eof:
+                out += d.decompress(d.unconsumed_tail, 4096)
+        except zlib.error:
+            return False
+        return bool((_ARC_HEAD if layout.arc else _WARC_HEAD).match(out))
+    # plain WARC: the header block's Content-Length must end where the next record starts
+    end = head.find(b"\r\n\r\n")
+    m = _CONTENT_LENGTH.search(head, 0, end + 2) if end > 0 else None
+    if not _WARC_HEAD.match(head) or m is None:
+        return False
+    nxt = at + end + 4 + int(m.group(1))
+    if nxt + 4 > size:
+        return False
+    fh.seek(nxt)
+    after = fh.read(10)
+    return after[:4] == b"\r\n\r\n" and (nxt + 4 == size or _WARC_HEAD.match(after[4:]) is not None)
