@@ -21,7 +21,8 @@ from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
 from datapipe.io import InputError
-from datapipe.io.warc import decode_payload, iter_warc_batches, normalize_charset
+from datapipe.io.charset import decode_payload, normalize_charset
+from datapipe.io.warc import iter_warc_batches
 from datapipe.schema import RAW_SCHEMA, doc_id
 from datapipe.stats import StageStats
 
@@ -603,11 +604,11 @@ def test_non_seekable_stream(tmp_path, monkeypatch, engine):
 
     p, ids = five_pages(tmp_path)
     data = p.read_bytes()
-    monkeypatch.setattr(warc_mod, "_open", lambda path: _NoSeek(data))
+    monkeypatch.setattr(warc_mod, "open_input", lambda path: _NoSeek(data))
     t, st = read(p, engine=engine)
     assert t["id"].to_pylist() == [doc_id(i) for i in ids] and balanced(st)
     assert st.bytes_in == len(data)
-    monkeypatch.setattr(warc_mod, "_open", lambda path: _NoSeek(data[:-30]))
+    monkeypatch.setattr(warc_mod, "open_input", lambda path: _NoSeek(data[:-30]))
     t, st = read(p, engine=engine)
     assert t["id"].to_pylist() == [doc_id(i) for i in ids[:4]]
     assert st.counters.get("truncated_file") == 1 and balanced(st)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import glob
 import gzip
-import io
 import os
 import re
 from typing import Iterator
@@ -28,16 +27,13 @@ import fsspec
 import pyarrow as pa
 
 from ..stats import StageStats
+from ._common import InputError  # noqa: F401 - public here as datapipe.io.InputError
 
 WARC_SUFFIXES = (".warc", ".warc.gz", ".arc", ".arc.gz", ".wet", ".wet.gz", ".warc.wet", ".warc.wet.gz", ".wat", ".wat.gz")
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json", ".json.gz", ".ndjson")
 PARQUET_SUFFIXES = (".parquet",)
 TEXT_SUFFIXES = (".txt", ".txt.gz")
 KNOWN_SUFFIXES = WARC_SUFFIXES + JSONL_SUFFIXES + PARQUET_SUFFIXES + TEXT_SUFFIXES
-
-
-class InputError(ValueError):
-    """The input spec names nothing readable (no such file, empty glob ...)."""
 
 
 def apply_storage_options(options: dict[str, dict] | None) -> None:

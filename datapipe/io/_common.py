@@ -1,5 +1,8 @@
-"""Shared pieces of the source readers (Wikipedia, code, books, arXiv, StackExchange).
+"""Shared pieces of the readers in :mod:`datapipe.io`; submodules take them from here, never
+from the package ``__init__`` (which imports the submodules: no import cycle).
 
+- :class:`InputError`: the input names nothing readable (re-exported as ``datapipe.io.InputError``).
+- :func:`bump` / :func:`count`: add to a counter dict / to ``stats.dropped``.
 - :func:`open_binary`: a byte stream for a local or fsspec path, decompressed by suffix
   (``.bz2`` incl. multistream, ``.gz``, ``.zst``, ``.xz``).
 - :func:`iter_export_batches`: rows of a Hugging Face ``datasets`` export (Parquet or JSONL)
@@ -12,20 +15,27 @@ from __future__ import annotations
 import bz2
 import gzip
 import json
-import os
 from typing import Callable, Iterable, Iterator, Optional
 
 import fsspec
 import pyarrow as pa
 
-from ..schema import conform, doc_id
+from ..schema import conform
 from ..stats import StageStats
 
 EXPORT_SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz", ".jsonl.zst", ".json", ".json.gz", ".ndjson")
 
 
+class InputError(ValueError):
+    """The input spec names nothing readable (no such file, empty glob ...)."""
+
+
+def bump(d: dict[str, int], key: str, n: int = 1) -> None:
+    d[key] = d.get(key, 0) + n
+
+
 def count(stats: StageStats, reason: str, n: int = 1) -> None:
-    stats.dropped[reason] = stats.dropped.get(reason, 0) + n
+    bump(stats.dropped, reason, n)
 
 
 def open_binary(path: str):
@@ -118,14 +128,3 @@ def iter_export_batches(path: str, *, source: str, batch_size: int, stats: Stage
             tbl = fill(tbl)
         yield tbl
 
-
-def stable_id(*parts) -> str:
-    return doc_id(*parts)
-
-
-def basename_no_suffix(path: str, suffixes: Iterable[str]) -> str:
-    b = os.path.basename(path.rstrip("/"))
-    for s in sorted(suffixes, key=len, reverse=True):
-        if b.lower().endswith(s):
-            return b[: -len(s)]
-    return b

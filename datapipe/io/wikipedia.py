@@ -51,7 +51,7 @@ import pyarrow as pa
 
 from ..schema import parse_time
 from ..stats import StageStats
-from ._common import batched, build_batch, count, is_export, iter_export_batches, open_binary
+from ._common import batched, count, is_export, iter_export_batches, open_binary
 
 log = logging.getLogger(__name__)
 
@@ -325,7 +325,7 @@ def iter_multistream_pages(path: str, start: int, end: Optional[int], *, header_
     with fsspec.open(path, "rb") as raw:
         header = next(_iter_streams(raw, 0, header_end), b"").decode("utf-8", "replace")
         if "<mediawiki" not in header:
-            from . import InputError  # an unreadable shard is counted and skipped by the engine
+            from ._common import InputError  # an unreadable shard is counted and skipped by the engine
             raise InputError(f"{path}: the first bz2 stream holds no <mediawiki> root (not a multistream dump)")
         at = header.index("<mediawiki")
         root_open = header[at: header.index(">", at) + 1]
