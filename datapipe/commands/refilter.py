@@ -15,6 +15,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from . import error as _err
+
 
 def register(sub) -> None:
     p = sub.add_parser("refilter", help="re-apply a filter with new thresholds to a run's scored output")
@@ -24,12 +26,6 @@ def register(sub) -> None:
                    help="option to change (YAML value), repeatable: --set max_non_alpha_words_ratio=0.7")
     p.add_argument("--write", metavar="DIR", help="write the kept rows as Parquet into DIR")
     p.set_defaults(fn=run)
-
-
-def _err(msg: str) -> int:
-    import sys
-    print(f"datapipe: error: {msg}", file=sys.stderr)
-    return 2
 
 
 def run(args) -> int:
