@@ -207,3 +207,48 @@ def test_pinned_default_resumes_a_real_run(ray_session, tmp_path, docs, monkeypa
     ids = sorted(x for f in again.output_files for x in pq.read_table(f)["id"].to_pylist())
     assert ids == ["d1", "d2", "d3", "d4", "d5"]  # 111 to 511 characters: all within the limits that ran
     assert json.loads((rd / "fingerprint.json").read_text())["options_set"] == [["max_chars", "min_chars"]]
+
+
+# ---------------------------------------------------------------------------
+# refilter reads the thresholds the run recorded
+
+def scored_run(tmp_path):
+    """A run directory whose gopher_quality kept 100, 200 and 400-word documents (min_words 50)."""
+    texts = [("the cat and the dog " * n).strip() for n in (20, 40, 80)]
+    batch = pa.table({"id": ["a", "b", "c"], "text": pa.array(texts, pa.large_string())})
+    cfg = parse_config({"stages": [{"gopher_quality": {}}]}, file="<t>")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg.to_yaml_dict()))
+    scored = apply_stage(build_stage("gopher_quality", cfg.stages[0].resolved()), batch)
+    assert scored.kept.num_rows == 3
+    (tmp_path / "output").mkdir()
+    pq.write_table(scored.kept, tmp_path / "output" / "s-00000.parquet")
+    return tmp_path
+
+
+def test_refilter_uses_recorded_thresholds_not_todays_defaults(tmp_path, monkeypatch, capsys):
+    run = scored_run(tmp_path)
+    set_default(monkeypatch, "gopher_quality", min_words=150)  # an upgrade raised the default
+    # tighten another threshold: min_words stays at the recorded 50, so only "c" (400 words) goes
+    assert main(["refilter", str(run), "--stage", "gopher_quality", "--set", "max_words=300",
+                 "--write", str(tmp_path / "kept")]) == 0
+    out = capsys.readouterr()
+    assert "kept now: 2 " in out.out and "note:" not in out.err
+    assert pq.read_table(tmp_path / "kept" / "s-00000.parquet")["id"].to_pylist() == ["a", "b"]
+
+
+def test_refilter_options_default_to_what_the_run_scored_with(tmp_path):
+    from datapipe.refilter import refilter
+    table = pq.read_table(scored_run(tmp_path) / "output" / "s-00000.parquet")
+    assert refilter(table, "gopher_quality", {})[0]["id"].to_pylist() == ["a", "b", "c"]
+    assert refilter(table, "gopher_quality", {}, scored_with={"min_words": 150})[0]["id"].to_pylist() == ["b", "c"]
+    assert refilter(table, "gopher_quality", {"min_words": 10}, scored_with={"min_words": 150})[0].num_rows == 3
+
+
+def test_refilter_on_an_old_run_dir_says_defaults_fill_in(tmp_path, capsys):
+    from tests.test_refilter_cli import make_run
+    run = make_run(tmp_path)  # config.yaml: {gopher_quality: {}}, as older versions wrote it
+    assert main(["refilter", str(run), "--stage", "gopher_quality", "--set", "min_words=150"]) == 0
+    err = capsys.readouterr().err
+    unrecorded = re.search(r"note: .* records no value for (.*) of gopher_quality \(written by an older datapipe\): "
+                           r"today's defaults are used for them", err).group(1).split(", ")
+    assert "max_words" in unrecorded and "min_words" not in unrecorded  # --set gives min_words
