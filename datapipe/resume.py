@@ -148,12 +148,12 @@ def resume_refusal(root: Path, cfg: PipelineConfig, inputs: list[str], run_cfg: 
     if others:
         return _mismatch(root, fingerprints, others)
     if changed_defaults:
-        lines = [f"  stage {name} (stages[{i}]): option {opt} ran with {_val(a)}; its default is now {_val(b)}"
-                 for (i, name, opt), (a, b) in changed_defaults.items()]
+        what = "; ".join(f"stage {name} (stages[{i}]): option {opt} ran with {_val(a)}, its default is now {_val(b)}"
+                         for (i, name, opt), (a, b) in changed_defaults.items())
         pins = ", ".join(f"stages[{i}].{name}.{opt}: {_val(a)}" for (i, name, opt), (a, _) in changed_defaults.items())
-        return (f"{root} holds a run whose stages ran under other defaults than this datapipe's:\n"
-                + "\n".join(lines) + "\nresuming would mix shards decided under both values. Pin the value "
-                f"that ran in your config to resume ({pins}), or pass --fresh to start over")
+        return (f"{root} holds a run under other defaults than this datapipe's ({what}); resuming would mix "
+                f"shards decided under both values: pin the value that ran in your config to resume ({pins}), "
+                "or pass --fresh to start over")
     log.info("%s: resuming; options this datapipe added, at their defaults: %s", root, ", ".join(added))
     return None
 

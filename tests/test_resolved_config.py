@@ -96,7 +96,8 @@ def test_changed_default_refuses_resume_until_pinned(tmp_path, docs, monkeypatch
     with pytest.raises(RunError) as ei:
         Runner(cfg_of(), inputs=[docs], run_dir=rd, quiet=True)
     msg = str(ei.value)
-    assert "stage length (stages[0]): option max_chars ran with 1000000; its default is now 500000" in msg
+    assert "stage length (stages[0]): option max_chars ran with 1000000, its default is now 500000" in msg
+    assert "\n" not in msg
     assert "stages[0].length.max_chars: 1000000" in msg and "--fresh" in msg
     # pinning the value that ran resumes; --fresh starts over under the new default
     Runner(cfg_of({"min_chars": 50, "max_chars": 1_000_000}), inputs=[docs], run_dir=rd, quiet=True)
