@@ -18,16 +18,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-EXIT_USAGE = 2
-EXIT_ENGINE = 3
-EXIT_STORAGE = 4
+from .commands import EXIT_ENGINE, EXIT_STORAGE, EXIT_USAGE, error as _err
 
 DEFAULT_SAMPLE_DIR = Path("runs") / "_sample_crawl"
-
-
-def _err(msg: str, code: int) -> int:
-    print(f"datapipe: error: {msg}", file=sys.stderr)
-    return code
 
 
 def default_sample_crawl(out_dir: Path = DEFAULT_SAMPLE_DIR) -> list[str]:

@@ -13,10 +13,12 @@ shards and re-does the rest from scratch (their stale files are removed first),
 so the final output equals an uninterrupted run's: nothing lost, nothing twice.
 Streaming shards are committed in *waves* (``engine.shards_per_wave``): the
 markers of a wave are written when the wave's Ray Data execution has finished.
+
+What must match to resume (the config with every option resolved, the inputs) and how
+a refusal is worded is ``datapipe/resume.py``'s.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -33,6 +35,7 @@ import yaml
 
 from .config import PipelineConfig
 from .io import apply_storage_options, resolve_inputs
+from .resume import digest, fingerprint_fields, fingerprint_record, resume_refusal, run_config
 from .rundir import RunDir, atomic_write_json, atomic_write_text, safe_name, shard_key
 from .stage import Workflow, WorkflowContext, get_stage_class
 from .stats import StageStats, format_table, merge, merge_stats_dir
@@ -113,7 +116,7 @@ def plan_steps(cfg: PipelineConfig) -> list[Step]:
         # a stage used twice (e.g. a length check before and after a rewrite) is counted apart
         seen[spec.name] = seen.get(spec.name, 0) + 1
         label = spec.name if seen[spec.name] == 1 else f"{spec.name}#{seen[spec.name]}"
-        d = {"name": spec.name, "options": spec.options, "label": label}
+        d = {"name": spec.name, "options": spec.resolved(), "label": label}
         if issubclass(get_stage_class(spec.name), Workflow):
             if current or not steps:
                 steps.append(Step(len(steps) + 1, "stream", current))
@@ -124,13 +127,6 @@ def plan_steps(cfg: PipelineConfig) -> list[Step]:
     if current or not steps:
         steps.append(Step(len(steps) + 1, "stream", current))
     return steps
-
-
-def config_fingerprint(cfg: PipelineConfig, inputs: list[str]) -> str:
-    """What must match for a re-run to resume: stages with options, inputs, output layout."""
-    d = {"stages": cfg.to_yaml_dict()["stages"], "inputs": inputs,
-         "input": cfg.input.model_dump(exclude={"paths", "storage_options"}), "output": cfg.output.model_dump()}
-    return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _step_files(step_dir: Path) -> list[Path]:
@@ -156,20 +152,17 @@ class Runner:
         self.inputs = resolve_inputs(specs, base_url=cfg.input.base_url, format=cfg.input.format)
         self.rd = RunDir(run_dir or Path("runs") / cfg.name)
         self.steps = plan_steps(cfg)
-        self.fingerprint = config_fingerprint(cfg, self.inputs)
+        self.run_config = run_config(cfg, self.inputs)
+        self.fingerprint = digest(fingerprint_fields(self.run_config))
         if fresh and self.rd.root.exists():
             shutil.rmtree(self.rd.root)
         self._check_resumable()
 
     # ------------------------------------------------------------------
     def _check_resumable(self) -> None:
-        fp_file = self.rd.root / "fingerprint.json"
-        if fp_file.exists():
-            old = json.loads(fp_file.read_text()).get("fingerprint")
-            if old != self.fingerprint:
-                raise RunError(
-                    f"{self.rd.root} holds a run of a different config or input (fingerprint {old} != "
-                    f"{self.fingerprint}); use another --run-dir, or --fresh to start over")
+        why = resume_refusal(self.rd.root, self.cfg, self.inputs, self.run_config)
+        if why:
+            raise RunError(why)
 
     def _say(self, msg: str) -> None:
         if not self.quiet:
@@ -178,10 +171,8 @@ class Runner:
     def _write_run_header(self) -> None:
         root = self.rd.root
         root.mkdir(parents=True, exist_ok=True)
-        d = self.cfg.to_yaml_dict()
-        d["input"]["paths"] = self.inputs
-        atomic_write_text(root / "config.yaml", yaml.safe_dump(d, sort_keys=False, allow_unicode=True))
-        atomic_write_json(root / "fingerprint.json", {"fingerprint": self.fingerprint})
+        atomic_write_text(root / "config.yaml", yaml.safe_dump(self.run_config, sort_keys=False, allow_unicode=True))
+        atomic_write_json(root / "fingerprint.json", fingerprint_record(self.cfg, self.fingerprint))
         atomic_write_json(root / "plan.json", [
             {"step": s.name, "kind": s.kind, "stages": s.stage_names} for s in self.steps])
 

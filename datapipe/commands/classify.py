@@ -17,14 +17,12 @@ from __future__ import annotations
 import json
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
-EXIT_USAGE = 2
+from . import error
 
-
-def _err(msg: str, code: int = EXIT_USAGE) -> int:
-    print(f"datapipe classify: error: {msg}", file=sys.stderr)
-    return code
+_err = partial(error, prog="datapipe classify")
 
 
 # ---------------------------------------------------------------------------

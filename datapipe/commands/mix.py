@@ -10,9 +10,8 @@ Megatron-LM's ``.bin/.idx``.
 from __future__ import annotations
 
 import json
-import sys
 
-EXIT_USAGE = 2
+from . import error as _err
 
 
 def cmd_mix(args) -> int:
@@ -20,8 +19,7 @@ def cmd_mix(args) -> int:
     try:
         plan = run_mix(args.run_dir, args.spec, dry_run=args.dry_run, out_dir=args.out, quiet=args.quiet)
     except MixError as e:
-        print(f"datapipe: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return _err(str(e))
     if args.json:
         print(json.dumps(plan.to_dict(), indent=1))
     else:
@@ -38,8 +36,7 @@ def cmd_export_megatron(args) -> int:
     try:
         b, i = export_megatron(args.stream_dir, args.prefix)
     except (FileNotFoundError, ValueError) as e:
-        print(f"datapipe: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return _err(str(e))
     print(b)
     print(i)
     return 0

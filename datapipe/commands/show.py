@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 import textwrap
 from pathlib import Path
+
+from . import error as _err
 
 #: score columns printed when present (besides id, url and the columns --where names)
 DEFAULT_COLUMNS = ("reason", "lid_lang", "lid_score", "ppl", "ppl_bucket", "quality_score", "topic", "nsfw_ratio",
@@ -35,11 +36,6 @@ def register(subparsers) -> None:
     p.add_argument("--chars", type=int, default=400, help="characters of text to print (0: all)")
     p.add_argument("--json", action="store_true", help="print one JSON object per document")
     p.set_defaults(fn=cmd_show)
-
-
-def _err(msg: str) -> int:
-    print(f"datapipe: error: {msg}", file=sys.stderr)
-    return 2
 
 
 def _sql_str(s: str) -> str:
