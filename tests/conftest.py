@@ -4,10 +4,15 @@ A test that needs something not every checkout has (``../shared/data``, a pinned
 dependency, KenLM's ``lmplz``, Chromium) asks for it through :func:`need_shared`,
 :func:`require` or :func:`missing`: on a developer's machine that is a skip with the reason;
 with ``DATAPIPE_STRICT_TESTS=1`` (set by ``.ci/run``) it is a failure, and the session fails
-if any test was skipped at all, so CI cannot turn green by skipping.
+if any test was skipped at all, so CI cannot turn green by skipping. The session also stops
+at once, with one line, when what ``make test`` builds first is absent (a fresh clone run
+with plain ``pytest``).
 """
 import importlib
+import importlib.util
 import os
+import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +26,9 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("DATAPIPE_SHARED_DATA") or REPO / ".." / "shared" / "data").resolve()
 STRICT_ENV = "DATAPIPE_STRICT_TESTS"
 STRICT = os.environ.get(STRICT_ENV, "") not in ("", "0")
+#: what `make test` builds before running pytest (Makefile: install, kenlm, models)
+SAMPLE_MODELS = REPO / "runs" / "_sample_crawl" / "lm"
+MODEL_LANGS = ("en", "de", "fr")
 
 
 def missing(reason: str):
@@ -69,7 +77,28 @@ def sample_crawl(tmp_path_factory) -> list[str]:
 
 
 # ---------------------------------------------------------------------------
-# strict accounting of skips
+# what `make test` builds first, and strict accounting of skips
+
+def _not_built() -> list[str]:
+    """What `make test` would have built and is absent (empty when all is there)."""
+    out = []
+    if importlib.util.find_spec("ray") is None:
+        out.append("the pinned dependencies (.venv)")
+    here = Path(sys.executable).parent
+    if not all(shutil.which(p) or (here / p).is_file() for p in ("lmplz", "build_binary")):
+        out.append("KenLM's lmplz/build_binary")
+    if not all((SAMPLE_MODELS / f"{lang}.model.json").is_file() for lang in MODEL_LANGS):
+        out.append(f"the sample-crawl models ({SAMPLE_MODELS.relative_to(REPO)})")
+    return out
+
+
+def pytest_sessionstart(session):
+    absent = _not_built()
+    if absent:
+        # a usage error: pytest prints this one line and exits with status 4, before any test
+        raise pytest.UsageError(f"missing {', '.join(absent)}: run `make test` (it builds the venv, KenLM and "
+                                f"the sample models, then runs pytest)")
+
 
 _SKIPPED: list[str] = []
 
