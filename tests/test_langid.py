@@ -30,8 +30,13 @@ def table(texts):
 
 
 def read_lingua(lang: str, n: int) -> list[str]:
+    """The first ``n`` held-out sentences of a language: the odd-numbered ones.
+
+    bench/langid_bench.py chose the CLD2 weight (0.7) on the even-numbered non-blank
+    sentences of each language; scoring those here would test on the tuning data.
+    """
     lines = (LINGUA / lang / "sentences.txt").read_text(encoding="utf-8").split("\n")
-    return [s for s in lines if s.strip()][:n]
+    return [s for s in lines if s.strip()][1::2][:n]
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +160,8 @@ def test_cld2_second_opinion_fixes_lid176_weak_languages(stage):
     need_shared("langid", "lingua")
     labels = {lab[len("__label__"):] for lab in stage._model.get_labels()}
     plain = build_stage("langid", {"second_opinion": None})
-    alone, both = _macro(plain, labels, 200), _macro(stage, labels, 200)
+    # every held-out sentence (500 per language): with 200, Afrikaans sits right at 0.70
+    alone, both = _macro(plain, labels, 500), _macro(stage, labels, 500)
     # the quantised lid.176 misses most Somali and Yoruba sentences and a third of Afrikaans;
     # with CLD2's vote those are recovered while no language lid.176 handles well gets worse
     for lang in ("so", "yo", "af"):
