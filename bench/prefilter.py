@@ -6,8 +6,9 @@
 The streaming stages of ``configs/default.yaml`` up to and including its filters (``url_filter``
 ... ``nsfw_words``, the step before the first dedup workflow) run through datapipe's CLI
 (``datapipe run``, Ray engine, the config's own engine settings) over the five
-``../shared/data/warc/realpages/*.warc.gz`` sets (one shard each), once as they are and once
-with ``prefilter_lid`` placed first, wanting exactly the languages the ``langid`` stage keeps.
+``../shared/data/warc/realpages/*.warc.gz`` sets (one shard each), once without ``prefilter_lid``
+and once with it (where the config places it, else first), wanting exactly the languages the
+``langid`` stage keeps.
 Two language sets (configs/ has no multilingual default):
 
 - ``default``: ``langid`` as configs/default.yaml ships it (en, de, fr, es, zh, ru >= 0.65);
@@ -58,6 +59,9 @@ def filter_stages(cfg: dict) -> list[dict]:
 
 def make_config(work: Path, variant: str, prefilter: bool) -> Path:
     cfg = yaml.safe_load(DEFAULT.read_text())
+    shipped = [next(iter(e)) for e in filter_stages(cfg)]
+    # where the config has it (after url_filter), else first
+    at = shipped.index("prefilter_lid") if "prefilter_lid" in shipped else 0
     stages = [dict(e) for e in filter_stages(cfg) if next(iter(e)) != "prefilter_lid"]
     langid = next(e for e in stages if "langid" in e)
     opts = dict(langid["langid"] or {})
@@ -68,7 +72,7 @@ def make_config(work: Path, variant: str, prefilter: bool) -> Path:
     if isinstance(langs, dict):
         langs = list(langs)
     if prefilter:
-        stages.insert(0, {"prefilter_lid": {"languages": langs}})
+        stages.insert(at, {"prefilter_lid": {"languages": langs}})
     name = f"prefilter_{variant}_{'with' if prefilter else 'without'}"
     cfg.update(name=name, stages=stages, report=False)
     cfg.pop("mix", None)
@@ -188,7 +192,7 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     print(f"input: the {len(files)} realpages sets in {REALPAGES.resolve()}, one shard each; stages: "
           + " -> ".join(next(iter(e)) for e in filter_stages(yaml.safe_load(DEFAULT.read_text())))
-          + " (configs/default.yaml), with and without prefilter_lid first")
+          + " (configs/default.yaml), with and without prefilter_lid")
     worst = {}
     for variant in args.variants:
         runs = {}
