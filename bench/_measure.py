@@ -93,6 +93,11 @@ class TreeSampler:
                         ct = p.cpu_times()
                         self.cpu[key] = max(self.cpu.get(key, 0.0), ct.user + ct.system)
                         name = p.name()
+                        if name.startswith("ray::") and len(name) == 15:  # the kernel's comm is cut at 15
+                            try:
+                                name = (p.cmdline() or [name])[0].split(" ")[0] or name
+                            except psutil.Error:
+                                pass
                         if key not in self.info:
                             try:
                                 cmd = p.cmdline()

@@ -351,6 +351,8 @@ def main() -> int:
                   f"gained {len(gained):,}")
             for d in sorted(lost)[:10]:
                 print(f"    lost: {d} {pre['urls'].get(d) or full['urls'].get(d)} ({pre['dropped'].get(d, '?')})")
+            to = [r["stats"]["extract"].get("dropped", {}).get("extract:timeout", 0) for r in (full, pre)]
+            print(f"  extract:timeout (a wall-clock budget; a loaded machine trips it) {to[0]} / {to[1]}")
             print(f"  CPU seconds {full['cpu']:.1f} -> {pre['cpu']:.1f} ({full['cpu'] / pre['cpu']:.2f}x); "
                   f"wall {full['wall']:.1f} -> {pre['wall']:.1f} s ({full['wall'] / pre['wall']:.2f}x); "
                   f"extract ran on {full['stats']['extract']['rows_in']:,} -> {pre['stats']['extract']['rows_in']:,} pages")
@@ -476,7 +478,7 @@ def report_default(args, runs: list[dict], dt: dict) -> None:
     """One table: every datapipe leg and datatrove, end to end, per stage, per process kind; then the goals."""
     legs = sorted(runs, key=lambda r: not r["config"].stem.startswith("default"))
     dt_sec = dt_stage_seconds(dt["steps"])
-    cols = [(r["config"].stem.removeprefix("vs_datatrove_"), r) for r in legs]
+    cols = [(_leg_label(r["config"].stem), r) for r in legs]
     heads = [c for c, _ in cols] + ["datatrove"]
     width = max(16, *(len(h) + 2 for h in heads))
     dt_read = len(dt["reached"].get("read", ()))
@@ -558,10 +560,13 @@ def report_default(args, runs: list[dict], dt: dict) -> None:
             print(f"  whole {c} pipeline vs datatrove's trimmed, docs per CPU-second end to end: {rate:,.1f} vs "
                   f"{dt_rate:,.1f} = {rate / dt_rate:.2f}x (goal >= 1.5x)")
             eq = [s for s in DT_EQUIVALENT if s in dt_sec and s in r["stats"]]
-            dp_eq = sum(r["stats"][s]["seconds"] for s in eq)
+            # the pre-filter does part of extraction's and langid's work: charged to datapipe's side
+            pre = ["prefilter_lid"] if "prefilter_lid" in r["stats"] else []
+            dp_eq = sum(r["stats"][s]["seconds"] for s in eq + pre)
             dt_eq = sum(dt_sec[s] for s in eq)
-            print(f"    its datatrove-equivalent stages ({', '.join(eq)}), stage CPU only: {f['read'] / dp_eq:,.1f} vs "
-                  f"datatrove's same steps {dt_read / dt_eq:,.1f} docs per CPU-second = {(f['read'] / dp_eq) / (dt_read / dt_eq):.2f}x")
+            print(f"    its datatrove-equivalent stages ({', '.join(eq)}{' + prefilter_lid' if pre else ''}), stage CPU "
+                  f"only: {f['read'] / dp_eq:,.1f} vs datatrove's same steps {dt_read / dt_eq:,.1f} docs per CPU-second "
+                  f"= {(f['read'] / dp_eq) / (dt_read / dt_eq):.2f}x")
         else:
             print(f"  datatrove-equivalent pipeline ({c}) vs datatrove, docs per CPU-second end to end: {rate:,.1f} vs "
                   f"{dt_rate:,.1f} = {rate / dt_rate:.2f}x" + (" (goal >= 2x)" if "prefilter" not in c else ""))
@@ -573,6 +578,13 @@ def report_default(args, runs: list[dict], dt: dict) -> None:
         print(f"  {c}: everything but extraction, engine overhead included, = {100 * (other + outside) / f['extract']:.0f}% "
               f"of extraction's {f['extract']:,.1f} CPU-s (other stages {100 * other / f['extract']:.0f}%, outside any "
               f"stage {100 * outside / f['extract']:.0f}%)" + (" (goal: well under 50%)" if c.startswith("default") else ""))
+
+
+def _leg_label(stem: str) -> str:
+    """Short column names: default, default -prefilter, trimmed, trimmed +prefilter."""
+    if stem.startswith("default"):
+        return {"default_without_prefilter": "default -prefilter", "default_with_prefilter": "default +prefilter"}.get(stem, stem)
+    return "trimmed" + (" +prefilter" if "_prefilter" in stem else "")
 
 
 def _dt_prev(stage: str, dt: dict) -> str | None:
