@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from datapipe.schema import set_column
+from datapipe.urls import url_host
 from datapipe.stage import StageError, register
 
 from . import _text as T
@@ -420,9 +421,7 @@ class URLFilter(RuleFilter):
         url = pc.fill_null(url, "")
         lower = pc.utf8_lower(url)
 
-        host = pc.struct_field(pc.extract_regex(
-            lower, r"^(?:[a-z][a-z0-9+.\-]*://)?(?:[^/?#@]*@)?(?P<host>\[[^\]]*\]|[^/?#:]*)"), "host")
-        domain = self._domain_hits(pc.fill_null(host, "").to_pylist())
+        domain = self._domain_hits(url_host(url).to_pylist())
 
         bare = pc.utf8_rtrim(pc.replace_substring_regex(
             pc.replace_substring_regex(lower, r"^[a-z][a-z0-9+.\-]*://", ""), r"^www\.", ""), "/")
