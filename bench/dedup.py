@@ -695,6 +695,9 @@ def semantic_scale(args) -> None:
                   f"{sec.get('embed', 0):>6.1f} {sec.get('kmeans', 0):>6.1f} {sec.get('dedup', 0):>6.1f} "
                   f"{sec.get('filter', 0):>6.1f} {report['n_clusters']:>5} {planted:>8,} {n - n_out:>8,} "
                   f"{1 - missed / max(1, planted):>7.4f} {lost:>6}", flush=True)
+            table = report["would_remove_by_eps (max cosine to any earlier doc > 1-eps)"]
+            print("      would remove at eps " + ", ".join(f"{e}: {c:,}" for e, c in table.items() if float(e) <= 0.05)
+                  + f" (planted copies: {planted:,}; the rest are random mixes of real sentences)", flush=True)
             if not args.keep:
                 shutil.rmtree(d, ignore_errors=True)
     finally:

@@ -63,6 +63,27 @@ def test_static_embedder_separates_near_copies_from_other_pages(static_model, sh
     assert near.min() > other.max()
 
 
+def test_static_embedder_gives_model2vecs_vectors_in_75_languages(static_model, shared_data):
+    """The Arrow word split + cached WordPiece + sparse pooling is model2vec's ``encode``
+    (the tokenizer's own normaliser, pre-tokeniser, truncation and [UNK] handling), on real
+    pages and on lingua's sentences in 75 languages and scripts."""
+    from model2vec import StaticModel
+    texts = _real_pages(60)
+    for f in sorted((shared_data / "langid" / "lingua").glob("*/sentences.txt")):
+        texts += [ln for ln in f.read_text(encoding="utf-8").split("\n")[:20] if ln]
+    assert len(texts) > 1000
+    ref = StaticModel.from_pretrained(str(static_model), normalize=True)
+    for max_tokens in (64, 384):
+        ours = E.StaticEmbedder(static_model, max_tokens=max_tokens).embed(texts)
+        theirs = ref.encode([t[: max_tokens * 8] for t in texts], max_length=max_tokens,
+                            use_multiprocessing=False).astype(np.float32)
+        theirs /= np.maximum(np.linalg.norm(theirs, axis=1, keepdims=True), 1e-12)
+        cos = np.sum(ours * theirs, axis=1)
+        both_empty = (np.linalg.norm(ours, axis=1) == 0) & (np.linalg.norm(theirs, axis=1) == 0)
+        bad = [texts[i][:60] for i in np.flatnonzero((cos < 0.99999) & ~both_empty)]
+        assert not bad, bad[:5]
+
+
 def test_auto_is_static_on_cpu_and_minilm_on_gpu(static_model, monkeypatch):
     monkeypatch.setattr(E, "gpu_visible", lambda: False)
     e = E.make_embedder("auto", max_tokens=128)
