@@ -43,7 +43,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -51,6 +50,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+
+from _proctree import TreeSampler  # noqa: E402
 
 DATA = ROOT / ".." / "shared" / "data"
 REALPAGES = DATA / "warc" / "realpages"
@@ -100,78 +101,7 @@ def build(work: Path, n_docs: int) -> list[Path]:
 
 
 # ---------------------------------------------------------------------------
-# process-tree sampling
-
-def _proc_label(p) -> str:
-    try:
-        name = p.name()
-        if name.startswith("ray::"):
-            return name
-        cmd = p.cmdline()
-        return " ".join(os.path.basename(c) for c in cmd[:3])[:60] or name
-    except Exception:  # noqa: BLE001
-        return "?"
-
-
-class TreeSampler:
-    """Peak RSS/PSS (summed over the tree) and CPU seconds (per pid, max seen) of a process tree."""
-
-    def __init__(self, pid: int, interval: float = 0.5):
-        import psutil
-        self.root = psutil.Process(pid)
-        self.interval = interval
-        self.peak_rss = self.peak_pss = 0
-        self.peak_procs = 0
-        self.peak_breakdown: list = []
-        self.labels: dict = {}
-        self.cpu: dict[tuple[int, float], float] = {}
-        self._stop = threading.Event()
-        self._th = threading.Thread(target=self._loop, daemon=True)
-
-    def _loop(self):
-        import psutil
-        while not self._stop.is_set():
-            try:
-                procs = [self.root] + self.root.children(recursive=True)
-            except psutil.Error:
-                break
-            rss = pss = 0
-            each = []
-            for p in procs:
-                try:
-                    with p.oneshot():
-                        ct = p.cpu_times()
-                        key = (p.pid, p.create_time())
-                        self.cpu[key] = max(self.cpu.get(key, 0.0), ct.user + ct.system)
-                        if key not in self.labels:
-                            self.labels[key] = _proc_label(p)
-                        try:
-                            mi = p.memory_full_info()
-                            rss += mi.rss
-                            pss += mi.pss
-                            each.append((mi.pss, _proc_label(p)))
-                        except psutil.AccessDenied:
-                            rss += p.memory_info().rss
-                except psutil.Error:
-                    pass
-            self.peak_rss = max(self.peak_rss, rss)
-            if pss > self.peak_pss:
-                self.peak_pss, self.peak_breakdown = pss, sorted(each, reverse=True)
-            self.peak_procs = max(self.peak_procs, len(procs))
-            self._stop.wait(self.interval)
-
-    def __enter__(self):
-        self._th.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._th.join()
-
-    @property
-    def cpu_seconds(self) -> float:
-        return sum(self.cpu.values())
-
+# process-tree sampling: bench/_proctree.py
 
 def run_measured(cmd: list[str], *, env: dict, log: Path, cwd: Path = ROOT) -> dict:
     t = time.time()
