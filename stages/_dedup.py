@@ -220,17 +220,18 @@ def finish_shard(stage: str, shard_path: str, ctx, table_in_rows: int, bytes_in:
     return {"stats": st, "rejects": reject_sample(rejected, reject_cap)}
 
 
-def timed_map(engine, fn, items) -> tuple[list, list[float]]:
+def timed_map(engine, fn, items, **map_options) -> tuple[list, list[float]]:
     """``engine.map`` that also returns the CPU seconds each task spent (for StageStats).
 
     The task is a plain function (Ray's ``remote`` takes functions, not ``partial``
-    objects); cloudpickle ships it with the partial it calls."""
+    objects); cloudpickle ships it with the partial it calls. ``map_options`` go to
+    ``engine.map`` (``resources=``, ``needs_model=``)."""
     def task(x, _fn=fn):
         t0 = time.process_time()
         r = _fn(x)
         return r, time.process_time() - t0
 
-    out = engine.map(task, list(items))
+    out = engine.map(task, list(items), **map_options)
     return [r for r, _ in out], [c for _, c in out]
 
 

@@ -46,7 +46,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from datapipe.stage import StageError, Workflow, register
+from datapipe.stage import Resources, StageError, Workflow, register
 
 from . import _dedup as D
 
@@ -288,7 +288,6 @@ class SemanticDedup(Workflow):
     name = "dedup_semantic"
     inputs = ("text",)
     outputs = ("sem_cluster", "sem_max_sim")
-    needs_model = True
 
     def __init__(self, *, model: str = DEFAULT_MODEL, eps: float = 0.02, max_tokens: int = 256,
                  n_clusters: Optional[int] = None, docs_per_cluster: int = 500,
@@ -330,9 +329,13 @@ class SemanticDedup(Workflow):
         items = list(enumerate(ctx.inputs))
         timings = {}
         t = time.time()
+        # the transformer on GPUs when asked for or (device unset) when the cluster has any: one per
+        # GPU; on CPU in workers that exist for this map only (the model is freed when it ends)
+        gpu = self.device == "cuda" or (self.device in (None, "auto") and ctx.engine.num_gpus > 0)
         emb, shard_cpu = D.timed_map(ctx.engine, functools.partial(
             _embed, work=w, cache=cache, model=self.model, model_key=self.model_key(), max_tokens=self.max_tokens,
-            batch_size=self.batch_size, device=self.device), items)
+            batch_size=self.batch_size, device=self.device), items,
+            resources=Resources(gpus=1 if gpu else 0), needs_model=True)
         timings["embed"] = time.time() - t
         n_docs = sum(r["rows"] for r in emb)
         reused = sum(r["rows"] for r in emb if r["reused"])
