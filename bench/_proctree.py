@@ -88,6 +88,8 @@ class TreeSampler:
         self.peak_rss = self.peak_pss = 0
         self.peak_procs = 0
         self.peak_breakdown: list = []
+        #: PSS per kind in the sample where the tree's PSS peaked
+        self.peak_by_kind: dict[str, int] = {}
         self.labels: dict = {}
         self.kinds: dict = {}
         self.cpu: dict[tuple[int, float], float] = {}
@@ -138,6 +140,7 @@ class TreeSampler:
         self.peak_rss = max(self.peak_rss, rss)
         if pss > self.peak_pss:
             self.peak_pss, self.peak_breakdown = pss, sorted(each, reverse=True)
+            self.peak_by_kind = dict(by_kind_pss)
         self.peak_procs = max(self.peak_procs, len(procs))
         for k, v in by_kind_pss.items():
             self.kind_peak_pss[k] = max(self.kind_peak_pss[k], v)

@@ -8,9 +8,10 @@ Runs ``python -m datapipe.cli run CONFIG --fresh`` in a subprocess and samples i
 tree every ``--interval`` seconds (``bench/_proctree.py``): the driver, Ray's GCS and raylet,
 any dashboard / agents / monitors, idle workers and the stage workers. Prints, per kind, the
 most processes seen at once, the peak PSS of the kind (summed over its processes, PSS so
-shared pages count once) and CPU seconds; then the tree's peak PSS and process count, and
-documents per CPU-second (documents read / CPU seconds of the whole tree) next to the stages'
-own CPU seconds from the run's stats (the rest is engine overhead and Ray).
+shared pages count once), its PSS at the moment the whole tree peaked, and CPU seconds; then
+the tree's peak PSS and process count, and documents per CPU-second (documents read / CPU
+seconds of the whole tree) next to the stages' own CPU seconds from the run's stats (the
+rest is engine overhead and Ray).
 ``--env`` sets environment variables for the run (to measure a Ray setting's effect).
 """
 from __future__ import annotations
@@ -64,10 +65,10 @@ def main() -> int:
     stage_cpu = sum(st.seconds for name, st in stats.items() if name not in ("write",))
     cpu = s.cpu_by_kind()
     mib = 2**20
-    print(f"{'process kind':<48} {'procs':>5} {'peak PSS MiB':>12} {'CPU s':>7}")
+    print(f"{'process kind':<44} {'procs':>5} {'peak PSS MiB':>12} {'at tree peak':>12} {'CPU s':>7}")
     for kind in sorted(s.kind_peak_count, key=lambda k: -s.kind_peak_pss.get(k, 0)):
-        print(f"{kind:<48} {s.kind_peak_count[kind]:>5} {s.kind_peak_pss.get(kind, 0) / mib:>12.1f} "
-              f"{cpu.get(kind, 0.0):>7.1f}")
+        print(f"{kind:<44} {s.kind_peak_count[kind]:>5} {s.kind_peak_pss.get(kind, 0) / mib:>12.1f} "
+              f"{s.peak_by_kind.get(kind, 0) / mib:>12.1f} {cpu.get(kind, 0.0):>7.1f}")
     print(f"tree: {len(s.cpu)} processes in all, at most {s.peak_procs} at once; peak PSS {s.peak_pss / mib:.0f} MiB "
           f"(held by: {', '.join(f'{label} {p / mib:.0f}' for p, label in s.peak_breakdown[:6])})")
     print(f"wall {wall:.1f} s; CPU {s.cpu_seconds:.1f} s (stages {stage_cpu:.1f} s); {docs} docs read; "

@@ -23,6 +23,11 @@ Workflows pass theirs to :meth:`Engine.map`; GPU maps, and maps that load a mode
 actors that live for that map only (one per GPU; the model loads once per actor and its
 memory is freed when the map ends).
 
+A local Ray (no ``RAY_ADDRESS``) is trimmed to what a batch job uses: no API server,
+autoscaler monitor or (when quiet) log monitor, no prestarted or lingering idle workers,
+and an object store sized to what a wave keeps in flight (``_LOCAL_SYSTEM_CONFIG``,
+``_trim_local_ray``; figures: ``bench/ray_footprint.py``).
+
 Workers report stats and reject samples by writing small JSON files under the
 wave's temp folder (synchronously, before the batch is returned), so the runner
 can merge them from disk once the wave finishes; nothing goes through actors.
@@ -286,7 +291,8 @@ _WRITE_SCHEMA = pa.schema([("shard", pa.string()), ("file", pa.string()), ("rows
 class Engine:
     """Owns the Ray connection. ``RAY_ADDRESS`` set: join that cluster; else a local Ray."""
 
-    def __init__(self, *, object_store_memory: int | None = None, quiet: bool = False):
+    def __init__(self, *, object_store_memory: int | None = None, read_ahead_mb: int | None = None,
+                 num_workers: int | None = None, quiet: bool = False):
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         os.environ.setdefault("RAY_DEDUP_LOGS", "1")
@@ -306,11 +312,15 @@ class Engine:
                 kwargs["runtime_env"] = {"py_modules": [datapipe, stages, classifiers],
                                          "env_vars": {"RAY_USAGE_STATS_ENABLED": "0"}}
             else:
-                # "local": always a new embedded Ray, never a cluster someone left running here
+                # "local": always a new embedded Ray, never a cluster someone left running here;
+                # trimmed to what a batch job uses (see _LOCAL_SYSTEM_CONFIG and _trim_local_ray)
                 kwargs["address"] = "local"
-                kwargs["num_cpus"] = os.cpu_count() or 1
-                if object_store_memory:
-                    kwargs["object_store_memory"] = object_store_memory
+                kwargs["num_cpus"] = cpus = os.cpu_count() or 1
+                # the store holds what is in flight: Ray Data's read-ahead budget (twice, for
+                # blocks being handed over) and workflow map results; not Ray's 30% of RAM
+                kwargs["object_store_memory"] = object_store_memory or (
+                    2 * _read_ahead_bytes(read_ahead_mb, num_workers or cpus) + 256 * 2**20)
+                kwargs["_system_config"] = dict(_LOCAL_SYSTEM_CONFIG)
             try:
                 ray.init(**kwargs)
             except ConnectionError as e:
@@ -320,6 +330,8 @@ class Engine:
                     raise EngineError(f"cannot connect to Ray at RAY_ADDRESS={self.address}: {e}") from None
                 raise
             self.started_here = True
+            if not self.address:
+                _trim_local_ray(ray, keep_log_monitor=not quiet)
         global _apply
         if _apply is None:
             _apply = ray.remote(_apply_impl)
@@ -491,6 +503,35 @@ def _read_ahead_bytes(read_ahead_mb: int | None, workers: int) -> int:
     """Ray Data's object-store budget for a streaming step: ``engine.read_ahead_mb``, or 64 MiB
     per stage worker, at least 256."""
     return (read_ahead_mb or max(256, 64 * workers)) * 2**20
+
+
+#: Ray settings for the embedded local Ray (never applied to a cluster joined by RAY_ADDRESS).
+#: A batch job wants no worker processes beyond its work: Ray's defaults prestart one worker per
+#: CPU when the driver connects and keep up to one idle worker per CPU forever (each holds what
+#: its last task imported or loaded, 100-700 MB). Here workers start on demand and one idle for
+#: 5 s exits -- long enough to be reused across the short driver-side gaps between waves and
+#: workflow maps (a new worker costs ~1 CPU-second of imports).
+_LOCAL_SYSTEM_CONFIG = {
+    "prestart_worker_first_driver": False,
+    "enable_worker_prestart": False,
+    "num_workers_soft_limit": 0,
+    "idle_worker_killing_time_threshold_ms": 5000,
+}
+
+
+def _trim_local_ray(ray, *, keep_log_monitor: bool) -> None:
+    """Stop the helper processes of a local Ray that a batch job never uses: the API server
+    ("dashboard", started even with include_dashboard=False), the autoscaler monitor (nothing to
+    scale), and the log monitor when worker output is not shown (``quiet``). ``ray.init`` has no
+    option to skip them; the dashboard and runtime-env agents stay (the raylet needs them)."""
+    try:
+        node = ray._private.worker._global_node
+        node.kill_dashboard(check_alive=False)
+        node.kill_monitor(check_alive=False)
+        if not keep_log_monitor:
+            node.kill_log_monitor(check_alive=False)
+    except Exception as e:  # noqa: BLE001 - private API: a Ray upgrade may move it; the run goes on
+        log.debug("could not stop Ray's unused helper processes: %s", e)
 
 
 def _apply_impl(fn, x):

@@ -24,7 +24,8 @@ def gpu_cluster():
 
     ray.shutdown()  # the session's local Ray, if a test before started it; restarted below
     node_args = dict(include_dashboard=False, object_store_memory=80 * 2**20)
-    cluster = Cluster(initialize_head=True, head_node_args=dict(num_cpus=2, **node_args))
+    # num_gpus=0: on a machine with a real GPU the head would otherwise advertise it too
+    cluster = Cluster(initialize_head=True, head_node_args=dict(num_cpus=2, num_gpus=0, **node_args))
     gpu_node = cluster.add_node(num_cpus=2, num_gpus=1, **node_args)
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False, logging_level="ERROR")
@@ -77,3 +78,40 @@ def test_gpu_map_runs_only_where_the_gpu_is_one_copy_at_a_time(gpu_cluster, tmp_
     with pytest.raises(EngineError, match="needs 2 GPU per worker; the Ray cluster has 1"):
         engine.map(functools.partial(embed_like, log=str(cpu_log)), items, resources=Resources(gpus=2))
 
+
+def _wait_gone(pids, timeout=60.0) -> set:
+    import psutil
+    t_end = time.time() + timeout
+    alive = set(pids)
+    while alive and time.time() < t_end:
+        alive = {p for p in alive if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE}
+        time.sleep(0.5)
+    return alive
+
+
+def test_local_ray_keeps_no_helpers_or_workers_beyond_the_work():
+    import os
+
+    import psutil
+    import ray
+
+    ray.shutdown()  # the engine starts its own local Ray, as a run does
+    engine = Engine(quiet=True)
+    try:
+        assert engine.started_here
+        cmds = [" ".join(p.cmdline()) for p in psutil.Process().children(recursive=True)]
+        assert any("raylet" in c for c in cmds)
+        for unused in ("dashboard/dashboard.py", "autoscaler/_private/monitor.py", "log_monitor.py"):
+            assert not [c for c in cmds if unused in c], unused
+
+        def pid(_):
+            return os.getpid()
+        # work that loads a model runs in workers that exit with the map (the model's memory goes)
+        model_pids = set(engine.map(pid, range(4), needs_model=True))
+        assert model_pids and not _wait_gone(model_pids)
+        # plain task workers left idle after the work exit too (Ray keeps one per CPU by default)
+        task_pids = set(engine.map(pid, range(4)))
+        assert task_pids and not _wait_gone(task_pids)
+    finally:
+        engine.shutdown()
+        start_test_ray()
