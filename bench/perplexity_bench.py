@@ -89,11 +89,12 @@ def speed(model_dir: Path) -> None:
 
     t = realpages_text()
     lid = LangID()
+    lid.ensure_setup()
     langs, _ = lid.predict(t["text"])
     t = t.append_column("lid_lang", pa.array(langs, pa.string()))
     en = t.filter(pc.equal(t["lid_lang"], "en"))
     st = build_stage("perplexity", {"model_dir": str(model_dir)})
-    st.setup()
+    st.ensure_setup()
 
     def run(tb: pa.Table) -> tuple[float, np.ndarray]:
         rows = tb.select(["id", "text", "lid_lang"])

@@ -235,8 +235,6 @@ class QualityClassifier(_ClassifierStage):
         self.clf: Classifier | None = None
 
     def score(self, batch: pa.Table) -> pa.Table:
-        if self.clf is None:
-            self.setup()
         s = self.clf.scores(self.clf.predict_proba(batch["text"]))
         return set_column(batch, "quality_score", pa.array(s.astype(np.float32), pa.float32()))
 
@@ -275,8 +273,6 @@ class TopicClassifier(_ClassifierStage):
         self.clf: Classifier | None = None
 
     def score(self, batch: pa.Table) -> pa.Table:
-        if self.clf is None:
-            self.setup()
         p = self.clf.predict_proba(batch["text"])
         batch = set_column(batch, "topic", pa.array(self.clf.top(p), pa.string()))
         return set_column(batch, "topic_score", pa.array(p.max(axis=1) if len(p) else np.zeros(0), pa.float32()))

@@ -229,10 +229,6 @@ def _find_json_object(content: str) -> dict | None:
     return None
 
 
-def list_prompts() -> list[str]:
-    return sorted(p.stem for p in PROMPTS_DIR.glob("*.yaml"))
-
-
 # ---------------------------------------------------------------------------
 # client
 

@@ -85,7 +85,8 @@ class EngineConfig(_Strict):
     #: run the whole stage chain in one actor pool (best on small machines);
     #: False gives each stage its own Ray Data operator
     fuse: bool = True
-    #: object store size for the embedded local Ray, bytes (default: Ray's)
+    #: object store size for the embedded local Ray, bytes (default: twice the read-ahead
+    #: budget + 256 MiB, what a wave keeps in flight; Ray's own default is 30% of RAM)
     object_store_memory: Optional[int] = None
     #: MiB of blocks in flight between reading, the stages and writing (Ray Data's object-store
     #: budget); default 64 per stage worker, at least 256

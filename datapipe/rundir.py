@@ -122,9 +122,6 @@ class RunDir:
         return self.stats_dir / step / safe_name(stage) / f"{shard}.json"
 
     # markers --------------------------------------------------------------
-    def is_done(self, step: str, shard: str) -> bool:
-        return self.marker(step, shard).exists()
-
     def mark_done(self, step: str, shard: str, info: dict | None = None) -> None:
         atomic_write_json(self.marker(step, shard), info or {})
 

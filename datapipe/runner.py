@@ -188,7 +188,9 @@ class Runner:
             if _storage_cause(e):
                 raise StorageError(f"{self.rd.root}: cannot write the run directory: {e}") from None
             raise
-        engine = Engine(object_store_memory=self.cfg.engine.object_store_memory, quiet=self.quiet)
+        ecfg = self.cfg.engine
+        engine = Engine(object_store_memory=ecfg.object_store_memory, read_ahead_mb=ecfg.read_ahead_mb,
+                        num_workers=ecfg.num_workers, quiet=self.quiet)
         cores = engine.num_cpus
         waves_done = 0
         run_count = skipped = 0

@@ -118,23 +118,25 @@ def portable_ctx(ctx):
     return dataclasses.replace(ctx, engine=None, reject_sink=None)
 
 
-def run_on(engine, fn: Callable, items) -> list[Any]:
-    """``engine.map(fn, items)``, or a loop without an engine; results in input order."""
+def run_on(engine, fn: Callable, items, **map_options) -> list[Any]:
+    """``engine.map(fn, items)``, or a loop without an engine; results in input order.
+    ``map_options`` go to ``engine.map`` (``resources=``, ``needs_model=``)."""
     items = list(items)
-    return engine.map(fn, items) if engine is not None else [fn(x) for x in items]
+    return engine.map(fn, items, **map_options) if engine is not None else [fn(x) for x in items]
 
 
-def timed_map(engine, fn: Callable, items) -> tuple[list, list[float]]:
+def timed_map(engine, fn: Callable, items, **map_options) -> tuple[list, list[float]]:
     """``engine.map`` (a loop without an engine) that also returns each task's CPU seconds.
 
     The task is a plain function (Ray's ``remote`` takes functions, not ``partial``
-    objects); cloudpickle ships it with the partial it calls."""
+    objects); cloudpickle ships it with the partial it calls. ``map_options`` go to
+    ``engine.map`` (``resources=``, ``needs_model=``)."""
     def task(x, _fn=fn):
         t0 = time.process_time()
         r = _fn(x)
         return r, time.process_time() - t0
 
-    out = run_on(engine, task, items)
+    out = run_on(engine, task, items, **map_options)
     return [r for r, _ in out], [c for _, c in out]
 
 

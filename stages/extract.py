@@ -286,8 +286,6 @@ class Extract(Filter):
             raise StageError(f"stage 'extract' needs an html or text column, batch has {schema.names}")
 
     def score(self, batch: pa.Table) -> pa.Table:
-        if self._extract_fn is None:
-            self.setup()
         n = batch.num_rows
         names = batch.schema.names
         if "html" in names:

@@ -107,7 +107,6 @@ class GopherQuality(RuleFilter):
             self._stop = load_stop_words(self.stop_words_opt, self.stop_words_dir)
 
     def score(self, batch: pa.Table) -> pa.Table:
-        self.setup()
         n = batch.num_rows
         text = T.text_column(batch)
         words, parent = T.split_words(text)

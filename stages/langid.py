@@ -182,8 +182,7 @@ class LangID(Filter):
                                      "so CLD2's answers cannot be combined with it: set second_opinion: null")
 
     def predict(self, texts: pa.Array | pa.ChunkedArray) -> tuple[list[str | None], np.ndarray]:
-        """``(languages, scores)`` for a string array (null/blank texts: None, 0.0)."""
-        self.setup()
+        """``(languages, scores)`` for a string array (null/blank texts: None, 0.0); after ``ensure_setup()``."""
         x = self.prepare(texts)
         blank = np.asarray(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(x)), 0), dtype=bool)
         k = 1 if self.second_opinion is None else 3

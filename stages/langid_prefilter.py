@@ -100,7 +100,7 @@ class PrefilterLID(Filter):
                            second_opinion=second_opinion)
 
     def setup(self) -> None:
-        self._lid.setup()
+        self._lid.ensure_setup()
 
     def score(self, batch: pa.Table) -> pa.Table:
         htmls = batch["html"].to_pylist()

@@ -144,7 +144,6 @@ class NSFWWords(RuleFilter):
         return self._patterns[lang]
 
     def score(self, batch: pa.Table) -> pa.Table:
-        self.setup()
         n = batch.num_rows
         text = T.text_column(batch)
         langs = T.row_languages(batch, self.default_language)
@@ -414,7 +413,6 @@ class URLFilter(RuleFilter):
         return out
 
     def score(self, batch: pa.Table) -> pa.Table:
-        self.setup()
         n = batch.num_rows
         col = batch.column("url")
         url = (col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col).cast(pa.string())

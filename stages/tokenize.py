@@ -415,8 +415,6 @@ class Tokenize(Stage):
         return tokenize_texts(tok, texts, add_bos=self.add_bos, add_eos=self.add_eos)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        if self._tok is None:
-            self.setup()
         texts = batch["text"].to_pylist()
         flat, offsets = tokenize_texts(self._tok, texts, add_bos=self.add_bos, add_eos=self.add_eos)
         n = pa.array(np.diff(offsets).astype(np.int32), type=pa.int32())

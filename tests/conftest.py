@@ -59,12 +59,18 @@ def shared_data() -> Path:
     return need_shared()
 
 
-@pytest.fixture(scope="session")
-def ray_session():
-    """One local Ray for the whole test session (the engine reuses it and leaves it running)."""
+def start_test_ray():
+    """The session's local Ray (also restarted by tests that need a Ray of their own for a while)."""
     import ray
     if not ray.is_initialized():
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    return ray
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for the whole test session (the engine reuses it and leaves it running)."""
+    ray = start_test_ray()
     yield ray
     ray.shutdown()
 

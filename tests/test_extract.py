@@ -78,7 +78,7 @@ def test_timeout_signal_path_cuts_a_slow_page_short():
     if signal.getsignal(signal.SIGALRM) not in (signal.SIG_DFL, signal.SIG_IGN, None):
         missing("SIGALRM is owned by another tool in this test run (pytest-timeout?)")
     st = Extract(timeout_s=0.05, timeout_mode="signal")
-    st.setup()
+    st.ensure_setup()
     st._extract_one = slow = _busy(5.0)
     assert st._pick_mode() == "signal"
     res = apply_stage(st, _raw("<p>slow</p>"))
@@ -94,7 +94,7 @@ def test_timeout_signal_path_cuts_a_slow_page_short():
 def test_timeout_in_a_worker_thread_uses_the_watchdog():
     """Ray Data runs actor UDFs in a non-main thread: the budget must hold there too."""
     st = Extract(timeout_s=0.05)
-    st.setup()
+    st.ensure_setup()
     slow, real = _busy(5.0), st._extract_one
     calls = iter([slow, real])
     st._extract_one = lambda html: next(calls)(html)
@@ -124,7 +124,7 @@ def test_timeout_in_a_worker_thread_uses_the_watchdog():
 
 def test_measure_mode_keeps_and_counts_pages_over_budget():
     st = Extract(timeout_s=0.01, timeout_mode="measure")
-    st.setup()
+    st.ensure_setup()
     st._extract_one = _busy(0.05)
     res = apply_stage(st, _raw("<p>slow</p>"))
     assert res.kept.num_rows == 1
@@ -133,7 +133,7 @@ def test_measure_mode_keeps_and_counts_pages_over_budget():
 
 def test_too_large_is_dropped_before_parsing():
     st = Extract(max_html_bytes=1000)
-    st.setup()
+    st.ensure_setup()
 
     def must_not_parse(html):
         raise AssertionError("parsed a page over max_html_bytes")
@@ -163,7 +163,7 @@ def test_rows_with_text_and_no_html_pass_through():
 
 def test_errors_and_empty_pages_are_dropped_with_their_reason():
     st = Extract(min_text_chars=200)
-    st.setup()
+    st.ensure_setup()
     real = st._extract_one
 
     def flaky(html):

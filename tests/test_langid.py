@@ -42,7 +42,7 @@ def read_lingua(lang: str, n: int) -> list[str]:
 @pytest.fixture(scope="module")
 def stage() -> LangID:
     st = build_stage("langid", {})
-    st.setup()
+    st.ensure_setup()
     return st
 
 
@@ -159,7 +159,7 @@ def _macro(st: LangID, labels: set[str], n: int) -> dict[str, float]:
 def test_cld2_second_opinion_fixes_lid176_weak_languages(stage):
     need_shared("langid", "lingua")
     labels = {lab[len("__label__"):] for lab in stage._model.get_labels()}
-    plain = build_stage("langid", {"second_opinion": None})
+    plain = build_stage("langid", {"second_opinion": None}).ensure_setup()
     # every held-out sentence (500 per language): with 200, Afrikaans sits right at 0.70
     alone, both = _macro(plain, labels, 500), _macro(stage, labels, 500)
     # the quantised lid.176 misses most Somali and Yoruba sentences and a third of Afrikaans;
@@ -193,7 +193,7 @@ def test_second_opinion_scores_control_characters_and_options(stage, tmp_path):
     assert langs == ["en", "en"] and scores[0] > 0.9 and abs(scores[0] - scores[1]) < 0.05
     assert "cld2_errors" not in stage.counters()
     # lid.176 alone: the score is fastText's own probability
-    plain = build_stage("langid", {"second_opinion": None})
+    plain = build_stage("langid", {"second_opinion": None}).ensure_setup()
     _, p_scores = plain.predict(pa.array(texts[1:], pa.large_string()))
     lab, prob = plain._model.predict(texts[1], k=1)
     assert lab[0] == "__label__en" and p_scores[0] == pytest.approx(min(float(prob[0]), 1.0))
@@ -220,7 +220,7 @@ def test_second_opinion_refuses_a_model_with_other_labels(monkeypatch):
     monkeypatch.setattr(fasttext, "load_model", lambda path: GlotLIDLike())
     st = build_stage("langid", {})
     with pytest.raises(StageError, match="second_opinion: null"):
-        st.setup()
-    plain = build_stage("langid", {"second_opinion": None})
+        st.ensure_setup()
+    plain = build_stage("langid", {"second_opinion": None}).ensure_setup()
     langs, _ = plain.predict(pa.array(["The committee published its annual report on Tuesday."], pa.large_string()))
     assert langs == ["eng_Latn"]

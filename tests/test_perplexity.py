@@ -167,7 +167,7 @@ def test_well_formed_beats_shuffled_beats_random(model, corpus):
     shuffled = [_shuffle_words(d, rng) for d in docs]
     noise = [_random_chars(d, rng) for d in docs]
     st = build_stage("perplexity", {"model_dir": str(model["dir"])})
-    st.setup()
+    st.ensure_setup()
     n = len(docs)
     out = st(table_from_rows([{"id": str(i), "text": t} for i, t in enumerate(docs + shuffled + noise)])
              .append_column("lid_lang", pa.array(["en"] * 3 * n)))

@@ -185,14 +185,14 @@ def test_stage_columns_and_separators():
         assert n == len(t)
         assert t == ([128000] + p + [128001] if p else [])
 
-    counts = Tokenize(add_eos=False)(batch)
+    counts = Tokenize(add_eos=False).ensure_setup()(batch)
     assert "tokens" not in counts.column_names
     assert counts["n_tokens"].to_pylist() == [len(p) for p in plain]
 
 
 def test_stage_replaces_stale_columns():
     batch = pa.table({"text": pa.array(["abc def"], pa.large_string()), "n_tokens": pa.array([999], pa.int32())})
-    out = Tokenize()(batch)
+    out = Tokenize().ensure_setup()(batch)
     assert out.column_names.count("n_tokens") == 1 and out["n_tokens"][0].as_py() == 3
 
 
@@ -218,7 +218,7 @@ def test_tokens_are_vectorised_consistently_with_offsets():
     words = ["alpha", "beta", "gamma", "δέλτα", "ε", "  ", "\n"]
     texts = ["".join(rng.choice(words, size=int(k))) if k else "" for k in rng.integers(0, 40, 200)]
     batch = pa.table({"text": pa.array(texts, pa.large_string())})
-    out = Tokenize(keep_tokens=True, add_bos=True)(batch)
+    out = Tokenize(keep_tokens=True, add_bos=True).ensure_setup()(batch)
     ref = load_tokenizer("llama3")
     for t, toks in zip(texts, out["tokens"].to_pylist()):
         assert toks == ([128000] + ref.encode(t) + [128001] if t else [])

@@ -176,7 +176,7 @@ def cmd_apply(args) -> int:
         files = parquet_files(args.inputs)
     except (StageError, FileNotFoundError) as e:
         return _err(str(e))
-    stage.setup()
+    stage.ensure_setup()
     out = Path(args.out)
     n_in = n_out = 0
     t0 = time.perf_counter()
