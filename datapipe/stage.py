@@ -110,6 +110,8 @@ class WorkflowContext:
     engine: Any                # datapipe.ray_backend.Engine (``engine.map(fn, items)``)
     compression: str = "zstd"
     reject_sink: Any = None    # callable(stage, shard, rejected_table_with_reason)
+    samples_per_reason: int = 50   # the run's ``rejects`` settings: what a workflow's shard tasks
+    excerpt_chars: int = 500       # sample (datapipe.rejects) before their rejects reach the sink
 
     def output_path(self, input_path: str) -> str:
         import os

@@ -103,13 +103,6 @@ class RuleFilter(Filter):
             checks.append((f"{self.check}:{rule}", fail))  # NaN compares False: never fails
         return reasons_from_masks(n, checks)
 
-    @staticmethod
-    def _set(batch: pa.Table, name: str, values) -> pa.Table:
-        arr = values if isinstance(values, (pa.Array, pa.ChunkedArray)) else pa.array(values)
-        if name in batch.column_names:
-            return batch.set_column(batch.column_names.index(name), name, arr)
-        return batch.append_column(name, arr)
-
 
 def check_range(name: str, lo, hi, what: str) -> None:
     if lo is not None and hi is not None and lo > hi:

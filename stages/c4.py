@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from datapipe.schema import set_column
 from datapipe.stage import register
 
 from . import _text as T
@@ -134,10 +135,9 @@ class C4Quality(RuleFilter):
                                 pa.scalar("\n", pa.large_string()))
         new_text = pc.utf8_trim_whitespace(joined).cast(pa.large_string())
 
-        idx = batch.column_names.index("text")
-        batch = batch.set_column(idx, batch.schema.field("text").with_type(pa.large_string()), new_text)
-        batch = self._set(batch, "c4_lines_removed", pa.array(n_lines - kept_per_row, pa.int64()))
-        batch = self._set(batch, "c4_sentences", pa.array(T.bincount(kept_parent, n, sents[ok].astype(np.float64)).astype(np.int64)))
-        batch = self._set(batch, "c4_lorem_ipsum", pa.array(T.bincount(parent[lorem], n) > 0))
-        batch = self._set(batch, "c4_curly_bracket", pa.array(T.bincount(parent[curly], n) > 0))
+        batch = set_column(batch, batch.schema.field("text").with_type(pa.large_string()), new_text)
+        batch = set_column(batch, "c4_lines_removed", pa.array(n_lines - kept_per_row, pa.int64()))
+        batch = set_column(batch, "c4_sentences", pa.array(T.bincount(kept_parent, n, sents[ok].astype(np.float64)).astype(np.int64)))
+        batch = set_column(batch, "c4_lorem_ipsum", pa.array(T.bincount(parent[lorem], n) > 0))
+        batch = set_column(batch, "c4_curly_bracket", pa.array(T.bincount(parent[curly], n) > 0))
         return batch

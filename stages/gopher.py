@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from datapipe.schema import set_column
 from datapipe.stage import StageError, register
 
 from . import _text as T
@@ -127,14 +128,14 @@ class GopherQuality(RuleFilter):
         bullets = pc.match_substring_regex(lines, _BULLET_START).to_numpy(zero_copy_only=False)
         ell_end = pc.match_substring_regex(lines, _ELLIPSIS_END).to_numpy(zero_copy_only=False)
 
-        batch = self._set(batch, "gq_word_count", pa.array(n_words, pa.int64()))
-        batch = self._set(batch, "gq_mean_word_len", T.safe_div(T.bincount(parent, n, wlen), n_words))
-        batch = self._set(batch, "gq_hash_ratio", T.safe_div(hashes, n_tokens))
-        batch = self._set(batch, "gq_ellipsis_ratio", T.safe_div(ellipses, n_tokens))
-        batch = self._set(batch, "gq_bullet_lines", T.safe_div(T.bincount(lparent[bullets], n), n_lines))
-        batch = self._set(batch, "gq_ellipsis_lines", T.safe_div(T.bincount(lparent[ell_end], n), n_lines))
-        batch = self._set(batch, "gq_alpha_words", T.safe_div(n_alpha, n_tokens))
-        batch = self._set(batch, "gq_stop_words", self._stop_word_counts(batch, text, words, parent))
+        batch = set_column(batch, "gq_word_count", pa.array(n_words, pa.int64()))
+        batch = set_column(batch, "gq_mean_word_len", T.safe_div(T.bincount(parent, n, wlen), n_words))
+        batch = set_column(batch, "gq_hash_ratio", T.safe_div(hashes, n_tokens))
+        batch = set_column(batch, "gq_ellipsis_ratio", T.safe_div(ellipses, n_tokens))
+        batch = set_column(batch, "gq_bullet_lines", T.safe_div(T.bincount(lparent[bullets], n), n_lines))
+        batch = set_column(batch, "gq_ellipsis_lines", T.safe_div(T.bincount(lparent[ell_end], n), n_lines))
+        batch = set_column(batch, "gq_alpha_words", T.safe_div(n_alpha, n_tokens))
+        batch = set_column(batch, "gq_stop_words", self._stop_word_counts(batch, text, words, parent))
         return batch
 
     def _stop_word_counts(self, batch: pa.Table, text: pa.Array, words: pa.Array, parent: np.ndarray) -> pa.Array:
@@ -312,12 +313,12 @@ class GopherRepetition(RuleFilter):
         words, parent = T.split_words(text)
         ng = _ngram_stats(words, parent, n, self.TOP_NS, self.DUP_NS)
 
-        batch = self._set(batch, "gr_dup_para_frac", T.safe_div(p_dup, p_n))
-        batch = self._set(batch, "gr_dup_para_char_frac", T.safe_div(p_chars, n_chars))
-        batch = self._set(batch, "gr_dup_line_frac", T.safe_div(l_dup, l_n))
-        batch = self._set(batch, "gr_dup_line_char_frac", T.safe_div(l_chars, n_chars))
+        batch = set_column(batch, "gr_dup_para_frac", T.safe_div(p_dup, p_n))
+        batch = set_column(batch, "gr_dup_para_char_frac", T.safe_div(p_chars, n_chars))
+        batch = set_column(batch, "gr_dup_line_frac", T.safe_div(l_dup, l_n))
+        batch = set_column(batch, "gr_dup_line_char_frac", T.safe_div(l_chars, n_chars))
         for k in self.TOP_NS:
-            batch = self._set(batch, f"gr_top_{k}gram_char_frac", T.safe_div(ng[f"top{k}"], n_chars))
+            batch = set_column(batch, f"gr_top_{k}gram_char_frac", T.safe_div(ng[f"top{k}"], n_chars))
         for k in self.DUP_NS:
-            batch = self._set(batch, f"gr_dup_{k}gram_char_frac", T.safe_div(ng[f"dup{k}"], n_chars))
+            batch = set_column(batch, f"gr_dup_{k}gram_char_frac", T.safe_div(ng[f"dup{k}"], n_chars))
         return batch

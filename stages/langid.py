@@ -62,6 +62,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from datapipe.schema import set_column
 from datapipe.stage import Filter, StageError, reasons_from_masks, register
 
 #: fastText's FASTTEXT_FILEFORMAT_MAGIC_INT32, the first 4 bytes of .bin and .ftz models
@@ -241,9 +242,7 @@ class LangID(Filter):
             self._counts[k] = self._counts.get(k, 0) + v["counts"].as_py()
         out = batch
         for name, col in (("lid_lang", lang_arr), ("lid_score", pa.array(scores, pa.float64()))):
-            if name in out.column_names:
-                out = out.drop_columns([name])
-            out = out.append_column(name, col)
+            out = set_column(out, name, col)
         return out
 
     def decide(self, batch: pa.Table) -> pa.Array:

@@ -27,6 +27,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from datapipe.schema import set_column
+from datapipe.urls import url_host
 from datapipe.stage import StageError, register
 
 from . import _text as T
@@ -163,8 +165,8 @@ class NSFWWords(RuleFilter):
             if sub:
                 counts[rows] += pc.count_substring_regex(part, sub).to_numpy(zero_copy_only=False)
         n_words = pc.count_substring_regex(text, T.WORD_COUNT).to_numpy(zero_copy_only=False)
-        batch = self._set(batch, "nsfw_words", pa.array(counts, pa.int64()))
-        batch = self._set(batch, "nsfw_ratio", T.safe_div(counts, n_words))
+        batch = set_column(batch, "nsfw_words", pa.array(counts, pa.int64()))
+        batch = set_column(batch, "nsfw_ratio", T.safe_div(counts, n_words))
         return batch
 
 
@@ -419,9 +421,7 @@ class URLFilter(RuleFilter):
         url = pc.fill_null(url, "")
         lower = pc.utf8_lower(url)
 
-        host = pc.struct_field(pc.extract_regex(
-            lower, r"^(?:[a-z][a-z0-9+.\-]*://)?(?:[^/?#@]*@)?(?P<host>\[[^\]]*\]|[^/?#:]*)"), "host")
-        domain = self._domain_hits(pc.fill_null(host, "").to_pylist())
+        domain = self._domain_hits(url_host(url).to_pylist())
 
         bare = pc.utf8_rtrim(pc.replace_substring_regex(
             pc.replace_substring_regex(lower, r"^[a-z][a-z0-9+.\-]*://", ""), r"^www\.", ""), "/")
@@ -444,9 +444,9 @@ class URLFilter(RuleFilter):
         else:
             sub = pa.nulls(n, pa.string())
 
-        batch = self._set(batch, "urlf_domain", pa.array(domain, pa.string()))
-        batch = self._set(batch, "urlf_url", url_hit)
-        batch = self._set(batch, "urlf_banned_word", pa.array(banned, pa.string()))
-        batch = self._set(batch, "urlf_soft_words", pa.array(soft, pa.int64()))
-        batch = self._set(batch, "urlf_banned_subword", sub.cast(pa.string()))
+        batch = set_column(batch, "urlf_domain", pa.array(domain, pa.string()))
+        batch = set_column(batch, "urlf_url", url_hit)
+        batch = set_column(batch, "urlf_banned_word", pa.array(banned, pa.string()))
+        batch = set_column(batch, "urlf_soft_words", pa.array(soft, pa.int64()))
+        batch = set_column(batch, "urlf_banned_subword", sub.cast(pa.string()))
         return batch

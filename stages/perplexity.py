@@ -48,6 +48,7 @@ import pyarrow as pa
 from datapipe.lm.buckets import CCNET_CUTOFFS, assign_buckets, bucket_counts, bucket_reasons, check_keep
 from datapipe.lm.files import discover_models
 from datapipe.lm.score import LoadedLM
+from datapipe.schema import set_column
 from datapipe.stage import Filter, StageError, register
 
 
@@ -143,9 +144,7 @@ class Perplexity(Filter):
         out = batch
         for name, col in (("ppl", pa.array(ppl, pa.float64(), mask=~scored)),
                           ("ppl_model", pa.array(model, pa.string())), ("ppl_bucket", buckets)):
-            if name in out.column_names:
-                out = out.drop_columns([name])
-            out = out.append_column(name, col)
+            out = set_column(out, name, col)
         return out
 
     def decide(self, batch: pa.Table) -> pa.Array:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 import zlib
 from functools import partial
 from pathlib import Path
@@ -20,7 +19,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from datapipe.lm.buckets import NO_MODEL, assign_buckets, bucket_counts, bucket_reasons, check_keep
+from datapipe.schema import set_column
 from datapipe.stage import StageError, Workflow, register
+from datapipe.workflow import Decisions, filter_shards, run_on
 
 
 def compute_cutoffs(ppl_by_lang: dict[str, np.ndarray], percentiles: tuple[float, float] = (30.0, 60.0),
@@ -56,15 +57,9 @@ def _pending_sample(path: str, *, lang_column: str | None, frac: float, seed: in
     return {str(lang): ppl[pending & (langs == lang)] for lang in set(langs[pending].tolist())}
 
 
-def _apply_buckets(path: str, *, out_path: str, cutoffs: dict[str, tuple[float, float]], keep: tuple[str, ...],
-                   lang_column: str | None, compression: str, check: str, max_rejects: int) -> tuple:
-    import pyarrow.parquet as pq
-
-    from datapipe.rundir import write_parquet_atomic
-    from datapipe.stats import StageStats
-
-    t0 = time.process_time()
-    t = pq.read_table(path)
+def _bucket_decisions(t: pa.Table, si: int, *, cutoffs: dict[str, tuple[float, float]], keep: tuple[str, ...],
+                      lang_column: str | None, check: str) -> Decisions:
+    """``ppl_bucket`` on every row from the run's cut-offs; buckets not in ``keep`` dropped."""
     n = t.num_rows
     ppl = np.asarray(pc.fill_null(t["ppl"], np.nan), dtype=np.float64)
     langs = (t[lang_column].to_pylist() if lang_column and lang_column in t.column_names else ["_all"] * n)
@@ -75,25 +70,8 @@ def _apply_buckets(path: str, *, out_path: str, cutoffs: dict[str, tuple[float, 
     # language without enough data for percentiles pass as "none"
     merged = [(nb if p else ob) or NO_MODEL for p, nb, ob in zip(pending, new, old)]
     buckets = pa.array(merged, pa.string())
-    if "ppl_bucket" in t.column_names:
-        t = t.drop_columns(["ppl_bucket"])
-    t = t.append_column("ppl_bucket", buckets)
-    reasons = bucket_reasons(buckets, keep, check)
-    drop = pc.is_valid(reasons)
-    kept = t.filter(pc.invert(drop))
-    rejected = t.filter(drop).append_column("reason", reasons.filter(drop))
-    write_parquet_atomic(kept, out_path, compression=compression)
-
-    def nbytes(tb):
-        return int(pc.sum(pc.binary_length(tb["text"])).as_py() or 0) if "text" in tb.column_names else 0
-
-    dropped = {}
-    if rejected.num_rows:
-        for v in pc.value_counts(rejected["reason"]):
-            dropped[v["values"].as_py()] = v["counts"].as_py()
-    st = StageStats(stage=check, rows_in=n, rows_out=kept.num_rows, bytes_in=nbytes(t), bytes_out=nbytes(kept),
-                    seconds=time.process_time() - t0, dropped=dropped, counters=bucket_counts(buckets))
-    return st, rejected.slice(0, max_rejects)
+    return Decisions(set_column(t, "ppl_bucket", buckets), bucket_reasons(buckets, keep, check),
+                     counters=bucket_counts(buckets))
 
 
 @register
@@ -148,7 +126,7 @@ class PerplexityBuckets(Workflow):
         total = sum(pq.ParquetFile(p).metadata.num_rows for p in ctx.inputs)
         frac = min(1.0, self.sample_size / total) if total else 1.0
         fn = partial(_pending_sample, lang_column=self.lang_column, frac=frac, seed=self.seed)
-        parts = _map(ctx, fn, ctx.inputs)
+        parts = run_on(ctx.engine, fn, ctx.inputs)
         by_lang: dict[str, list[np.ndarray]] = {}
         for part in parts:
             for lang, v in part.items():
@@ -165,27 +143,5 @@ class PerplexityBuckets(Workflow):
 
     def run(self, ctx) -> dict:
         cut = self.cutoffs(ctx)
-        compression = getattr(ctx, "compression", "zstd")
-        items = [(p, ctx.output_path(p)) for p in ctx.inputs]
-        fn = partial(_apply_star, cutoffs=cut, keep=self.keep, lang_column=self.lang_column,
-                     compression=compression, check=self.name, max_rejects=200)
-        results = _map(ctx, fn, items)
-        out = {}
-        for (p, _), (st, rejected) in zip(items, results):
-            shard = os.path.basename(p)
-            shard = shard[: -len(".parquet")] if shard.endswith(".parquet") else shard
-            if rejected.num_rows and hasattr(ctx, "rejects"):
-                ctx.rejects(self.name, shard, rejected)
-            out[os.path.basename(p)] = st
-        return out
-
-
-def _apply_star(item: tuple[str, str], **kw):
-    return _apply_buckets(item[0], out_path=item[1], **kw)
-
-
-def _map(ctx, fn, items: list) -> list:
-    engine = getattr(ctx, "engine", None)
-    if engine is not None and len(items) > 1:
-        return engine.map(fn, items)
-    return [fn(x) for x in items]
+        return filter_shards(ctx, self.name, partial(_bucket_decisions, cutoffs=cut, keep=self.keep,
+                                                     lang_column=self.lang_column, check=self.name))

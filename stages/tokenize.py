@@ -49,6 +49,7 @@ from typing import Any, Optional
 import numpy as np
 import pyarrow as pa
 
+from datapipe.schema import set_column
 from datapipe.stage import Stage, StageError, register
 
 #: Meta's Llama 3 pre-tokenizer regex (``llama/tokenizer.py``), also what quicktok compiles
@@ -419,13 +420,12 @@ class Tokenize(Stage):
         texts = batch["text"].to_pylist()
         flat, offsets = tokenize_texts(self._tok, texts, add_bos=self.add_bos, add_eos=self.add_eos)
         n = pa.array(np.diff(offsets).astype(np.int32), type=pa.int32())
-        for c in ("n_tokens", "tokens"):
-            if c in batch.column_names:
-                batch = batch.drop_columns([c])
-        batch = batch.append_column("n_tokens", n)
+        batch = set_column(batch, "n_tokens", n)
         if self.keep_tokens:
             if offsets[-1] >= 2**31:
                 raise StageError("batch has over 2^31 tokens; lower engine.batch_size")
             tokens = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(flat, type=pa.uint32()))
-            batch = batch.append_column("tokens", tokens)
+            batch = set_column(batch, "tokens", tokens)
+        elif "tokens" in batch.column_names:
+            batch = batch.drop_columns(["tokens"])  # ids of an earlier tokenizer: stale
         return batch

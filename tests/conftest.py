@@ -76,6 +76,27 @@ def sample_crawl(tmp_path_factory) -> list[str]:
     return [str(p) for p in build_sample_crawl(out)]
 
 
+@pytest.fixture(scope="session")
+def static_model(tmp_path_factory) -> Path:
+    """The static embedding model dedup_semantic's ``model: auto`` uses on CPU, made visible to
+    the whole session through DATAPIPE_STATIC_MODEL: ``$DATAPIPE_STATIC_MODEL`` or
+    ``runs/_models/...`` when ``make models`` built it, else built here by the same function
+    (one distillation pass over MiniLM's vocabulary, offline)."""
+    from datapipe.embed import STATIC_ENV, build_static_model, default_static_dir, is_static_folder
+    path = default_static_dir()
+    if not path.is_absolute():
+        path = REPO / path
+    if not is_static_folder(path):
+        path = build_static_model(tmp_path_factory.mktemp("models") / "minilm-static", quiet=True)
+    old = os.environ.get(STATIC_ENV)
+    os.environ[STATIC_ENV] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop(STATIC_ENV, None)
+    else:
+        os.environ[STATIC_ENV] = old
+
+
 # ---------------------------------------------------------------------------
 # what `make test` builds first, and strict accounting of skips
 
@@ -89,6 +110,10 @@ def _not_built() -> list[str]:
         out.append("KenLM's lmplz/build_binary")
     if not all((SAMPLE_MODELS / f"{lang}.model.json").is_file() for lang in MODEL_LANGS):
         out.append(f"the sample-crawl models ({SAMPLE_MODELS.relative_to(REPO)})")
+    from datapipe.embed import default_static_dir, is_static_folder
+    static = default_static_dir()
+    if not is_static_folder(static if static.is_absolute() else REPO / static):
+        out.append(f"the static embedding model ({static})")
     return out
 
 

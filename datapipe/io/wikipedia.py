@@ -49,7 +49,7 @@ from typing import Iterator, Optional
 
 import pyarrow as pa
 
-from ..schema import parse_time
+from ..schema import parse_time, set_column
 from ..stats import StageStats
 from ._common import batched, count, is_export, iter_export_batches, open_binary, range_spec, split_range_spec
 
@@ -389,7 +389,7 @@ def iter_batches(path: str, *, input_cfg, batch_size: int, stats: StageStats) ->
             for name, value in (("content_type", "text/plain"), ("lang", lang), ("source_detail", "wikipedia:" + (lang or "?"))):
                 col = tbl[name]
                 if col.null_count == n:
-                    tbl = tbl.set_column(tbl.column_names.index(name), name, pa.array([value] * n, pa.string()))
+                    tbl = set_column(tbl, name, pa.array([value] * n, pa.string()))
             return tbl
 
         yield from iter_export_batches(path, source=input_cfg.source, batch_size=batch_size, stats=stats,

@@ -12,12 +12,12 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ..urls import url_domain_sql
+
 HIST_BINS = 40
 TOP_DOMAINS = 25
 TOP_LANGS = 40
 
-_DOMAIN_SQL = ("regexp_replace(lower(regexp_extract({url}, '^[A-Za-z][A-Za-z0-9+.-]*://(?:[^@/]*@)?([^/:?#]+)', 1)),"
-               " '^www\\.', '')")
 
 def _sql_str(s: str) -> str:
     return "'" + s.replace("'", "''") + "'"
@@ -154,7 +154,7 @@ def doc_aggregates(files: list[Path], *, cutoffs: dict, threshold: float | None,
         out["languages"] = {"columns": names, "rows": [list(r) for r in rows], "distinct": int(n_lang)}
     # domains kept
     if url:
-        dom = _DOMAIN_SQL.format(url=_ident(url))
+        dom = url_domain_sql(_ident(url))
         extra = f", sum({_ident(ntok)})" if ntok else ""
         rows = d.all(f"SELECT {dom} AS dom, count(*){extra} FROM docs GROUP BY dom ORDER BY 2 DESC, 1 LIMIT {TOP_DOMAINS}")
         n_dom = d.one(f"SELECT count(DISTINCT {dom}) FROM docs")[0]

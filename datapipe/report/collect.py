@@ -32,11 +32,13 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+
+import pyarrow as pa
 
 from ..lm import CCNET_CUTOFFS
 from ..stats import StageStats, merge, merge_stats_dir
 from ..tokenstream import FORMAT_VERSION, MANIFEST
+from ..urls import url_domain
 from .aggregate import TOP_DOMAINS, doc_aggregates
 
 
@@ -257,14 +259,6 @@ def _cluster_size_counters(stats: list[StageStats]) -> dict[str, list[tuple[str,
     return out
 
 
-def _domain(url: str | None) -> str:
-    try:
-        host = (urlsplit(url or "").hostname or "").lower()
-    except ValueError:
-        return ""
-    return host[4:] if host.startswith("www.") else host
-
-
 # ----------------------------------------------------------------------------
 # mixture manifests, as `datapipe mix` writes them (format and version: datapipe/tokenstream.py)
 
@@ -334,8 +328,9 @@ def collect(run_dir: str | Path) -> dict:
     # domains of dropped documents: from the reject samples (the only URLs of dropped documents kept)
     dropped_domains: dict[str, Counter] = defaultdict(Counter)
     for (stage, reason), rows in samples.items():
-        for r in rows:
-            dropped_domains[_domain(r.get("url"))][stage] += 1
+        doms = url_domain(pa.array([r.get("url") for r in rows], pa.string())).to_pylist()
+        for dom in doms:
+            dropped_domains[dom][stage] += 1
     dd = sorted(((dom, sum(c.values()), dict(c)) for dom, c in dropped_domains.items() if dom),
                 key=lambda t: (-t[1], t[0]))[:TOP_DOMAINS]
     # estimated tokens per stage from text bytes (exact at the output)
