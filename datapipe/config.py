@@ -57,6 +57,13 @@ class InputConfig(_Strict):
     text_field: str = "text"
     #: fsspec options per protocol for remote inputs: {s3: {endpoint_url: ..., anon: true}}
     storage_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    #: WARC/WET/ARC files larger than this are read as record-aligned byte ranges of at most about
+    #: this many bytes, one shard each (0: one shard per file)
+    shard_bytes: int = Field(default=256 << 20, ge=0)
+    #: ...cut finer (ranges down to 8 MiB) when the run's crawl bytes would give fewer shards than
+    #: this, so every worker has work (a number, not the machine's cores: a resume elsewhere finds
+    #: the same shards); see datapipe.io.split_crawl_files
+    min_shards: int = Field(default=64, gt=0)
 
     @field_validator("storage_options")
     @classmethod

@@ -33,6 +33,10 @@ FINGERPRINT_SCHEME = 2
 
 _ABSENT = object()
 
+#: input options outside the fingerprint: storage access, and the range planning whose result
+#: (``<path>#records=a-b`` shards) the fingerprinted input list already holds
+_NOT_FINGERPRINTED = ("storage_options", "shard_bytes", "min_shards")
+
 
 def run_config(cfg: PipelineConfig, inputs: list[str], *, resolved: bool = True) -> dict:
     """The run directory's ``config.yaml`` data: every option resolved, inputs expanded, secrets
@@ -47,7 +51,9 @@ def fingerprint_fields(run_cfg: dict) -> dict:
     input files, how they are read, output layout (not the engine: it changes no row)."""
     inp = dict(run_cfg.get("input") or {})
     return {"stages": run_cfg.get("stages") or [], "inputs": inp.pop("paths", None) or [],
-            "input": {k: v for k, v in inp.items() if k != "storage_options"},
+            # how inputs are cut into shards is in the input list itself (byte ranges), and access
+            # options change no row
+            "input": {k: v for k, v in inp.items() if k not in _NOT_FINGERPRINTED},
             "output": run_cfg.get("output") or {}}
 
 
@@ -60,7 +66,7 @@ def legacy_fingerprint(cfg: PipelineConfig, inputs: list[str]) -> str:
     """The fingerprint of run directories written before options were resolved (no ``scheme``):
     stages with the options as written; kept byte for byte so those runs still resume."""
     d = {"stages": cfg.to_yaml_dict(resolved=False)["stages"], "inputs": inputs,
-         "input": cfg.input.model_dump(exclude={"paths", "storage_options"}), "output": cfg.output.model_dump()}
+         "input": cfg.input.model_dump(exclude={"paths", *_NOT_FINGERPRINTED}), "output": cfg.output.model_dump()}
     return digest(d)
 
 
@@ -165,5 +171,7 @@ def _mismatch(root: Path, fingerprints: str, diffs: list) -> str:
         path, a, b = diffs[0]
         more = f" (and {len(diffs) - 1} more difference(s))" if len(diffs) > 1 else ""
         what = f"{format_key(path)} was {_val(a)}, now {_val(b)}{more}; "
+        if path[:1] == ("inputs",) and "#records=" in f"{a}{b}":
+            what += "how large crawl files are cut into byte ranges changed (input.shard_bytes, input.min_shards); "
     return (f"{root} holds a run of a different config or input ({what}{fingerprints}); "
             "use another --run-dir, or --fresh to start over")

@@ -82,8 +82,17 @@ def write_parquet_atomic(table: pa.Table, path: str | Path, *, compression: str 
 
 
 def shard_key(path: str) -> str:
-    """A stable, filesystem-safe key for an input shard: basename + hash of the full path."""
-    base = re.sub(r"[^A-Za-z0-9._-]+", "_", os.path.basename(path.rstrip("/")))[-80:] or "shard"
+    """A stable, filesystem-safe key for an input shard: basename + hash of the full path.
+
+    A byte range of a file (``<path>#records=<start>-<end>``, ``#streams=``: see
+    ``datapipe.io._common.range_spec``) is keyed ``<basename>.<start, 12 digits>-<hash>``: its
+    output files then sort in file order, so the rows of a file read as ranges come in the order
+    they come in read whole (the dedup workflows number documents in that order)."""
+    from .io._common import split_range_spec
+    real, start, _ = split_range_spec(path)
+    base = re.sub(r"[^A-Za-z0-9._-]+", "_", os.path.basename(real.rstrip("/")))[-80:] or "shard"
+    if start is not None:
+        base = f"{base}.{start:012d}"
     return f"{base}-{hashlib.sha1(path.encode()).hexdigest()[:8]}"
 
 

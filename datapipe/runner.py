@@ -2,7 +2,8 @@
 
 The stage list of a config is cut into *steps*: runs of streaming stages, and
 global workflows (dedup, percentiles) between them. A streaming step reads its
-shards (input files, or the previous step's Parquet files), runs the stage chain
+shards (input files or byte ranges of large ones, ``datapipe.io.split_crawl_files``;
+or the previous step's Parquet files), runs the stage chain
 on Ray and writes Parquet; a workflow step reads all of the previous step's files
 and writes one file per input. The last step writes to ``output/``, earlier ones
 to ``work/<step>/``.
@@ -34,7 +35,7 @@ import pyarrow as pa
 import yaml
 
 from .config import PipelineConfig
-from .io import apply_storage_options, resolve_inputs
+from .io import apply_storage_options, resolve_inputs, split_crawl_files
 from .resume import digest, fingerprint_fields, fingerprint_record, resume_refusal, run_config
 from .rundir import RunDir, atomic_write_json, atomic_write_text, safe_name, shard_key
 from .stage import Workflow, WorkflowContext, get_stage_class
@@ -149,7 +150,9 @@ class Runner:
         if not specs:
             raise RunError("no input: give --input (files, folders, globs, *.paths.gz, URLs) or input.paths in the config")
         apply_storage_options(cfg.input.storage_options)
-        self.inputs = resolve_inputs(specs, base_url=cfg.input.base_url, format=cfg.input.format)
+        self.inputs = split_crawl_files(
+            resolve_inputs(specs, base_url=cfg.input.base_url, format=cfg.input.format),
+            format=cfg.input.format, shard_bytes=cfg.input.shard_bytes, min_shards=cfg.input.min_shards)
         self.rd = RunDir(run_dir or Path("runs") / cfg.name)
         self.steps = plan_steps(cfg)
         self.run_config = run_config(cfg, self.inputs)
@@ -206,6 +209,12 @@ class Runner:
                     shards = [(p.stem, [str(p)]) for p in prev_files]
                     input_cfg = self.cfg.input.model_dump() | {"format": "parquet", "text_field": "text"}
                 done = self.rd.done_shards(step.name)
+                if prev_files is None and done - {k for k, _ in shards}:
+                    # same fingerprint, other shard keys (a datapipe that named shards otherwise):
+                    # redoing the shards would leave the old ones' files beside the new ones'
+                    raise RunError(f"{self.rd.root} holds finished shards this run does not plan "
+                                   f"({sorted(done - {k for k, _ in shards})[0]}, ...); use another "
+                                   "--run-dir, or --fresh to start over")
                 pending = [s for s in shards if s[0] not in done]
                 skipped += len(shards) - len(pending)
                 if step.kind == "workflow":

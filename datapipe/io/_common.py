@@ -9,12 +9,18 @@ from the package ``__init__`` (which imports the submodules: no import cycle).
   whose columns have other names than ours (``content`` for code, ``short_book_title`` ...),
   renamed through a mapping, with the text field picked from candidates.
 - :func:`build_batch`: dict rows -> a table in the document schema, extra columns typed.
+- :func:`range_spec` / :func:`split_range_spec`: the name of a shard that is a byte range of one
+  file, ``<path>#<unit>=<start>-<end>`` (``streams``: whole bz2 streams of a Wikimedia multistream
+  dump, :mod:`.wikipedia`; ``records``: whole records of a WARC/WET/ARC file, :mod:`.warc`).
+  Not a file name: only the format's reader opens it. The run directory keys it on the range
+  (:func:`datapipe.rundir.shard_key`), so ids, resume markers and outputs are per range.
 """
 from __future__ import annotations
 
 import bz2
 import gzip
 import json
+import re
 from typing import Callable, Iterable, Iterator, Optional
 
 import fsspec
@@ -28,6 +34,28 @@ EXPORT_SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz", ".jsonl.zst", ".json", ".j
 
 class InputError(ValueError):
     """The input spec names nothing readable (no such file, empty glob ...)."""
+
+
+#: units of :func:`range_spec`
+RANGE_UNITS = ("streams", "records")
+_RANGE = re.compile(r"^(?P<path>.+)#(?P<unit>" + "|".join(RANGE_UNITS) + r")=(?P<start>\d+)-(?P<end>\d+)$")
+
+
+def range_spec(path: str, unit: str, start: int, end: int) -> str:
+    """``("/d/x.warc.gz", "records", 0, 100)`` -> ``"/d/x.warc.gz#records=0-100"``: the whole
+    ``unit`` (records, bz2 streams) that start in bytes ``[start, end)`` of ``path``."""
+    if unit not in RANGE_UNITS:
+        raise ValueError(f"range unit must be one of {RANGE_UNITS}, not {unit!r}")
+    return f"{path}#{unit}={start}-{end}"
+
+
+def split_range_spec(spec: str, unit: Optional[str] = None) -> tuple[str, Optional[int], Optional[int]]:
+    """``/d/x.xml.bz2#streams=10-20`` -> ``("/d/x.xml.bz2", 10, 20)``; a plain path (or, when
+    ``unit`` is given, a range of another unit) -> ``(spec, None, None)``."""
+    m = _RANGE.match(spec)
+    if not m or (unit is not None and m.group("unit") != unit):
+        return spec, None, None
+    return m.group("path"), int(m.group("start")), int(m.group("end"))
 
 
 def bump(d: dict[str, int], key: str, n: int = 1) -> None:

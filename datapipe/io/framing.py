@@ -26,6 +26,8 @@ the bytes under them; of the records themselves only headers are looked at, to v
   file's start (only an ARC file's first record says ``filedesc://``) and keep offsets
   absolute (rows without a WARC-Record-ID, ARC's, get ids made from them). Cost: a few small reads per range (no
   inflating the file), so the driver can call it on remote files before planning shards.
+* :class:`ByteRange`: bytes ``[start, end)`` of an open file as a file of their own, with
+  absolute offsets (``tell``/``seek``): what the reader of one range parses.
 """
 from __future__ import annotations
 
@@ -205,6 +207,54 @@ class GunzipReader(io.RawIOBase):
         b[:len(out)] = out
         self.pos += len(out)
         return len(out)
+
+
+class ByteRange(io.RawIOBase):
+    """Bytes ``[start, end)`` of a seekable binary file, read as a file that ends at ``end``.
+
+    Offsets stay those of the whole file (``tell``, ``seek``; a seek outside the range lands on
+    its nearer edge), so record offsets, re-synchronisation and ids made from offsets are the
+    same as when the whole file is read. Opens positioned at ``start``."""
+
+    def __init__(self, raw, start: int, end: int):
+        if not 0 <= start <= end:
+            raise ValueError(f"bad byte range [{start}, {end})")
+        self.raw, self.start, self.end = raw, start, end
+        self.pos = start
+        raw.seek(start)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.end}[whence]
+        self.pos = min(max(base + offset, self.start), self.end)
+        self.raw.seek(self.pos)
+        return self.pos
+
+    def read(self, n: int = -1) -> bytes:
+        left = self.end - self.pos
+        n = left if n is None or n < 0 else min(n, left)
+        if n <= 0:
+            return b""
+        out = self.raw.read(n)
+        self.pos += len(out)
+        return out
+
+    def readinto(self, b) -> int:
+        data = self.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
 
 
 # ---------------------------------------------------------------------------

@@ -1,7 +1,11 @@
 """WARC / ARC / WET reader: crawl records -> ``RAW_SCHEMA`` batches.
 
 One function, :func:`iter_warc_batches`, streams one file (local path or any
-fsspec URL) and yields ``pa.Table`` batches in :data:`datapipe.schema.RAW_SCHEMA`:
+fsspec URL), or one record-aligned byte range of it (``byte_range``, from
+:func:`~.framing.record_ranges`: the records that start in ``[start, end)``, with
+the layout sniffed at the file's start and offsets kept absolute, so rows and ids
+are those the whole file gives), and yields ``pa.Table`` batches in
+:data:`datapipe.schema.RAW_SCHEMA`:
 
 * WARC ``response`` records whose HTTP payload is HTML/XHTML -> ``html`` (decoded
   with the page's charset), ``text`` null, ``content_type`` the MIME type
@@ -64,7 +68,7 @@ from ..schema import RAW_SCHEMA, doc_id, parse_time
 from ..stats import StageStats
 from ._common import InputError, bump
 from .charset import charset_param, payload_to_utf8
-from .framing import gzip_tail, next_record_start, open_input, sniff
+from .framing import ByteRange, gzip_tail, next_record_start, open_input, sniff
 from .http import GENERIC_TYPES, HTML_TYPES, is_binary, is_html_payload, mime_type, undo_http_encodings
 from .warc_engines import ENGINES, Rec, choose_engine
 
@@ -103,7 +107,7 @@ def _basename(path: str) -> str:
 
 
 def iter_warc_batches(path: str, *, source: str, batch_size: int, max_html_bytes: int, stats: StageStats,
-                      engine: str = "auto") -> Iterator[pa.Table]:
+                      engine: str = "auto", byte_range: tuple[int, int] | None = None) -> Iterator[pa.Table]:
     """Stream one WARC/ARC/WET file (plain, per-record gzip or single-stream gzip;
     local path or fsspec URL) into ``RAW_SCHEMA`` batches of at most ``batch_size`` rows.
 
@@ -111,30 +115,42 @@ def iter_warc_batches(path: str, *, source: str, batch_size: int, max_html_bytes
     reasons and counters. ``engine``: ``auto`` (FastWARC for WARC when installed,
     warcio for ARC), ``fastwarc`` or ``warcio``. Raises :class:`InputError` only when
     the file cannot be opened; damaged content is counted, never raised.
+
+    ``byte_range`` ``(start, end)``: read only the records in those bytes (cut by
+    :func:`~.framing.record_ranges`; for a file that cannot be re-entered mid-file, single-stream
+    gzip or a non-seekable stream, it raises :class:`InputError`).
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, not {engine!r}")
     if batch_size <= 0 or max_html_bytes <= 0:
         raise ValueError("batch_size and max_html_bytes must be positive")
     fh = open_input(path)
+    lo = 0
     try:
         try:
             layout, fh = sniff(fh)
         except Exception as e:
             raise InputError(f"{path}: cannot read: {type(e).__name__}: {e}") from e
+        if byte_range is not None:
+            lo, hi = byte_range
+            if not layout.resyncable:
+                raise InputError(f"{path}: bytes {lo}-{hi} cannot be read alone (single-stream gzip "
+                                 "or not seekable): read the file whole")
+            fh = ByteRange(fh, lo, hi)
         records = choose_engine(layout, engine)
-        yield from _Reader(path, source, batch_size, max_html_bytes, stats, layout, fh, records).batches()
+        yield from _Reader(path, source, batch_size, max_html_bytes, stats, layout, fh, records, lo).batches()
     finally:
         try:
-            stats.bytes_in += fh.tell()
+            stats.bytes_in += fh.tell() - lo
         except Exception:
             pass
         fh.close()
 
 
 class _Reader:
-    def __init__(self, path, source, batch_size, max_bytes, stats, layout, fh, records):
+    def __init__(self, path, source, batch_size, max_bytes, stats, layout, fh, records, lo: int = 0):
         self.path, self.source, self.batch_size, self.max_bytes = path, source, batch_size, max_bytes
+        self.lo = lo  # where the bytes this reader reads start (a byte range's start, else 0)
         self.stats, self.layout, self.fh, self.records = stats, layout, fh, records
         self.base = _basename(path)
         self.truncated = False
@@ -239,7 +255,7 @@ class _Reader:
         if not lay.seekable:
             return
         if lay.gzip and lay.multi_member:
-            state, where = gzip_tail(self.fh, max(last, 0))
+            state, where = gzip_tail(self.fh, max(last, self.lo))
             if state != "cut":
                 return
             unframed = where is not None and where > last
@@ -249,10 +265,10 @@ class _Reader:
             unframed = not lay.cut_at_boundary
         else:
             if last < 0:
-                self.fh.seek(0)
+                self.fh.seek(self.lo)
                 head = self.fh.read(16).lstrip()
                 at0 = head.startswith(b"WARC/") or (lay.arc and head.lower().startswith(b"filedesc://"))
-                nxt = 0 if at0 else next_record_start(self.fh, 1, lay)
+                nxt = self.lo if at0 else next_record_start(self.fh, self.lo + 1, lay)
             else:
                 nxt = next_record_start(self.fh, last + 1, lay)
             if nxt is None:
