@@ -89,25 +89,11 @@ class _PartWriter:
         os.replace(tmp, path)
 
     def reject_samples(self, stage, label: str, rejected: pa.Table) -> list[dict]:
-        if rejected is None or self.samples == 0:
+        from .rejects import reject_rows
+        if self.samples == 0:
             return []
-        out, per_key = [], defaultdict(int)
-        cols = [c for c in ("id", "url", "reason", SHARD_COL) if c in rejected.column_names]
-        extra = [c for c in getattr(stage, "outputs", ()) if c in rejected.column_names and c != "text"]
-        text_col = "text" if "text" in rejected.column_names else None
-        small = rejected.select(cols + extra + ([text_col] if text_col else []))
-        for row in small.to_pylist():
-            key = (row.get(SHARD_COL), row["reason"])
-            if per_key[key] >= self.samples:
-                continue
-            per_key[key] += 1
-            text = row.pop(text_col, None) if text_col else None
-            if text is None and "html" in rejected.column_names:
-                text = None
-            row["excerpt"] = (text or "")[: self.excerpt]
-            row["stage"] = label
-            out.append(row)
-        return out
+        return reject_rows(rejected, stage=label, cap=self.samples, excerpt_chars=self.excerpt,
+                           columns=["id", "url", "reason", SHARD_COL, *getattr(stage, "outputs", ())])
 
 
 def _batch_key(batch: pa.Table, salt: str) -> str:

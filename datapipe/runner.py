@@ -37,6 +37,7 @@ import yaml
 from .config import PipelineConfig
 from .io import apply_storage_options, resolve_inputs, split_crawl_files
 from .resume import digest, fingerprint_fields, fingerprint_record, resume_refusal, run_config
+from .rejects import reject_rows
 from .rundir import RunDir, atomic_write_json, atomic_write_text, safe_name, shard_key
 from .stage import Workflow, WorkflowContext, get_stage_class
 from .stats import StageStats, format_table, merge, merge_stats_dir
@@ -329,14 +330,7 @@ class Runner:
         excerpt = self.cfg.rejects.excerpt_chars
 
         def sink(stage: str, shard: str, table: pa.Table) -> None:
-            rows = []
-            cols = [c for c in table.column_names if c not in ("text", "html", "tokens", "embedding")]
-            for reason in set(table["reason"].to_pylist()):
-                sub = table.filter(pa.compute.equal(table["reason"], reason)).slice(0, cap)
-                texts = sub["text"].to_pylist() if "text" in sub.column_names else [None] * sub.num_rows
-                for row, text in zip(sub.select(cols).to_pylist(), texts):
-                    rows.append(row | {"stage": stage, "excerpt": (text or "")[:excerpt]})
-            self._write_reject_parts(step, shard, rows)
+            self._write_reject_parts(step, shard, reject_rows(table, stage=stage, cap=cap, excerpt_chars=excerpt))
         return sink
 
     def _run_workflow(self, step: Step, inputs: list[str], out_dir: Path, engine) -> None:
@@ -348,7 +342,9 @@ class Runner:
         work = self.rd.root / "work" / f"{step.name}-intermediate"
         work.mkdir(parents=True, exist_ok=True)
         ctx = WorkflowContext(inputs=inputs, output_dir=str(out_dir), work_dir=str(work), engine=engine,
-                              compression=self.cfg.output.compression, reject_sink=self._reject_sink(step.name))
+                              compression=self.cfg.output.compression, reject_sink=self._reject_sink(step.name),
+                              samples_per_reason=self.cfg.rejects.samples_per_reason,
+                              excerpt_chars=self.cfg.rejects.excerpt_chars)
         t0 = time.time()
         result = wf.run(ctx) or {}
         for key, sts in result.items():
