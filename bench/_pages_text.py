@@ -31,7 +31,7 @@ def realpages_text() -> pa.Table:
     from datapipe.stage import apply_stage, build_stage
 
     extract = build_stage("extract", {})
-    extract.setup()
+    extract.ensure_setup()
     parts = []
     for f in files:
         rows = []

@@ -122,7 +122,7 @@ def bench_apply(texts: list[str], labels: list[str], n: int, skip_embed: bool) -
         card = train_classifier(data, work / backend, task="quality", backend=backend, params=params)
         train_s = time.perf_counter() - t0
         st = QualityClassifier(model=str(work / backend))
-        st.setup()
+        st.ensure_setup()
         st.score(pa.table({"text": pa.array(docs[:8], pa.large_string())}))  # warm-up (model load)
         m = n if backend == "fasttext" else min(n, 600)
         batches = [pa.table({"text": pa.array(docs[i:i + 256], pa.large_string())}) for i in range(0, m, 256)]

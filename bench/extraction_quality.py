@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     opts = {k: v for k, v in {"favor": args.favor, "fast": args.fast, "include_comments": args.include_comments,
                               "min_text_chars": args.min_text_chars}.items() if v is not None}
     stage = Extract(**opts)
-    stage.setup()
+    stage.ensure_setup()
     shown = {k: getattr(stage, k) for k in ("favor", "fast", "include_tables", "include_comments", "deduplicate",
                                             "min_text_chars", "timeout_s", "max_html_bytes")}
     print(f"extract options: {shown}")

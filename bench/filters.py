@@ -96,7 +96,7 @@ def run_ours(docs: list[dict], batch: int, repeat: int) -> dict:
     tables = [table_from_rows(docs[i:i + batch]) for i in range(0, len(docs), batch)]
     out = {}
     for name, st in our_stages().items():
-        st.setup()
+        st.ensure_setup()
         st.decide(st(tables[0]))  # warm-up
         times, reasons = [], []
         for _ in range(repeat):

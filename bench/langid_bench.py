@@ -100,7 +100,7 @@ def lingua_accuracy(stage: LangID) -> None:
 def weights_table(stage: LangID, labels: set[str]) -> None:
     """Macro accuracy (lid.176 languages) per combination weight, on even / odd sentences."""
     ft = LangID(second_opinion=None)
-    ft.setup()
+    ft.ensure_setup()
     per = {}  # lang -> (want, fastText top 3, CLD2 votes)
     for d in sorted(LINGUA.iterdir()):
         want = ALIAS.get(d.name, d.name)
@@ -141,11 +141,12 @@ def pages(stage: LangID) -> None:
     print(f"speed on real pages (max_chars={stage.max_chars}): {cpu_docs_per_s(stage, texts):,.0f} docs/s per core "
           f"(lid.176 + CLD2), {cpu_docs_per_s(LangID(second_opinion=None), texts):,.0f} (lid.176 alone)")
     full = LangID(max_chars=10**9)
+    full.ensure_setup()
     ref, _ = full.predict(pa.array(texts, pa.large_string()))
     print(f"\n{'max_chars':>10}{'same as whole page':>20}{'docs/s/core':>13}")
     for mc in (500, 1000, 2000, 4000, 8000, 10**9):
         st = LangID(max_chars=mc)
-        st.setup()
+        st.ensure_setup()
         langs, _ = st.predict(pa.array(texts, pa.large_string()))
         agree = np.mean([a == b for a, b in zip(langs, ref)])
         label = "whole" if mc == 10**9 else f"{mc:,}"
@@ -158,7 +159,7 @@ def main() -> int:
     ap.add_argument("--no-pages", action="store_true", help="skip the realpages part")
     args = ap.parse_args()
     stage = LangID()
-    stage.setup()
+    stage.ensure_setup()
     print(f"model: {stage.model_path}")
     if LINGUA.is_dir():
         lingua_accuracy(stage)

@@ -42,7 +42,7 @@ def build(root: Path, total_tokens: int, seed: int = 0) -> Path:
         f += 1
     spec = root / "all.yaml"
     spec.write_text(yaml.safe_dump({"name": "all", "max_epochs": 1.0, "groups": [{"name": "web", "weight": 1}]}))
-    from stages.mixture import run_mix
+    from datapipe.mix import run_mix
     t0 = time.perf_counter()
     plan = run_mix(root / "run", spec)
     dt = time.perf_counter() - t0

@@ -63,7 +63,7 @@ def main() -> None:
     args = ap.parse_args()
     import yaml
 
-    from stages.mixture import run_mix
+    from datapipe.mix import run_mix
     root = Path(tempfile.mkdtemp(prefix="mix-bench-"))
     try:
         t0 = time.perf_counter()
@@ -103,9 +103,9 @@ def main() -> None:
 
 def _plan_only(run_dir: Path, spec_path: Path) -> float:
     """Seconds of the planning arithmetic alone (weights, caps, seeded selection), data in memory."""
-    from stages.mixture import _scan_curated, load_spec, plan_mixture
+    from datapipe.mix import load_spec, plan_mixture, scan_curated
     spec = load_spec(spec_path)
-    cur = _scan_curated(run_dir, spec, {}, quiet=True)
+    cur = scan_curated(run_dir, spec, {}, quiet=True)
     t0 = time.perf_counter()
     plan_mixture(spec, cur.n_tokens, cur.group_idx)
     return time.perf_counter() - t0

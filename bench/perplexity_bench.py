@@ -3,7 +3,7 @@
     .venv/bin/python bench/perplexity_bench.py
     .venv/bin/python bench/perplexity_bench.py --vocab-size 65536   # CCNet's SentencePiece size
 
-1. Training (``stages.lm_train.train_lm``; needs ``make kenlm``), timed stage by stage, and
+1. Training (``datapipe.lm.train.train_lm``; needs ``make kenlm``), timed stage by stage, and
    the size of the model files, for two corpora:
    - ``samplecrawl``: the sample crawl's English reference corpus (3,000 generated
      sentences), what ``make pipeline`` trains;
@@ -38,10 +38,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from datapipe.lm import LoadedLM, discover_models, normalize_array  # noqa: E402
+from datapipe.lm import train as lm_train  # noqa: E402
 from datapipe.schema import table_from_rows  # noqa: E402
 from datapipe.stage import apply_stage, build_stage  # noqa: E402
-from stages import lm_train  # noqa: E402
-from stages.perplexity import LoadedLM, discover_models, normalize_array  # noqa: E402
 
 DATA = ROOT / ".." / "shared" / "data"
 LINGUA_EN = DATA / "langid" / "lingua" / "en" / "sentences.txt"
@@ -89,11 +89,12 @@ def speed(model_dir: Path) -> None:
 
     t = realpages_text()
     lid = LangID()
+    lid.ensure_setup()
     langs, _ = lid.predict(t["text"])
     t = t.append_column("lid_lang", pa.array(langs, pa.string()))
     en = t.filter(pc.equal(t["lid_lang"], "en"))
     st = build_stage("perplexity", {"model_dir": str(model_dir)})
-    st.setup()
+    st.ensure_setup()
 
     def run(tb: pa.Table) -> tuple[float, np.ndarray]:
         rows = tb.select(["id", "text", "lid_lang"])

@@ -82,7 +82,7 @@ def run_stage(paths: list[str], repeat: int, options: dict) -> dict:
     from stages.extract import Extract
 
     st = Extract(**options)
-    st.setup()
+    st.ensure_setup()
     docs = yielded = 0
     read = StageStats("read")
     stage_cpu = 0.0

@@ -72,7 +72,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp())
     hf = load_tokenizer(f"hf:{write_hf_tokenizer_json(tmp / 'tokenizer.json')}")
     stage = Tokenize()
-    stage.setup()
+    stage.ensure_setup()
 
     print(f"one core per encoder; best of {args.repeat}; rates per CPU-second (per wall second)")
     for corpus in args.corpus:

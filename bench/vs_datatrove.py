@@ -1,7 +1,8 @@
 """datapipe vs datatrove on the same WARC input, same machine, same number of workers.
 
     .venv/bin/python bench/vs_datatrove.py [--docs 20000] [--variant en|multi] [--dedup]
-        [--prefilter] [--workers 2] [--work /tmp/datapipe-vs-datatrove] [--skip-datatrove] [--report-only]
+        [--prefilter] [--config trimmed|default] [--workers 2] [--work /tmp/datapipe-vs-datatrove]
+        [--skip-datatrove] [--report-only]
 
 Input: there is no bulk CommonCrawl offline, so the 1,600 real pages of
 ``../shared/data/warc/realpages/`` are **repeated with perturbations** to ``--docs`` records
@@ -21,12 +22,22 @@ datapipe runs through its CLI (Ray, ``engine.num_workers``), datatrove through
 ``LocalPipelineExecutor(workers=...)`` in its own virtualenv (``bench/.venv-datatrove``,
 created on first use; never a datapipe dependency).
 
+``--config default`` adds, in the same invocation and on the same input, a leg running
+``configs/default.yaml`` as shipped: every stage (its filters, exact/MinHash/line/semantic
+dedup, perplexity, tokenize), with only ``engine.num_workers`` set to ``--workers``, no report
+and no mix (``default_config``); with ``--prefilter`` also the default config with
+``prefilter_lid`` toggled. It then prints one table of every leg and datatrove: docs per
+CPU-second end to end and per stage, CPU outside any stage (process-tree CPU minus the
+stages' own CPU counters), peak PSS, process counts, PSS and CPU per process kind; and the
+ratios issue 17 states its goals in.
+
 Measured per tool: wall time of the whole command; CPU seconds and peak memory of its whole
 process tree (Ray's raylet, GCS and workers; datatrove's workers and extraction sandboxes),
 sampled every 0.5 s with psutil (RSS summed over processes, and PSS, which counts shared
 pages once); documents read and kept. Per stage: datapipe's stage CPU seconds (the
-engine's counters) and datatrove's time inside each step (wall, summed over tasks; its
-extraction runs in a child process, so CPU time of the step would miss it).
+engine's counters) and datatrove's CPU time inside each step, summed over tasks (its timers
+patched to CPU time, the extraction sandbox child's CPU added to the extractor:
+``bench/_datatrove_pipeline.py``).
 docs/s per core = records read / wall seconds / workers.
 
 Agreement: which stage dropped each document (datapipe: its reject records, made
@@ -43,19 +54,23 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from _measure import datapipe_cli, datapipe_env, fmt_kinds, run_measured  # noqa: E402
+
 DATA = ROOT / ".." / "shared" / "data"
 REALPAGES = DATA / "warc" / "realpages"
 VENV = ROOT / "bench" / ".venv-datatrove"
 CONFIGS = ROOT / "bench" / "configs"
+DEFAULT_CONFIG = ROOT / "configs" / "default.yaml"
 MULTI = ["en", "de", "fr", "es", "it", "pt", "pl", "nl", "ru", "zh", "ja"]
 STAGES = ["read", "prefilter_lid", "extract", "langid", "gopher_repetition", "gopher_quality", "c4", "fineweb",
           "dedup_minhash"]
@@ -100,103 +115,14 @@ def build(work: Path, n_docs: int) -> list[Path]:
 
 
 # ---------------------------------------------------------------------------
-# process-tree sampling
-
-def _proc_label(p) -> str:
-    try:
-        name = p.name()
-        if name.startswith("ray::"):
-            return name
-        cmd = p.cmdline()
-        return " ".join(os.path.basename(c) for c in cmd[:3])[:60] or name
-    except Exception:  # noqa: BLE001
-        return "?"
-
-
-class TreeSampler:
-    """Peak RSS/PSS (summed over the tree) and CPU seconds (per pid, max seen) of a process tree."""
-
-    def __init__(self, pid: int, interval: float = 0.5):
-        import psutil
-        self.root = psutil.Process(pid)
-        self.interval = interval
-        self.peak_rss = self.peak_pss = 0
-        self.peak_procs = 0
-        self.peak_breakdown: list = []
-        self.labels: dict = {}
-        self.cpu: dict[tuple[int, float], float] = {}
-        self._stop = threading.Event()
-        self._th = threading.Thread(target=self._loop, daemon=True)
-
-    def _loop(self):
-        import psutil
-        while not self._stop.is_set():
-            try:
-                procs = [self.root] + self.root.children(recursive=True)
-            except psutil.Error:
-                break
-            rss = pss = 0
-            each = []
-            for p in procs:
-                try:
-                    with p.oneshot():
-                        ct = p.cpu_times()
-                        key = (p.pid, p.create_time())
-                        self.cpu[key] = max(self.cpu.get(key, 0.0), ct.user + ct.system)
-                        if key not in self.labels:
-                            self.labels[key] = _proc_label(p)
-                        try:
-                            mi = p.memory_full_info()
-                            rss += mi.rss
-                            pss += mi.pss
-                            each.append((mi.pss, _proc_label(p)))
-                        except psutil.AccessDenied:
-                            rss += p.memory_info().rss
-                except psutil.Error:
-                    pass
-            self.peak_rss = max(self.peak_rss, rss)
-            if pss > self.peak_pss:
-                self.peak_pss, self.peak_breakdown = pss, sorted(each, reverse=True)
-            self.peak_procs = max(self.peak_procs, len(procs))
-            self._stop.wait(self.interval)
-
-    def __enter__(self):
-        self._th.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._th.join()
-
-    @property
-    def cpu_seconds(self) -> float:
-        return sum(self.cpu.values())
-
-
-def run_measured(cmd: list[str], *, env: dict, log: Path, cwd: Path = ROOT) -> dict:
-    t = time.time()
-    with open(log, "w") as fh:
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=fh, stderr=subprocess.STDOUT)
-        with TreeSampler(proc.pid) as s:
-            rc = proc.wait()
-    wall = time.time() - t
-    if rc != 0:
-        sys.exit(f"{cmd[0]} failed with exit code {rc}; last lines of {log}:\n" + "".join(open(log).readlines()[-30:]))
-    return {"wall": wall, "cpu": s.cpu_seconds, "peak_rss": s.peak_rss, "peak_pss": s.peak_pss,
-            "procs": s.peak_procs, "breakdown": s.peak_breakdown[:8],
-            "cpu_breakdown": sorted(((round(v, 1), s.labels.get(k, "?")) for k, v in s.cpu.items()), reverse=True)[:10]}
-
-
-# ---------------------------------------------------------------------------
 # datapipe
 
 def run_datapipe(files: list[Path], config: Path, work: Path) -> dict:
     run_dir = work / f"datapipe-{config.stem}"
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")
     load_before = os.getloadavg()[0]
-    cmd = [str(ROOT / ".venv" / "bin" / "datapipe"), "run", str(config), "--input", *map(str, files),
-           "--run-dir", str(run_dir), "--fresh", "--quiet", "--no-mix"]
-    m = run_measured(cmd, env=env, log=work / f"datapipe-{config.stem}.log")
+    cmd = datapipe_cli() + ["run", str(config), "--input", *map(str, files),
+                            "--run-dir", str(run_dir), "--fresh", "--quiet", "--no-mix"]
+    m = run_measured(cmd, env=datapipe_env(), log=work / f"datapipe-{config.stem}.log")
     m["load_before"] = load_before
     (run_dir / "bench-measures.json").write_text(json.dumps(m))
     return m | collect_datapipe(run_dir)
@@ -228,6 +154,35 @@ def collect_datapipe(run_dir: Path) -> dict:
                 if d not in kept and d not in dropped:
                     dropped[d] = step["stages"][0] + "|not_in_output"
     return {"stats": stats, "kept": kept, "dropped": dropped, "urls": urls}
+
+
+def default_config(work: Path, workers: int, *, toggle_prefilter: bool) -> Path:
+    """``configs/default.yaml`` as shipped, every stage, for the ``--config default`` leg.
+
+    Changed: ``engine.num_workers`` (the same worker count as the other legs and datatrove),
+    ``report: false`` and no ``mix`` (both run after curation; ``--no-mix`` is passed too).
+    ``toggle_prefilter`` flips ``prefilter_lid`` (removed if the config ships it, else added
+    after ``url_filter`` wanting ``langid``'s languages) to show its effect.
+    """
+    cfg = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    stages = list(cfg["stages"])
+    names = [next(iter(e)) for e in stages]
+    name = "default"
+    if toggle_prefilter and "prefilter_lid" in names:
+        stages, name = [e for e in stages if next(iter(e)) != "prefilter_lid"], "default_without_prefilter"
+    elif toggle_prefilter:
+        langs = (stages[names.index("langid")]["langid"] or {})["languages"]
+        at = names.index("url_filter") + 1 if "url_filter" in names else 0
+        stages.insert(at, {"prefilter_lid": {"languages": list(langs)}})
+        name = "default_with_prefilter"
+    cfg.update(name=name, stages=stages, report=False)
+    cfg.pop("mix", None)
+    cfg["engine"] = dict(cfg.get("engine") or {}, num_workers=workers)
+    path = work / f"{name}.yaml"
+    path.write_text(f"# bench/vs_datatrove.py --config default: {DEFAULT_CONFIG.relative_to(ROOT)}, stages as "
+                    f"shipped{'' if name == 'default' else ' but prefilter_lid toggled'}; engine.num_workers "
+                    f"{workers}, no report, no mix\n" + yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
+    return path
 
 
 # ---------------------------------------------------------------------------
@@ -337,6 +292,8 @@ def main() -> int:
     ap.add_argument("--variant", choices=["en", "multi"], default="en")
     ap.add_argument("--dedup", action="store_true", help="add MinHash dedup (5-grams, 14 x 8) to both")
     ap.add_argument("--prefilter", action="store_true", help="datapipe: prefilter_lid before extraction")
+    ap.add_argument("--config", choices=["trimmed", "default"], default="trimmed",
+                    help="default: also run configs/default.yaml as shipped (every stage, no mix) on the same input")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--work", default="/tmp/datapipe-vs-datatrove")
     ap.add_argument("--skip-datatrove", action="store_true", help="reuse WORK's last datatrove run")
@@ -358,6 +315,11 @@ def main() -> int:
     configs = [CONFIGS / f"vs_datatrove_{args.variant}{'_dedup' if args.dedup else ''}.yaml"]
     if args.prefilter:
         configs.append(CONFIGS / f"vs_datatrove_{args.variant}_prefilter{'_dedup' if args.dedup else ''}.yaml")
+    defaults = []
+    if args.config == "default":
+        defaults = [default_config(work, args.workers, toggle_prefilter=False)]
+        if args.prefilter:
+            defaults.append(default_config(work, args.workers, toggle_prefilter=True))
     measures = work / "datatrove-measures.json"
     if (args.skip_datatrove or args.report_only) and measures.exists():
         dt = json.loads(measures.read_text()) | collect_datatrove(work / "datatrove-run")
@@ -365,28 +327,37 @@ def main() -> int:
     else:
         dt = run_datatrove(files[0].parent, work, languages=langs, workers=args.workers, dedup=args.dedup)
     runs = []
-    for config in configs:
+    for config in configs + defaults:
         run_dir = work / f"datapipe-{config.stem}"
         if args.report_only:
             dp = json.loads((run_dir / "bench-measures.json").read_text()) | collect_datapipe(run_dir)
         else:
             dp = run_datapipe(files, config, work)
+        dp["config"] = config
+        runs.append(dp)
+        if config in defaults:
+            continue  # the default config keeps only samples of its rejects: no per-document agreement
         print(f"\n=== datapipe {config.stem} vs datatrove === (1-min load average: {dp.get('load_before', 0):.1f} "
               f"before this datapipe run; {dt.get('load_after', float('nan')):.1f} after datatrove's)")
         report(args, dp, dt, work, config)
-        runs.append(dp)
-    if len(runs) == 2:
-        full, pre = runs
-        lost, gained = full["kept"] - pre["kept"], pre["kept"] - full["kept"]
-        print(f"\n=== prefilter_lid vs the full path (datapipe) ===\n"
-              f"  kept: full path {len(full['kept']):,}, with pre-filter {len(pre['kept']):,}; "
-              f"lost {len(lost):,} ({100 * len(lost) / max(1, len(full['kept'])):.2f}% of the full path's), "
-              f"gained {len(gained):,}")
-        for d in sorted(lost)[:10]:
-            print(f"    lost: {d} {pre['urls'].get(d) or full['urls'].get(d)} ({pre['dropped'].get(d, '?')})")
-        print(f"  CPU seconds {full['cpu']:.1f} -> {pre['cpu']:.1f} ({full['cpu'] / pre['cpu']:.2f}x); "
-              f"wall {full['wall']:.1f} -> {pre['wall']:.1f} s ({full['wall'] / pre['wall']:.2f}x); "
-              f"extract ran on {full['stats']['extract']['rows_in']:,} -> {pre['stats']['extract']['rows_in']:,} pages")
+    if args.prefilter:
+        for full, pre in ([runs[0], runs[1]],) + ((runs[2:4],) if defaults else ()):
+            if "prefilter_lid" in full["stats"]:
+                full, pre = pre, full
+            lost, gained = full["kept"] - pre["kept"], pre["kept"] - full["kept"]
+            print(f"\n=== prefilter_lid vs the full path (datapipe {full['config'].stem} / {pre['config'].stem}) ===\n"
+                  f"  kept: full path {len(full['kept']):,}, with pre-filter {len(pre['kept']):,}; "
+                  f"lost {len(lost):,} ({100 * len(lost) / max(1, len(full['kept'])):.2f}% of the full path's), "
+                  f"gained {len(gained):,}")
+            for d in sorted(lost)[:10]:
+                print(f"    lost: {d} {pre['urls'].get(d) or full['urls'].get(d)} ({pre['dropped'].get(d, '?')})")
+            to = [r["stats"]["extract"].get("dropped", {}).get("extract:timeout", 0) for r in (full, pre)]
+            print(f"  extract:timeout (a wall-clock budget; a loaded machine trips it) {to[0]} / {to[1]}")
+            print(f"  CPU seconds {full['cpu']:.1f} -> {pre['cpu']:.1f} ({full['cpu'] / pre['cpu']:.2f}x); "
+                  f"wall {full['wall']:.1f} -> {pre['wall']:.1f} s ({full['wall'] / pre['wall']:.2f}x); "
+                  f"extract ran on {full['stats']['extract']['rows_in']:,} -> {pre['stats']['extract']['rows_in']:,} pages")
+    if defaults:
+        report_default(args, runs, dt)
     return 0
 
 
@@ -497,6 +468,129 @@ def report(args, dp: dict, dt: dict, work: Path, config: Path) -> None:
                 fh.write(json.dumps({"id": d, "url": dp["urls"].get(d), "datapipe": a, "datapipe_reason": dp["dropped"].get(d, a).split("|")[-1],
                                      "datatrove": b}) + "\n")
     print(f"  samples of disagreements (up to 20 per pair of fates): {out}")
+
+
+# datatrove's steps that have a datapipe stage doing the same work (dedup_minhash only with --dedup)
+DT_EQUIVALENT = ["read", "extract", "langid", "gopher_repetition", "gopher_quality", "c4", "fineweb", "dedup_minhash"]
+
+
+def report_default(args, runs: list[dict], dt: dict) -> None:
+    """One table: every datapipe leg and datatrove, end to end, per stage, per process kind; then the goals."""
+    legs = sorted(runs, key=lambda r: not r["config"].stem.startswith("default"))
+    dt_sec = dt_stage_seconds(dt["steps"])
+    cols = [(_leg_label(r["config"].stem), r) for r in legs]
+    heads = [c for c, _ in cols] + ["datatrove"]
+    width = max(16, *(len(h) + 2 for h in heads))
+    dt_read = len(dt["reached"].get("read", ()))
+
+    def line(label, cells):
+        print(f"  {label:<36}" + "".join(f"{c:>{width}}" for c in cells))
+
+    def leg_figures(r):
+        st = r["stats"]
+        stage_cpu = sum(x["seconds"] for x in st.values())
+        return {"read": st["read"]["rows_out"], "kept": len(r["kept"]), "stage_cpu": stage_cpu,
+                "extract": st.get("extract", {}).get("seconds", 0.0)}
+
+    figs = [leg_figures(r) for _, r in cols]
+    dt_stage_cpu = sum(dt_sec.values())
+    dtf = {"read": dt_read, "kept": len(dt["kept"]), "stage_cpu": dt_stage_cpu, "extract": dt_sec.get("extract", 0.0)}
+    allf = figs + [dtf]
+    allr = [r for _, r in cols] + [dt]
+    print(f"\n=== default config vs trimmed config vs datatrove (one run each, same {args.docs:,}-record input, "
+          f"{args.workers} workers each) ===")
+    print("  configs: " + "; ".join(
+        f"{c} = " + (str(r["config"].relative_to(ROOT)) if r["config"].is_relative_to(ROOT) else
+                     f"configs/default.yaml{'' if c == 'default' else ', prefilter_lid toggled'} ({r['config']})")
+        for c, r in cols) + "; datatrove = bench/_datatrove_pipeline.py" + (" with MinHash" if args.dedup else ""))
+    line("", heads)
+    print("  end to end")
+    line("documents read", [f"{f['read']:,}" for f in allf])
+    line("documents kept", [f"{f['kept']:,}" for f in allf])
+    line("wall seconds", [f"{r['wall']:,.1f}" for r in allr])
+    line("CPU seconds, process tree", [f"{r['cpu']:,.1f}" for r in allr])
+    line("docs per CPU-second (tree)", [f"{f['read'] / r['cpu']:,.1f}" for f, r in zip(allf, allr)])
+    line("CPU seconds inside stages", [f"{f['stage_cpu']:,.1f}" for f in allf])
+    line("CPU seconds outside any stage", [f"{r['cpu'] - f['stage_cpu']:,.1f} ({100 * (r['cpu'] - f['stage_cpu']) / r['cpu']:.0f}%)"
+                                            for f, r in zip(allf, allr)])
+    line("peak PSS MiB, process tree", [f"{r['peak_pss'] / 2**20:,.0f}" for r in allr])
+    line("peak RSS MiB, summed", [f"{r['peak_rss'] / 2**20:,.0f}" for r in allr])
+    line("processes: max alive / at peak PSS", [f"{r['procs']} / {r.get('procs_at_peak', '?')}" for r in allr])
+    line("processes started over the run", [f"{r.get('procs_total', '?')}" for r in allr])
+
+    print("  per stage: docs in per CPU-second inside the stage (CPU seconds)")
+    order: list[str] = []
+    for _, r in cols:
+        order += [s for s in r["stats"] if s not in order]
+    order += [s for s in dt_sec if s not in order]
+    for stage in order:
+        cells = []
+        for _, r in cols:
+            x = r["stats"].get(stage)
+            cells.append(f"{x['rows_in'] / x['seconds']:,.0f} ({x['seconds']:,.1f})" if x and x["seconds"] > 0
+                         else ("0 s" if x else "-"))
+        sec = dt_sec.get(stage)
+        prev = "fineweb" if stage == "write" else _dt_prev(stage, dt)  # datatrove writes what FineWeb passes
+        n_in = dt_read if stage in ("read", "extract") else len(dt["reached"].get(prev, ()))
+        cells.append(f"{n_in / sec:,.0f} ({sec:,.1f})" if sec else "-")
+        line(stage, cells)
+
+    print("  at peak PSS, per process kind: processes x MiB")
+    kinds: list[str] = []
+    for r in allr:
+        kinds += [k for k, _ in sorted(r.get("by_kind", {}).items(), key=lambda kv: -kv[1][1]) if k not in kinds]
+    for k in kinds:
+        line(k[:36], [f"{r['by_kind'][k][0]} x {r['by_kind'][k][1] / 2**20:,.0f}" if k in r.get("by_kind", {}) else "-"
+                      for r in allr])
+    print("  CPU over the run, per process kind: processes x CPU-s")
+    kinds = []
+    for r in allr:
+        kinds += [k for k, _ in sorted(r.get("cpu_by_kind", {}).items(), key=lambda kv: -kv[1][1]) if k not in kinds]
+    for k in kinds:
+        line(k[:36], [f"{r['cpu_by_kind'][k][0]} x {r['cpu_by_kind'][k][1]:,.1f}" if k in r.get("cpu_by_kind", {})
+                      else "-" for r in allr])
+
+    # the issue's goals (#17 item 6)
+    dt_rate = dt_read / dt["cpu"]
+    print("\n  goals (issue 17, item 6)")
+    for c, r in cols:
+        f = leg_figures(r)
+        rate = f["read"] / r["cpu"]
+        if c.startswith("default"):
+            print(f"  whole {c} pipeline vs datatrove's trimmed, docs per CPU-second end to end: {rate:,.1f} vs "
+                  f"{dt_rate:,.1f} = {rate / dt_rate:.2f}x (goal >= 1.5x)")
+            eq = [s for s in DT_EQUIVALENT if s in dt_sec and s in r["stats"]]
+            # the pre-filter does part of extraction's and langid's work: charged to datapipe's side
+            pre = ["prefilter_lid"] if "prefilter_lid" in r["stats"] else []
+            dp_eq = sum(r["stats"][s]["seconds"] for s in eq + pre)
+            dt_eq = sum(dt_sec[s] for s in eq)
+            print(f"    its datatrove-equivalent stages ({', '.join(eq)}{' + prefilter_lid' if pre else ''}), stage CPU "
+                  f"only: {f['read'] / dp_eq:,.1f} vs datatrove's same steps {dt_read / dt_eq:,.1f} docs per CPU-second "
+                  f"= {(f['read'] / dp_eq) / (dt_read / dt_eq):.2f}x")
+        else:
+            print(f"  datatrove-equivalent pipeline ({c}) vs datatrove, docs per CPU-second end to end: {rate:,.1f} vs "
+                  f"{dt_rate:,.1f} = {rate / dt_rate:.2f}x" + (" (goal >= 2x)" if "prefilter" not in c else ""))
+    for (c, r), f in list(zip(cols, figs)) + [(("datatrove", dt), dtf)]:
+        if not f["extract"]:
+            continue
+        other = f["stage_cpu"] - f["extract"]
+        outside = r["cpu"] - f["stage_cpu"]
+        print(f"  {c}: everything but extraction, engine overhead included, = {100 * (other + outside) / f['extract']:.0f}% "
+              f"of extraction's {f['extract']:,.1f} CPU-s (other stages {100 * other / f['extract']:.0f}%, outside any "
+              f"stage {100 * outside / f['extract']:.0f}%)" + (" (goal: well under 50%)" if c.startswith("default") else ""))
+
+
+def _leg_label(stem: str) -> str:
+    """Short column names: default, default -prefilter, trimmed, trimmed +prefilter."""
+    if stem.startswith("default"):
+        return {"default_without_prefilter": "default -prefilter", "default_with_prefilter": "default +prefilter"}.get(stem, stem)
+    return "trimmed" + (" +prefilter" if "_prefilter" in stem else "")
+
+
+def _dt_prev(stage: str, dt: dict) -> str | None:
+    """The datatrove checkpoint before ``stage`` (its documents are the step's input)."""
+    present = [s for s in STAGES if s in dt["reached"] or s == "read"]
+    return present[present.index(stage) - 1] if stage in present and present.index(stage) > 0 else None
 
 
 if __name__ == "__main__":

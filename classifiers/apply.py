@@ -27,6 +27,7 @@ head is bound by the MiniLM encoder (tens of docs/s at 256 tokens).
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -35,7 +36,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from datapipe.schema import set_column
 from datapipe.stage import Filter, StageError, Workflow, reasons_from_masks, register
+from datapipe.workflow import Decisions, filter_shards, run_on
 
 CARD = "model_card.json"
 FORMAT = "datapipe-classifier/1"
@@ -195,12 +198,6 @@ def _check_model(model: str, task: str | tuple[str, ...]) -> dict:
     return card
 
 
-def _replace(batch: pa.Table, name: str, arr: pa.Array) -> pa.Table:
-    if name in batch.column_names:
-        batch = batch.drop_columns([name])
-    return batch.append_column(name, arr)
-
-
 # ---------------------------------------------------------------------------
 # stages
 
@@ -238,10 +235,8 @@ class QualityClassifier(_ClassifierStage):
         self.clf: Classifier | None = None
 
     def score(self, batch: pa.Table) -> pa.Table:
-        if self.clf is None:
-            self.setup()
         s = self.clf.scores(self.clf.predict_proba(batch["text"]))
-        return _replace(batch, "quality_score", pa.array(s.astype(np.float32), pa.float32()))
+        return set_column(batch, "quality_score", pa.array(s.astype(np.float32), pa.float32()))
 
     def decide(self, batch: pa.Table) -> pa.Array:
         if self.threshold is None:
@@ -278,11 +273,9 @@ class TopicClassifier(_ClassifierStage):
         self.clf: Classifier | None = None
 
     def score(self, batch: pa.Table) -> pa.Table:
-        if self.clf is None:
-            self.setup()
         p = self.clf.predict_proba(batch["text"])
-        batch = _replace(batch, "topic", pa.array(self.clf.top(p), pa.string()))
-        return _replace(batch, "topic_score", pa.array(p.max(axis=1) if len(p) else np.zeros(0), pa.float32()))
+        batch = set_column(batch, "topic", pa.array(self.clf.top(p), pa.string()))
+        return set_column(batch, "topic_score", pa.array(p.max(axis=1) if len(p) else np.zeros(0), pa.float32()))
 
     def decide(self, batch: pa.Table) -> pa.Array:
         if not self.drop:
@@ -316,24 +309,15 @@ def _read_scores(args: tuple[str, str, str | None]) -> dict:
     return {"scores": pc.fill_null(t[column], float("-inf")).to_numpy(), "groups": groups.to_pylist()}
 
 
-def _filter_file(args: tuple) -> dict:
-    import pyarrow.parquet as pq
-    from datapipe.rundir import write_parquet_atomic
-    path, out_path, column, by, thresholds, reason, compression, samples = args
-    t = pq.read_table(path)
+def _top_decisions(t: pa.Table, si: int, *, column: str, by: str | None, thresholds: dict[str, float],
+                   reason: str) -> Decisions:
+    """Rows scoring below their group's threshold dropped."""
     n = t.num_rows
     groups = (pc.fill_null(pc.cast(t[by], pa.string()), "").to_pylist() if by and by in t.column_names
               else [""] * n)
     thr = np.array([thresholds.get(g, float("-inf")) for g in groups], dtype=np.float64)
     s = pc.fill_null(t[column], float("-inf")).to_numpy().astype(np.float64) if n else np.zeros(0)
-    drop = s < thr
-    kept = t.filter(pa.array(~drop))
-    size = write_parquet_atomic(kept, out_path, compression=compression)
-    rej = t.filter(pa.array(drop)).slice(0, samples)
-    rej = rej.append_column("reason", pa.array([reason] * rej.num_rows, pa.string()))
-    text_bytes = lambda x: (pc.sum(pc.binary_length(x["text"])).as_py() or 0) if x.num_rows and "text" in x.column_names else 0  # noqa: E731
-    return {"rows_in": n, "rows_out": kept.num_rows, "bytes_in": text_bytes(t), "bytes_out": text_bytes(kept),
-            "dropped": int(drop.sum()), "rejected_sample": rej, "file_bytes": size}
+    return Decisions(t, pc.if_else(pa.array(s < thr), reason, pa.scalar(None, pa.string())))
 
 
 @register
@@ -370,20 +354,10 @@ class QualityTopFraction(Workflow):
         return out
 
     def run(self, ctx) -> dict:
-        from datapipe.stats import StageStats
-        parts = ctx.engine.map(_read_scores, [(p, self.column, self.by) for p in ctx.inputs], num_cpus=1)
+        parts = run_on(ctx.engine, _read_scores, [(p, self.column, self.by) for p in ctx.inputs])
         thr = self.thresholds(parts)
         from datapipe.rundir import atomic_write_json
         atomic_write_json(Path(ctx.work_dir) / "quality_thresholds.json",
                           {"fraction": self.fraction, "column": self.column, "by": self.by, "thresholds": thr})
-        reason = f"{self.name}:below_top_fraction"
-        jobs = [(p, ctx.output_path(p), self.column, self.by, thr, reason, ctx.compression, 50) for p in ctx.inputs]
-        results = ctx.engine.map(_filter_file, jobs, num_cpus=1)
-        out = {}
-        for p, r in zip(ctx.inputs, results):
-            shard = Path(p).name
-            ctx.rejects(self.name, Path(p).stem, r["rejected_sample"])
-            out[shard] = StageStats(stage=self.name, rows_in=r["rows_in"], rows_out=r["rows_out"],
-                                    bytes_in=r["bytes_in"], bytes_out=r["bytes_out"],
-                                    dropped={reason: r["dropped"]} if r["dropped"] else {})
-        return out
+        return filter_shards(ctx, self.name, functools.partial(
+            _top_decisions, column=self.column, by=self.by, thresholds=thr, reason=f"{self.name}:below_top_fraction"))

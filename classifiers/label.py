@@ -42,6 +42,8 @@ from typing import Any, Callable
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from datapipe.schema import set_column
+
 log = logging.getLogger("datapipe.label")
 
 PROMPTS_DIR = Path(__file__).resolve().parents[1] / "configs" / "prompts"
@@ -225,10 +227,6 @@ def _find_json_object(content: str) -> dict | None:
         if isinstance(obj, dict):
             return obj
     return None
-
-
-def list_prompts() -> list[str]:
-    return sorted(p.stem for p in PROMPTS_DIR.glob("*.yaml"))
 
 
 # ---------------------------------------------------------------------------
@@ -612,14 +610,11 @@ def _join_labels(table: pa.Table, ids: list[str], prompt: Prompt, model: str, ca
             scores.append(None)
             status.append("failed" if doc in failed else "not_attempted")
     n = table.num_rows
-    for c in LABEL_COLUMNS:
-        if c in table.column_names:
-            table = table.drop_columns([c])
-    return (table.append_column("label", pa.array(labels, pa.string()))
-            .append_column("label_score", pa.array(scores, pa.float64()))
-            .append_column("label_status", pa.array(status, pa.string()))
-            .append_column("label_prompt", pa.array([prompt.id] * n, pa.string()))
-            .append_column("label_model", pa.array([model] * n, pa.string())))
+    for name, col in zip(LABEL_COLUMNS, (
+            pa.array(labels, pa.string()), pa.array(scores, pa.float64()), pa.array(status, pa.string()),
+            pa.array([prompt.id] * n, pa.string()), pa.array([model] * n, pa.string())), strict=True):
+        table = set_column(table, name, col)
+    return table
 
 
 def labelled_only(table: pa.Table) -> pa.Table:

@@ -15,11 +15,13 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from datapipe.schema import set_column
+from datapipe.urls import url_domain
 
 DEFAULT_BY = ("source", "lid_lang", "domain")
 
@@ -38,13 +40,6 @@ def parquet_files(paths: list[str | Path]) -> list[Path]:
     if not out:
         raise FileNotFoundError(f"no Parquet files under {', '.join(map(str, paths))}")
     return out
-
-
-def domain_of(url: str | None) -> str:
-    if not url:
-        return ""
-    host = (urlsplit(url).hostname or "").lower()
-    return host[4:] if host.startswith("www.") else host
 
 
 def _rank(seed: int, doc_id: str) -> int:
@@ -93,9 +88,9 @@ def stratified_sample(paths: list[str | Path], n: int, *, by: tuple[str, ...] = 
         ids = [str(x) for x in t["id"].to_pylist()]
         strata = list(zip(*[pc.cast(t[c], pa.string()).to_pylist() for c in strat_cols if c in names])) \
             if any(c in names for c in strat_cols) else [()] * len(ids)
-        urls = t["url"].to_pylist() if "url" in t.column_names else [None] * len(ids)
-        for ri, (doc, st, url) in enumerate(zip(ids, strata, urls)):
-            entries.append((fi, ri, doc, tuple("" if s is None else s for s in st), domain_of(url)))
+        doms = pc.fill_null(url_domain(t["url"]), "").to_pylist() if "url" in t.column_names else [""] * len(ids)
+        for ri, (doc, st, dom) in enumerate(zip(ids, strata, doms)):
+            entries.append((fi, ri, doc, tuple("" if s is None else s for s in st), dom))
     by_stratum: dict[tuple, list] = defaultdict(list)
     for e in entries:
         by_stratum[e[3]].append(e)
@@ -139,5 +134,5 @@ def stratified_sample(paths: list[str | Path], n: int, *, by: tuple[str, ...] = 
         return pa.table({"id": pa.array([], pa.string()), "text": pa.array([], pa.large_string())})
     out = pa.Table.from_pylist(rows)
     if "text" in out.column_names and out.schema.field("text").type != pa.large_string():
-        out = out.set_column(out.column_names.index("text"), "text", out["text"].cast(pa.large_string()))
+        out = set_column(out, "text", out["text"].cast(pa.large_string()))
     return out

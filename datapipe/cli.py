@@ -18,16 +18,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-EXIT_USAGE = 2
-EXIT_ENGINE = 3
-EXIT_STORAGE = 4
+from .commands import EXIT_ENGINE, EXIT_STORAGE, EXIT_USAGE, error as _err
 
 DEFAULT_SAMPLE_DIR = Path("runs") / "_sample_crawl"
-
-
-def _err(msg: str, code: int) -> int:
-    print(f"datapipe: error: {msg}", file=sys.stderr)
-    return code
 
 
 def default_sample_crawl(out_dir: Path = DEFAULT_SAMPLE_DIR) -> list[str]:
@@ -72,7 +65,7 @@ def cmd_run(args) -> int:
 def _after_run(cfg, res, args) -> int:
     """The steps after curation that a config asks for: mixture/token streams, then the report."""
     if cfg.mix and not args.no_mix:
-        from stages.mixture import MixError, run_mix
+        from .mix import MixError, run_mix
         spec = Path(cfg.mix)
         if not spec.exists() and cfg.source_file:  # relative to the config file's folder
             for base in (Path(cfg.source_file).parent, Path(cfg.source_file).parent.parent):

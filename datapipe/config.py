@@ -3,6 +3,11 @@
 Errors name the file and the key (``configs/x.yaml: stages[2].langid.threshold:
 Input should be a valid number``) and the CLI exits 2 without a traceback.
 
+A stage's ``options`` are what the file wrote; ``StageSpec.resolved()`` adds every other
+option with its default from the stage's ``__init__``. Stages are built from the resolved
+options, and the run directory's ``config.yaml`` records them (``to_yaml_dict``), so a run
+says what ran even after an upgrade changes a default.
+
 Layout of a config::
 
     name: default               # run directory: runs/<name>
@@ -22,7 +27,7 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
-from .stage import StageError, build_stage, registry, stage_options
+from .stage import StageError, build_stage, get_stage_class, registry, stage_options
 
 
 class ConfigError(Exception):
@@ -52,6 +57,13 @@ class InputConfig(_Strict):
     text_field: str = "text"
     #: fsspec options per protocol for remote inputs: {s3: {endpoint_url: ..., anon: true}}
     storage_options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    #: WARC/WET/ARC files larger than this are read as record-aligned byte ranges of at most about
+    #: this many bytes, one shard each (0: one shard per file)
+    shard_bytes: int = Field(default=256 << 20, ge=0)
+    #: ...cut finer (ranges down to 8 MiB) when the run's crawl bytes would give fewer shards than
+    #: this, so every worker has work (a number, not the machine's cores: a resume elsewhere finds
+    #: the same shards); see datapipe.io.split_crawl_files
+    min_shards: int = Field(default=64, gt=0)
 
     @field_validator("storage_options")
     @classmethod
@@ -80,7 +92,8 @@ class EngineConfig(_Strict):
     #: run the whole stage chain in one actor pool (best on small machines);
     #: False gives each stage its own Ray Data operator
     fuse: bool = True
-    #: object store size for the embedded local Ray, bytes (default: Ray's)
+    #: object store size for the embedded local Ray, bytes (default: twice the read-ahead
+    #: budget + 256 MiB, what a wave keeps in flight; Ray's own default is 30% of RAM)
     object_store_memory: Optional[int] = None
     #: MiB of blocks in flight between reading, the stages and writing (Ray Data's object-store
     #: budget); default 64 per stage worker, at least 256
@@ -94,7 +107,12 @@ class RejectsConfig(_Strict):
 
 class StageSpec(_Strict):
     name: str
+    #: the options the config file wrote (types coerced)
     options: dict[str, Any] = Field(default_factory=dict)
+
+    def resolved(self) -> dict[str, Any]:
+        """Every option of the stage with the value it runs with: ``options`` over today's defaults."""
+        return resolve_options(self.name, self.options)
 
 
 class PipelineConfig(_Strict):
@@ -111,10 +129,12 @@ class PipelineConfig(_Strict):
     #: where the file came from (for error messages); not part of the YAML
     source_file: Optional[str] = Field(default=None, exclude=True)
 
-    def to_yaml_dict(self) -> dict:
-        """The config as YAML-ready data; secrets in ``input.storage_options`` are masked."""
+    def to_yaml_dict(self, *, resolved: bool = True) -> dict:
+        """The config as YAML-ready data with every stage option resolved (``resolved=False``:
+        only those the file wrote, as older run directories recorded them); secrets in
+        ``input.storage_options`` are masked."""
         d = self.model_dump(exclude={"source_file"})
-        d["stages"] = [{s.name: s.options} for s in self.stages]
+        d["stages"] = [{s.name: _plain(s.resolved()) if resolved else s.options} for s in self.stages]
         d["input"]["storage_options"] = _mask_secrets(d["input"]["storage_options"])
         return d
 
@@ -132,6 +152,27 @@ def _mask_secrets(v: Any) -> Any:
     return v
 
 
+def _plain(v: Any) -> Any:
+    """Option values as YAML's plain types: tuples as lists, enums by value, paths as strings."""
+    import enum
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple, set, frozenset)):
+        return [_plain(x) for x in (sorted(v) if isinstance(v, (set, frozenset)) else v)]
+    if isinstance(v, enum.Enum):
+        return _plain(v.value)
+    if isinstance(v, Path):
+        return str(v)
+    return v
+
+
+def resolve_options(stage_name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` validated and completed with the defaults of the stage's ``__init__``
+    (raises pydantic's ValidationError for unknown options and wrong types)."""
+    validated = _options_model(get_stage_class(stage_name)).model_validate(options)
+    return {k: getattr(validated, k) for k in type(validated).model_fields}
+
+
 def _options_model(cls: type):
     """A pydantic model of a stage's keyword options (unknown keys and wrong types fail)."""
     fields = {}
@@ -147,7 +188,8 @@ def _options_model(cls: type):
     return create_model(f"{cls.__name__}Options", __config__=ConfigDict(extra="forbid", arbitrary_types_allowed=True), **fields)
 
 
-def _fmt_loc(loc: tuple) -> str:
+def format_key(loc: tuple) -> str:
+    """``("stages", 2, "langid", "threshold")`` -> ``stages[2].langid.threshold``."""
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
@@ -182,10 +224,10 @@ def parse_config(data: Any, *, file: str | None = None) -> PipelineConfig:
             validated = _options_model(known[name]).model_validate(opts)
         except ValidationError as e:
             err = e.errors()[0]
-            sub = _fmt_loc(tuple(err["loc"]))
+            sub = format_key(tuple(err["loc"]))
             msg = "unknown option" if err["type"] == "extra_forbidden" else err["msg"]
             raise ConfigError(file, f"{key}.{name}.{sub}" if sub else f"{key}.{name}", msg) from None
-        # keep only what the user wrote (defaults stay in code) but with coerced types
+        # keep what the user wrote, with coerced types (StageSpec.resolved() adds the defaults)
         opts = {k: getattr(validated, k) for k in opts}
         specs.append({"name": name, "options": opts})
     data["stages"] = specs
@@ -194,12 +236,12 @@ def parse_config(data: Any, *, file: str | None = None) -> PipelineConfig:
     except ValidationError as e:
         err = e.errors()[0]
         msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        raise ConfigError(file, _fmt_loc(tuple(err["loc"])), msg) from None
+        raise ConfigError(file, format_key(tuple(err["loc"])), msg) from None
     cfg.source_file = file
     # construct every stage once so bad values (thresholds, missing model files) fail now
     for i, s in enumerate(cfg.stages):
         try:
-            build_stage(s.name, s.options)
+            build_stage(s.name, s.resolved())
         except StageError as e:
             raise ConfigError(file, f"stages[{i}].{s.name}", str(e)) from None
     return cfg

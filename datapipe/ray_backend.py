@@ -16,12 +16,25 @@ others, and moving Arrow batches between operators costs more than it buys. With
 ``engine.fuse: false`` every stage gets its own operator (actor pool for
 ``needs_model`` stages, tasks otherwise), which suits clusters with GPU stages.
 
+Resources: a stage declares what one worker needs (``Stage.resources``: CPUs, GPUs,
+memory); the stage actors ask Ray for exactly that (a fused chain for the most any of
+its stages needs), so GPU stages are placed only on nodes with GPUs, one worker per GPU.
+Workflows pass theirs to :meth:`Engine.map`; GPU maps, and maps that load a model, run in
+actors that live for that map only (one per GPU; the model loads once per actor and its
+memory is freed when the map ends).
+
+A local Ray (no ``RAY_ADDRESS``) is trimmed to what a batch job uses: no API server,
+autoscaler monitor or (when quiet) log monitor, no prestarted or lingering idle workers,
+and an object store sized to what a wave keeps in flight (``_LOCAL_SYSTEM_CONFIG``,
+``_trim_local_ray``; figures: ``bench/ray_footprint.py``).
+
 Workers report stats and reject samples by writing small JSON files under the
 wave's temp folder (synchronously, before the batch is returned), so the runner
 can merge them from disk once the wave finishes; nothing goes through actors.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -35,6 +48,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .schema import SHARD_COL
+from .stage import Resources
 from .stats import StageStats
 
 log = logging.getLogger("datapipe.ray")
@@ -75,25 +89,11 @@ class _PartWriter:
         os.replace(tmp, path)
 
     def reject_samples(self, stage, label: str, rejected: pa.Table) -> list[dict]:
-        if rejected is None or self.samples == 0:
+        from .rejects import reject_rows
+        if self.samples == 0:
             return []
-        out, per_key = [], defaultdict(int)
-        cols = [c for c in ("id", "url", "reason", SHARD_COL) if c in rejected.column_names]
-        extra = [c for c in getattr(stage, "outputs", ()) if c in rejected.column_names and c != "text"]
-        text_col = "text" if "text" in rejected.column_names else None
-        small = rejected.select(cols + extra + ([text_col] if text_col else []))
-        for row in small.to_pylist():
-            key = (row.get(SHARD_COL), row["reason"])
-            if per_key[key] >= self.samples:
-                continue
-            per_key[key] += 1
-            text = row.pop(text_col, None) if text_col else None
-            if text is None and "html" in rejected.column_names:
-                text = None
-            row["excerpt"] = (text or "")[: self.excerpt]
-            row["stage"] = label
-            out.append(row)
-        return out
+        return reject_rows(rejected, stage=label, cap=self.samples, excerpt_chars=self.excerpt,
+                           columns=["id", "url", "reason", SHARD_COL, *getattr(stage, "outputs", ())])
 
 
 def _batch_key(batch: pa.Table, salt: str) -> str:
@@ -144,7 +144,7 @@ class _StageChain:
         self.stages = [build_stage(s["name"], s.get("options") or {}) for s in specs]
         self.labels = [s.get("label") or s["name"] for s in specs]
         for st in self.stages:
-            st.setup()
+            st.ensure_setup()  # once per worker, before the first batch
         self.parts = _PartWriter(parts_dir, samples_per_reason, excerpt_chars)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -181,6 +181,30 @@ class _StageChain:
                 break
         self.parts.write(key, stats, rejects)
         return batch
+
+
+_TASK_CHAIN: dict[str, _StageChain] = {}
+
+
+def _chain_fn(specs: list[dict], **chain_kwargs):
+    """The stage chain as a plain function, for stages run as Ray *tasks* (no model to keep):
+    each worker process builds (and sets up) the chain once and reuses it for every batch."""
+    key = json.dumps([specs, chain_kwargs], sort_keys=True, default=str)
+
+    def run(batch: pa.Table) -> pa.Table:
+        chain = _TASK_CHAIN.get(key)
+        if chain is None:
+            _TASK_CHAIN.clear()  # an earlier wave's chain (its parts folder is gone)
+            chain = _TASK_CHAIN[key] = _StageChain(specs, **chain_kwargs)
+        return chain(batch)
+    return run
+
+
+class _MapActor:
+    """One worker of an actor map (:meth:`Engine.map` of GPU or model work): runs ``fn(x)``."""
+
+    def run(self, fn, x):
+        return fn(x)
 
 
 class _ReadShard:
@@ -253,7 +277,8 @@ _WRITE_SCHEMA = pa.schema([("shard", pa.string()), ("file", pa.string()), ("rows
 class Engine:
     """Owns the Ray connection. ``RAY_ADDRESS`` set: join that cluster; else a local Ray."""
 
-    def __init__(self, *, object_store_memory: int | None = None, quiet: bool = False):
+    def __init__(self, *, object_store_memory: int | None = None, read_ahead_mb: int | None = None,
+                 num_workers: int | None = None, quiet: bool = False):
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         os.environ.setdefault("RAY_DEDUP_LOGS", "1")
@@ -261,6 +286,7 @@ class Engine:
         self._ray = ray
         self.address = os.environ.get("RAY_ADDRESS") or None
         self.started_here = False
+        self._placements: dict[str, tuple[Resources, bool]] = {}
         if not ray.is_initialized():
             kwargs: dict[str, Any] = dict(include_dashboard=False, logging_level=logging.WARNING,
                                           log_to_driver=not quiet)
@@ -272,11 +298,15 @@ class Engine:
                 kwargs["runtime_env"] = {"py_modules": [datapipe, stages, classifiers],
                                          "env_vars": {"RAY_USAGE_STATS_ENABLED": "0"}}
             else:
-                # "local": always a new embedded Ray, never a cluster someone left running here
+                # "local": always a new embedded Ray, never a cluster someone left running here;
+                # trimmed to what a batch job uses (see _LOCAL_SYSTEM_CONFIG and _trim_local_ray)
                 kwargs["address"] = "local"
-                kwargs["num_cpus"] = os.cpu_count() or 1
-                if object_store_memory:
-                    kwargs["object_store_memory"] = object_store_memory
+                kwargs["num_cpus"] = cpus = os.cpu_count() or 1
+                # the store holds what is in flight: Ray Data's read-ahead budget (twice, for
+                # blocks being handed over) and workflow map results; not Ray's 30% of RAM
+                kwargs["object_store_memory"] = object_store_memory or (
+                    2 * _read_ahead_bytes(read_ahead_mb, num_workers or cpus) + 256 * 2**20)
+                kwargs["_system_config"] = dict(_LOCAL_SYSTEM_CONFIG)
             try:
                 ray.init(**kwargs)
             except ConnectionError as e:
@@ -286,6 +316,8 @@ class Engine:
                     raise EngineError(f"cannot connect to Ray at RAY_ADDRESS={self.address}: {e}") from None
                 raise
             self.started_here = True
+            if not self.address:
+                _trim_local_ray(ray, keep_log_monitor=not quiet)
         global _apply
         if _apply is None:
             _apply = ray.remote(_apply_impl)
@@ -303,16 +335,44 @@ class Engine:
     def num_cpus(self) -> int:
         return int(self._ray.cluster_resources().get("CPU", 1))
 
+    @property
+    def num_gpus(self) -> int:
+        """GPUs in the cluster (what Ray advertises; 0 on a CPU-only machine)."""
+        return int(self._ray.cluster_resources().get("GPU", 0))
+
     def shutdown(self) -> None:
         if self.started_here and self._ray.is_initialized():
             self._ray.shutdown()
+
+    # resources -----------------------------------------------------------
+    def fit(self, res: Resources, *, label: str = "work") -> int:
+        """How many workers needing ``res`` the cluster holds at once (GPU work: one per GPU).
+        Work needing a resource the cluster lacks is refused here, not left waiting forever."""
+        total = self._ray.cluster_resources()
+        limits = []
+        for need, have, what in ((res.cpus, total.get("CPU", 0), "CPU"), (res.gpus, total.get("GPU", 0), "GPU"),
+                                 (res.memory_mb or 0, total.get("memory", 0) / 2**20, "MiB of memory")):
+            if need > 0:
+                if have < need:
+                    raise EngineError(f"{label} needs {need:g} {what} per worker; the Ray cluster has {have:g}")
+                limits.append(int(have // need))
+        return max(1, min(limits)) if limits else max(1, int(total.get("CPU", 1)))
+
+    def _placement(self, spec: dict) -> tuple[Resources, bool]:
+        """(resources, needs_model) of a stage spec; read from an instance (both may depend on its
+        options), built once per engine."""
+        key = json.dumps(spec, sort_keys=True, default=str)
+        if key not in self._placements:
+            from .stage import build_stage
+            st = build_stage(spec["name"], spec.get("options") or {})
+            self._placements[key] = (st.resources, bool(st.needs_model))
+        return self._placements[key]
 
     # streaming step -------------------------------------------------------
     def run_stream(self, *, shards: list[tuple[str, list[str]]], input_cfg: dict, specs: list[dict],
                    tmp_dir: str, batch_size: int, rows_per_file: int, compression: str,
                    partition_by: str | None, num_workers: int | None, fuse: bool,
-                   samples_per_reason: int, excerpt_chars: int, read_ahead_mb: int | None = None,
-                   on_progress: Callable[[dict], None] | None = None) -> list[dict]:
+                   samples_per_reason: int, excerpt_chars: int, read_ahead_mb: int | None = None) -> list[dict]:
         """Run read -> stages -> write for ``shards``; returns written part descriptors."""
         import ray.data
         parts_dir = str(Path(tmp_dir) / "parts")
@@ -321,7 +381,7 @@ class Engine:
         # Ray Data lets readers run ahead of the stage workers up to a share of the whole object
         # store (GBs): readers are ~50x faster than extraction, so they fill it and every reader
         # process maps the pages. A budget of a few batches per worker keeps them all busy.
-        budget = (read_ahead_mb or max(256, 64 * workers)) * 2**20
+        budget = _read_ahead_bytes(read_ahead_mb, workers)
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.resource_limits = ctx.execution_options.resource_limits.copy(
             object_store_memory=budget)
@@ -336,34 +396,58 @@ class Engine:
                             batch_format="pyarrow", num_cpus=0, compute=io_pool)
         chain_kwargs = dict(parts_dir=parts_dir, samples_per_reason=samples_per_reason, excerpt_chars=excerpt_chars)
         groups = [specs] if fuse else [[s] for s in specs]
+        groups = [g for g in groups if g]
         for group in groups:
-            if not group:
-                continue
-            ds = ds.map_batches(
-                _StageChain, fn_constructor_kwargs=dict(specs=group, **chain_kwargs),
-                batch_size=batch_size, batch_format="pyarrow",
-                compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1 if fuse else 1.0 / len(groups),
-            )
+            placed = [self._placement(s) for s in group]
+            res = functools.reduce(Resources.merge, [r for r, _ in placed])
+            label = "stage " + "+".join(s["name"] for s in group)
+            # Unfused, every operator's workers must fit at once (a fixed pool waiting for a CPU
+            # that another pool holds waits forever), so each asks its share of its CPUs; GPUs
+            # and memory are asked in full: they are what placement is about.
+            cpus = res.cpus if len(groups) == 1 else res.cpus / len(groups)
+            args = _remote_args(Resources(cpus=cpus, gpus=res.gpus, memory_mb=res.memory_mb))
+            size = min(workers, self.fit(res, label=label))
+            if fuse or any(m for _, m in placed) or res.gpus:
+                # models load once per actor and stay loaded for the whole wave
+                ds = ds.map_batches(
+                    _StageChain, fn_constructor_kwargs=dict(specs=group, **chain_kwargs),
+                    batch_size=batch_size, batch_format="pyarrow",
+                    compute=ray.data.ActorPoolStrategy(size=size), **args)
+            else:
+                ds = ds.map_batches(_chain_fn(group, **chain_kwargs), batch_size=batch_size,
+                                    batch_format="pyarrow", compute=ray.data.TaskPoolStrategy(size=size), **args)
         ds = ds.map_batches(_write_fn(out_dir, compression, partition_by), batch_size=rows_per_file,
                             batch_format="pyarrow", num_cpus=0, compute=io_pool)
         written: list[dict] = []
         for b in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-            rows = b.to_pylist()
-            written.extend(rows)
-            if on_progress:
-                on_progress({"rows": sum(r["rows"] for r in rows)})
+            written.extend(b.to_pylist())
         return written
 
     # generic parallel map for workflows ------------------------------------
-    def map(self, fn: Callable, items: Iterable, *, num_cpus: float = 1, max_in_flight: int | None = None) -> list:
-        """``[fn(x) for x in items]`` as Ray tasks; results in input order."""
+    def map(self, fn: Callable, items: Iterable, *, resources: Resources | None = None,
+            needs_model: bool = False, num_cpus: float | None = None, max_in_flight: int | None = None) -> list:
+        """``[fn(x) for x in items]`` in parallel; results in input order.
+
+        ``resources``: what one call needs (default: one CPU; ``num_cpus`` is a shorthand).
+        Plain CPU work runs as Ray tasks, at most twice as many in flight as fit. GPU work, and
+        work that loads a model (``needs_model``), runs in as many actors as fit -- one per GPU
+        for ``gpus=1`` -- that exist only for this map: copies never outnumber GPUs, each is
+        placed on a node with the resource, a model loads once per actor and its memory is
+        freed when the map ends (an idle task worker would keep it)."""
         ray = self._ray
+        if resources is None:
+            resources = Resources(cpus=1.0 if num_cpus is None else num_cpus)
+        items = list(items)
+        if not items:
+            return []
         # fn may be a partial or a bound method, which ray.remote rejects: wrap it in a task
         fn_ref = ray.put(fn)
-        remote = _apply.options(num_cpus=num_cpus, max_retries=2)
-        items = list(items)
-        limit = max_in_flight or max(1, int(self.num_cpus / max(num_cpus, 0.01)) * 2)
-        refs, results = [], [None] * len(items)
+        fit = self.fit(resources, label=getattr(fn, "__name__", "map"))
+        if resources.gpus or needs_model:
+            return self._map_actors(fn_ref, items, resources, min(fit, len(items)))
+        remote = _apply.options(max_retries=2, **_remote_args(resources))
+        limit = max_in_flight or fit * 2
+        results = [None] * len(items)
         pending: dict = {}
         it = iter(enumerate(items))
         for i, x in it:
@@ -378,6 +462,62 @@ class Engine:
                 pending[remote.remote(fn_ref, x)] = i
                 break
         return results
+
+    def _map_actors(self, fn_ref, items: list, res: Resources, n: int) -> list:
+        ray = self._ray
+        from ray.util import ActorPool
+        cls = ray.remote(_MapActor).options(max_restarts=2, max_task_retries=2, **_remote_args(res))
+        actors = [cls.remote() for _ in range(n)]
+        try:
+            return list(ActorPool(actors).map(lambda a, x: a.run.remote(fn_ref, x), items))
+        finally:
+            for a in actors:
+                ray.kill(a)
+
+
+def _remote_args(res: Resources) -> dict:
+    """Ray's options for ``res`` (memory in bytes; zero GPUs and no memory are left out)."""
+    out: dict[str, Any] = {"num_cpus": res.cpus}
+    if res.gpus:
+        out["num_gpus"] = res.gpus
+    if res.memory_mb:
+        out["memory"] = res.memory_mb * 2**20
+    return out
+
+
+def _read_ahead_bytes(read_ahead_mb: int | None, workers: int) -> int:
+    """Ray Data's object-store budget for a streaming step: ``engine.read_ahead_mb``, or 64 MiB
+    per stage worker, at least 256."""
+    return (read_ahead_mb or max(256, 64 * workers)) * 2**20
+
+
+#: Ray settings for the embedded local Ray (never applied to a cluster joined by RAY_ADDRESS).
+#: A batch job wants no worker processes beyond its work: Ray's defaults prestart one worker per
+#: CPU when the driver connects and keep up to one idle worker per CPU forever (each holds what
+#: its last task imported or loaded, 100-700 MB). Here workers start on demand and one idle for
+#: 5 s exits -- long enough to be reused across the short driver-side gaps between waves and
+#: workflow maps (a new worker costs ~1 CPU-second of imports).
+_LOCAL_SYSTEM_CONFIG = {
+    "prestart_worker_first_driver": False,
+    "enable_worker_prestart": False,
+    "num_workers_soft_limit": 0,
+    "idle_worker_killing_time_threshold_ms": 5000,
+}
+
+
+def _trim_local_ray(ray, *, keep_log_monitor: bool) -> None:
+    """Stop the helper processes of a local Ray that a batch job never uses: the API server
+    ("dashboard", started even with include_dashboard=False), the autoscaler monitor (nothing to
+    scale), and the log monitor when worker output is not shown (``quiet``). ``ray.init`` has no
+    option to skip them; the dashboard and runtime-env agents stay (the raylet needs them)."""
+    try:
+        node = ray._private.worker._global_node
+        node.kill_dashboard(check_alive=False)
+        node.kill_monitor(check_alive=False)
+        if not keep_log_monitor:
+            node.kill_log_monitor(check_alive=False)
+    except Exception as e:  # noqa: BLE001 - private API: a Ray upgrade may move it; the run goes on
+        log.debug("could not stop Ray's unused helper processes: %s", e)
 
 
 def _apply_impl(fn, x):

@@ -5,6 +5,10 @@ Filters write their scores as columns before deciding (``gq_word_count``,
 calls only ``decide`` on those columns: seconds for a whole run, no text is read.
 ``datapipe refilter RUN_DIR --set key=value`` uses it.
 
+Options not given keep the value the run scored and decided with (``scored_with``:
+the stage's entry in the run directory's ``config.yaml``, which records every option),
+not today's defaults, which may have changed since the run.
+
 Options that change what ``score`` measures (a filter's ``score_options``: word
 lists, C4's line rules ...) cannot be re-tuned this way; passing a changed one is an
 error that names it.
@@ -24,12 +28,14 @@ def score_options(stage_name: str) -> tuple[str, ...]:
 
 def refilter(table: pa.Table, stage_name: str, options: dict | None = None, *,
              scored_with: dict | None = None) -> tuple[pa.Table, pa.Array]:
-    """``(kept rows, reason per row)`` for ``table`` under ``stage_name`` built with ``options``.
+    """``(kept rows, reason per row)`` for ``table`` under ``stage_name`` built with ``options``
+    over ``scored_with`` (the options the run scored with; the stage's defaults fill in what
+    neither gives).
 
-    ``scored_with`` (the options the run scored with) lets us refuse changes to
-    score-time options; without it, any score-time option in ``options`` is refused
-    unless it is the stage's default. Raises :class:`StageError` for an unknown stage,
-    a stage that is not a filter, bad options, or missing score columns.
+    ``scored_with`` also lets us refuse changes to score-time options; without it, any
+    score-time option in ``options`` is refused unless it is the stage's default. Raises
+    :class:`StageError` for an unknown stage, a stage that is not a filter, bad options, or
+    missing score columns.
     """
     options = dict(options or {})
     try:
@@ -48,7 +54,7 @@ def refilter(table: pa.Table, stage_name: str, options: dict | None = None, *,
         if changed:
             raise StageError(
                 f"{stage_name}: option(s) {changed} change what is scored; re-run the stage instead of refilter")
-    stage = build_stage(stage_name, options)
+    stage = build_stage(stage_name, dict(scored_with or {}, **options))
     reasons = stage.decide(table)
     if isinstance(reasons, pa.ChunkedArray):
         reasons = reasons.combine_chunks()

@@ -61,13 +61,18 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=1, ensure_ascii=False, default=str) + "\n")
 
 
-def write_parquet_atomic(table: pa.Table, path: str | Path, *, compression: str = "zstd") -> int:
-    """Write ``table`` to ``path`` via a temp file + rename; returns bytes written."""
+def write_parquet_atomic(table: pa.Table, path: str | Path, *, compression: str | None = "zstd",
+                         row_group_rows: int | None = None) -> int:
+    """Write ``table`` to ``path`` via a temp file + rename; returns bytes written.
+
+    ``compression``: a Parquet codec, or ``"none"``/None. ``row_group_rows``: rows per row group
+    (default: pyarrow's); token streams set it because the loader reads by row group."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        pq.write_table(table, tmp, compression=None if compression == "none" else compression)
+        pq.write_table(table, tmp, compression=None if compression == "none" else compression,
+                       row_group_size=row_group_rows)
         size = tmp.stat().st_size
         os.replace(tmp, path)
         return size
@@ -77,8 +82,17 @@ def write_parquet_atomic(table: pa.Table, path: str | Path, *, compression: str 
 
 
 def shard_key(path: str) -> str:
-    """A stable, filesystem-safe key for an input shard: basename + hash of the full path."""
-    base = re.sub(r"[^A-Za-z0-9._-]+", "_", os.path.basename(path.rstrip("/")))[-80:] or "shard"
+    """A stable, filesystem-safe key for an input shard: basename + hash of the full path.
+
+    A byte range of a file (``<path>#records=<start>-<end>``, ``#streams=``: see
+    ``datapipe.io._common.range_spec``) is keyed ``<basename>.<start, 12 digits>-<hash>``: its
+    output files then sort in file order, so the rows of a file read as ranges come in the order
+    they come in read whole (the dedup workflows number documents in that order)."""
+    from .io._common import split_range_spec
+    real, start, _ = split_range_spec(path)
+    base = re.sub(r"[^A-Za-z0-9._-]+", "_", os.path.basename(real.rstrip("/")))[-80:] or "shard"
+    if start is not None:
+        base = f"{base}.{start:012d}"
     return f"{base}-{hashlib.sha1(path.encode()).hexdigest()[:8]}"
 
 
@@ -117,9 +131,6 @@ class RunDir:
         return self.stats_dir / step / safe_name(stage) / f"{shard}.json"
 
     # markers --------------------------------------------------------------
-    def is_done(self, step: str, shard: str) -> bool:
-        return self.marker(step, shard).exists()
-
     def mark_done(self, step: str, shard: str, info: dict | None = None) -> None:
         atomic_write_json(self.marker(step, shard), info or {})
 

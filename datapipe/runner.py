@@ -2,7 +2,8 @@
 
 The stage list of a config is cut into *steps*: runs of streaming stages, and
 global workflows (dedup, percentiles) between them. A streaming step reads its
-shards (input files, or the previous step's Parquet files), runs the stage chain
+shards (input files or byte ranges of large ones, ``datapipe.io.split_crawl_files``;
+or the previous step's Parquet files), runs the stage chain
 on Ray and writes Parquet; a workflow step reads all of the previous step's files
 and writes one file per input. The last step writes to ``output/``, earlier ones
 to ``work/<step>/``.
@@ -13,10 +14,12 @@ shards and re-does the rest from scratch (their stale files are removed first),
 so the final output equals an uninterrupted run's: nothing lost, nothing twice.
 Streaming shards are committed in *waves* (``engine.shards_per_wave``): the
 markers of a wave are written when the wave's Ray Data execution has finished.
+
+What must match to resume (the config with every option resolved, the inputs) and how
+a refusal is worded is ``datapipe/resume.py``'s.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -32,7 +35,9 @@ import pyarrow as pa
 import yaml
 
 from .config import PipelineConfig
-from .io import apply_storage_options, resolve_inputs
+from .io import apply_storage_options, resolve_inputs, split_crawl_files
+from .resume import digest, fingerprint_fields, fingerprint_record, resume_refusal, run_config
+from .rejects import reject_rows
 from .rundir import RunDir, atomic_write_json, atomic_write_text, safe_name, shard_key
 from .stage import Workflow, WorkflowContext, get_stage_class
 from .stats import StageStats, format_table, merge, merge_stats_dir
@@ -113,7 +118,7 @@ def plan_steps(cfg: PipelineConfig) -> list[Step]:
         # a stage used twice (e.g. a length check before and after a rewrite) is counted apart
         seen[spec.name] = seen.get(spec.name, 0) + 1
         label = spec.name if seen[spec.name] == 1 else f"{spec.name}#{seen[spec.name]}"
-        d = {"name": spec.name, "options": spec.options, "label": label}
+        d = {"name": spec.name, "options": spec.resolved(), "label": label}
         if issubclass(get_stage_class(spec.name), Workflow):
             if current or not steps:
                 steps.append(Step(len(steps) + 1, "stream", current))
@@ -124,13 +129,6 @@ def plan_steps(cfg: PipelineConfig) -> list[Step]:
     if current or not steps:
         steps.append(Step(len(steps) + 1, "stream", current))
     return steps
-
-
-def config_fingerprint(cfg: PipelineConfig, inputs: list[str]) -> str:
-    """What must match for a re-run to resume: stages with options, inputs, output layout."""
-    d = {"stages": cfg.to_yaml_dict()["stages"], "inputs": inputs,
-         "input": cfg.input.model_dump(exclude={"paths", "storage_options"}), "output": cfg.output.model_dump()}
-    return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _step_files(step_dir: Path) -> list[Path]:
@@ -153,23 +151,22 @@ class Runner:
         if not specs:
             raise RunError("no input: give --input (files, folders, globs, *.paths.gz, URLs) or input.paths in the config")
         apply_storage_options(cfg.input.storage_options)
-        self.inputs = resolve_inputs(specs, base_url=cfg.input.base_url, format=cfg.input.format)
+        self.inputs = split_crawl_files(
+            resolve_inputs(specs, base_url=cfg.input.base_url, format=cfg.input.format),
+            format=cfg.input.format, shard_bytes=cfg.input.shard_bytes, min_shards=cfg.input.min_shards)
         self.rd = RunDir(run_dir or Path("runs") / cfg.name)
         self.steps = plan_steps(cfg)
-        self.fingerprint = config_fingerprint(cfg, self.inputs)
+        self.run_config = run_config(cfg, self.inputs)
+        self.fingerprint = digest(fingerprint_fields(self.run_config))
         if fresh and self.rd.root.exists():
             shutil.rmtree(self.rd.root)
         self._check_resumable()
 
     # ------------------------------------------------------------------
     def _check_resumable(self) -> None:
-        fp_file = self.rd.root / "fingerprint.json"
-        if fp_file.exists():
-            old = json.loads(fp_file.read_text()).get("fingerprint")
-            if old != self.fingerprint:
-                raise RunError(
-                    f"{self.rd.root} holds a run of a different config or input (fingerprint {old} != "
-                    f"{self.fingerprint}); use another --run-dir, or --fresh to start over")
+        why = resume_refusal(self.rd.root, self.cfg, self.inputs, self.run_config)
+        if why:
+            raise RunError(why)
 
     def _say(self, msg: str) -> None:
         if not self.quiet:
@@ -178,10 +175,8 @@ class Runner:
     def _write_run_header(self) -> None:
         root = self.rd.root
         root.mkdir(parents=True, exist_ok=True)
-        d = self.cfg.to_yaml_dict()
-        d["input"]["paths"] = self.inputs
-        atomic_write_text(root / "config.yaml", yaml.safe_dump(d, sort_keys=False, allow_unicode=True))
-        atomic_write_json(root / "fingerprint.json", {"fingerprint": self.fingerprint})
+        atomic_write_text(root / "config.yaml", yaml.safe_dump(self.run_config, sort_keys=False, allow_unicode=True))
+        atomic_write_json(root / "fingerprint.json", fingerprint_record(self.cfg, self.fingerprint))
         atomic_write_json(root / "plan.json", [
             {"step": s.name, "kind": s.kind, "stages": s.stage_names} for s in self.steps])
 
@@ -197,7 +192,9 @@ class Runner:
             if _storage_cause(e):
                 raise StorageError(f"{self.rd.root}: cannot write the run directory: {e}") from None
             raise
-        engine = Engine(object_store_memory=self.cfg.engine.object_store_memory, quiet=self.quiet)
+        ecfg = self.cfg.engine
+        engine = Engine(object_store_memory=ecfg.object_store_memory, read_ahead_mb=ecfg.read_ahead_mb,
+                        num_workers=ecfg.num_workers, quiet=self.quiet)
         cores = engine.num_cpus
         waves_done = 0
         run_count = skipped = 0
@@ -213,6 +210,12 @@ class Runner:
                     shards = [(p.stem, [str(p)]) for p in prev_files]
                     input_cfg = self.cfg.input.model_dump() | {"format": "parquet", "text_field": "text"}
                 done = self.rd.done_shards(step.name)
+                if prev_files is None and done - {k for k, _ in shards}:
+                    # same fingerprint, other shard keys (a datapipe that named shards otherwise):
+                    # redoing the shards would leave the old ones' files beside the new ones'
+                    raise RunError(f"{self.rd.root} holds finished shards this run does not plan "
+                                   f"({sorted(done - {k for k, _ in shards})[0]}, ...); use another "
+                                   "--run-dir, or --fresh to start over")
                 pending = [s for s in shards if s[0] not in done]
                 skipped += len(shards) - len(pending)
                 if step.kind == "workflow":
@@ -327,14 +330,7 @@ class Runner:
         excerpt = self.cfg.rejects.excerpt_chars
 
         def sink(stage: str, shard: str, table: pa.Table) -> None:
-            rows = []
-            cols = [c for c in table.column_names if c not in ("text", "html", "tokens", "embedding")]
-            for reason in set(table["reason"].to_pylist()):
-                sub = table.filter(pa.compute.equal(table["reason"], reason)).slice(0, cap)
-                texts = sub["text"].to_pylist() if "text" in sub.column_names else [None] * sub.num_rows
-                for row, text in zip(sub.select(cols).to_pylist(), texts):
-                    rows.append(row | {"stage": stage, "excerpt": (text or "")[:excerpt]})
-            self._write_reject_parts(step, shard, rows)
+            self._write_reject_parts(step, shard, reject_rows(table, stage=stage, cap=cap, excerpt_chars=excerpt))
         return sink
 
     def _run_workflow(self, step: Step, inputs: list[str], out_dir: Path, engine) -> None:
@@ -346,7 +342,9 @@ class Runner:
         work = self.rd.root / "work" / f"{step.name}-intermediate"
         work.mkdir(parents=True, exist_ok=True)
         ctx = WorkflowContext(inputs=inputs, output_dir=str(out_dir), work_dir=str(work), engine=engine,
-                              compression=self.cfg.output.compression, reject_sink=self._reject_sink(step.name))
+                              compression=self.cfg.output.compression, reject_sink=self._reject_sink(step.name),
+                              samples_per_reason=self.cfg.rejects.samples_per_reason,
+                              excerpt_chars=self.cfg.rejects.excerpt_chars)
         t0 = time.time()
         result = wf.run(ctx) or {}
         for key, sts in result.items():

@@ -84,11 +84,26 @@ def conform(table: pa.Table) -> pa.Table:
     n = table.num_rows
     for f in BASE_FIELDS:
         if f.name not in table.column_names:
-            table = table.append_column(f, pa.nulls(n, f.type))
+            table = set_column(table, f, pa.nulls(n, f.type))
         elif table.schema.field(f.name).type != f.type:
-            idx = table.column_names.index(f.name)
-            table = table.set_column(idx, f, table.column(f.name).cast(f.type))
+            table = set_column(table, f, table.column(f.name).cast(f.type))
     return table
+
+
+def set_column(table: pa.Table, column: str | pa.Field, values: Any) -> pa.Table:
+    """``table`` with ``column`` replaced where it stands, or appended when it is new.
+
+    How every stage adds its output columns: re-scoring a scored table keeps the column order.
+    ``column`` is a name, or a field (to set the type, nullability or metadata); ``values`` an
+    Arrow array or anything ``pa.array`` takes (typed by the field when one is given).
+    """
+    is_field = isinstance(column, pa.Field)
+    if not isinstance(values, (pa.Array, pa.ChunkedArray)):
+        values = pa.array(values, type=column.type if is_field else None)
+    name = column.name if is_field else column
+    if name in table.column_names:
+        return table.set_column(table.column_names.index(name), column, values)
+    return table.append_column(column, values)
 
 
 def empty_like(schema: pa.Schema) -> pa.Table:

@@ -1,8 +1,17 @@
 """Stage protocol and registry.
 
 A **stage** is a small class with a registry ``name``, declared ``inputs`` and
-``outputs`` columns, a ``setup()`` that loads models once per worker, and a pure
-``__call__(batch) -> batch``. Stages never do I/O and never import Ray.
+``outputs`` columns (and ``removes``), a ``setup()`` that loads models once per worker, and
+a pure ``__call__(batch) -> batch``. Stages never do I/O and never import Ray.
+
+The contract is enforced in one place, :func:`apply_stage` (what the engine, the workflows
+and the tests call): ``setup()`` runs once per process before the first batch
+(:meth:`Stage.ensure_setup`), declared ``inputs`` are checked before every call, and after
+it the declared ``outputs`` must be there, ``removes`` gone and no row dropped -- a stage
+that forgets a column fails in its tests, not in a user's run. A stage may set ``inputs``
+/``outputs`` per instance in ``__init__`` (they depend on its options); the checks read
+the instance. ``resources`` (:class:`Resources`) is what one worker needs; the engine
+requests exactly that, and ``needs_model`` stages run in long-lived workers (actors).
 
 A **filter** is a stage that first *scores* (adds columns, never drops rows) and
 then *decides*: ``decide(batch)`` returns one reason string per row, null for
@@ -30,24 +39,67 @@ import pyarrow.compute as pc
 
 
 class StageError(ValueError):
-    """Bad stage options or a missing model/input column, raised at construction."""
+    """Bad stage options or a missing model/input column (at construction), or a broken
+    stage contract (a declared column missing after the call)."""
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one worker of a stage, or one task of a workflow's parallel map, needs.
+
+    The engine requests exactly this from the cluster (``datapipe/ray_backend.py``): CPUs and
+    GPUs as Ray resources (so GPU work is placed only where GPUs are, one copy per GPU), and
+    ``memory_mb`` as a reservation (None: none) so workers that load large models are not
+    packed onto a node beyond its memory. Choose it per instance when it depends on options
+    (a transformer on ``device: cuda`` wants ``gpus=1``)."""
+
+    cpus: float = 1.0
+    gpus: float = 0.0
+    memory_mb: int | None = None
+
+    def __post_init__(self):
+        if self.cpus < 0 or self.gpus < 0 or (self.memory_mb is not None and self.memory_mb < 0):
+            raise StageError(f"resources must be >= 0, got {self}")
+
+    def merge(self, other: "Resources") -> "Resources":
+        """What one worker running both in turn needs (a fused stage chain): the larger of each."""
+        mem = [m for m in (self.memory_mb, other.memory_mb) if m is not None]
+        return Resources(cpus=max(self.cpus, other.cpus), gpus=max(self.gpus, other.gpus),
+                         memory_mb=max(mem) if mem else None)
+
+
+#: identifies this process: a stage set up here carries it; a copy unpickled anywhere (a Ray
+#: worker, or a deepcopy) gets a different object, so :meth:`Stage.ensure_setup` runs again there
+_PROCESS_TOKEN = object()
 
 
 class Stage:
     """Adds or rewrites columns; never drops rows (use :class:`Filter` for that)."""
 
     name: ClassVar[str] = ""
-    #: columns the stage reads; checked against the batch schema before running
+    #: columns the stage reads; checked against the batch schema before every call
     inputs: ClassVar[tuple[str, ...]] = ("text",)
-    #: columns the stage adds
+    #: columns the stage adds or rewrites; checked after every call
     outputs: ClassVar[tuple[str, ...]] = ()
-    #: columns the stage removes (e.g. extraction drops ``html``)
+    #: columns the stage removes (e.g. extraction drops ``html``); checked gone after every call
     removes: ClassVar[tuple[str, ...]] = ()
-    #: True when setup() loads a model: the engine keeps instances alive in actors
+    #: True when setup() loads a model: the engine keeps instances alive in actors (with
+    #: ``engine.fuse: false``; a fused chain always runs in actors)
     needs_model: ClassVar[bool] = False
+    #: what one worker of this stage needs (the engine requests exactly this)
+    resources: ClassVar[Resources] = Resources()
 
     def setup(self) -> None:
-        """Load models or lists; called once per worker before the first batch."""
+        """Load models or lists; called once per worker before the first batch (through
+        :meth:`ensure_setup`; never call it from ``__call__``)."""
+
+    def ensure_setup(self) -> "Stage":
+        """Run :meth:`setup` once in this process (again in a process this stage is copied to).
+        Returns the stage, so code that calls a stage directly can write ``st = build_stage(...).ensure_setup()``."""
+        if self.__dict__.get("_setup_token") is not _PROCESS_TOKEN:
+            self.setup()
+            self._setup_token = _PROCESS_TOKEN
+        return self
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         raise NotImplementedError
@@ -57,6 +109,21 @@ class Stage:
         missing = [c for c in self.inputs if c not in schema.names]
         if missing:
             raise StageError(f"stage {self.name!r} needs column(s) {missing}, batch has {schema.names}")
+
+    def check_outputs(self, batch: pa.Table, out: pa.Table) -> None:
+        """After a call: ``out`` has every declared output, none of ``removes``, every row of ``batch``."""
+        if not isinstance(out, pa.Table):
+            raise StageError(f"stage {self.name!r} returned {type(out).__name__}, not a pyarrow Table")
+        missing = [c for c in self.outputs if c not in out.column_names]
+        if missing:
+            raise StageError(f"stage {self.name!r} did not write its declared output column(s) {missing}; "
+                             f"batch has {out.column_names}")
+        left = [c for c in self.removes if c in out.column_names]
+        if left:
+            raise StageError(f"stage {self.name!r} declares it removes column(s) {left}, but the batch still has them")
+        if out.num_rows != batch.num_rows:
+            raise StageError(f"stage {self.name!r} returned {out.num_rows} rows for {batch.num_rows}: stages never "
+                             "drop rows (a Filter names a reason in decide())")
 
     def counters(self) -> dict[str, int]:
         """Extra per-batch counters (e.g. extraction timeouts); reset after each read."""
@@ -90,8 +157,9 @@ class Workflow:
     name: ClassVar[str] = ""
     inputs: ClassVar[tuple[str, ...]] = ("text",)
     outputs: ClassVar[tuple[str, ...]] = ()
-    removes: ClassVar[tuple[str, ...]] = ()
-    needs_model: ClassVar[bool] = False
+    #: what one task of the workflow's parallel maps needs (``ctx.engine.map(..., resources=)``);
+    #: a workflow whose steps differ passes each map its own
+    resources: ClassVar[Resources] = Resources()
 
     def run(self, ctx: "WorkflowContext") -> dict:
         raise NotImplementedError
@@ -107,9 +175,11 @@ class WorkflowContext:
     inputs: list[str]          # parquet files from the previous step, one per shard
     output_dir: str            # write <output_dir>/<basename of input>
     work_dir: str              # scratch space for intermediates (kept for inspection)
-    engine: Any                # datapipe.ray_backend.Engine (``engine.map(fn, items)``)
+    engine: Any                # datapipe.ray_backend.Engine (``engine.map(fn, items, resources=...)``)
     compression: str = "zstd"
     reject_sink: Any = None    # callable(stage, shard, rejected_table_with_reason)
+    samples_per_reason: int = 50   # the run's ``rejects`` settings: what a workflow's shard tasks
+    excerpt_chars: int = 500       # sample (datapipe.rejects) before their rejects reach the sink
 
     def output_path(self, input_path: str) -> str:
         import os
@@ -135,9 +205,12 @@ class StageResult:
 
 
 def apply_stage(stage: Stage, batch: pa.Table) -> StageResult:
-    """Run ``stage`` on ``batch``; filters drop rows with a reason. Used by the engine and tests."""
+    """Run ``stage`` on ``batch`` under its contract (see the module docstring); filters drop rows
+    with a reason. Used by the engine, workflows and tests."""
+    stage.ensure_setup()
     stage.check_inputs(batch.schema)
     out = stage(batch)
+    stage.check_outputs(batch, out)
     if not isinstance(stage, Filter):
         return StageResult(out, None, {})
     reasons = stage.decide(out)

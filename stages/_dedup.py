@@ -1,26 +1,16 @@
-"""Shared pieces of the dedup workflows: text normalisation, hashing, shard I/O, drops.
+"""Shared pieces of the dedup workflows: text normalisation, hashing, shard reading.
 
 Every dedup workflow follows the same shape (datatrove's multi-step ``MinhashDedup*``,
 NeMo Curator's workflows): *map* over input shards writing small keyed files under
-``ctx.work_dir``, *reduce* over hash partitions of those files, then a *filter* pass
-over the input shards that reads the decisions for its own shard and writes the
-output. Every parallel step goes through ``ctx.engine.map`` with plain, picklable
-functions, so the same code runs on a laptop, on a Ray cluster, or (in tests) in a
-list comprehension.
-
-A document is addressed by its *gid*: ``shard_index << 32 | row``, where the shard
-index is the position of its file in ``ctx.inputs`` (the runner passes them sorted).
-Decision files are sorted by gid and written with small row groups, so the filter
-task of one shard reads only the row groups of its own gid range (Parquet
-statistics push-down), not every decision of the run.
+``ctx.work_dir``, *reduce* over hash partitions of those files, then the workflow kit's
+decision pass (:func:`datapipe.workflow.filter_shards`) over the input shards, which reads
+the decisions of its own shard by gid and writes the output. Documents are addressed by
+gid (see :mod:`datapipe.workflow`); intermediates are written with
+:func:`datapipe.rundir.write_parquet_atomic`.
 """
 from __future__ import annotations
 
-import dataclasses
-import functools
-import os
 import shutil
-import time
 from pathlib import Path
 from typing import Iterator
 
@@ -29,13 +19,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from datapipe.stats import StageStats
+from datapipe.rundir import write_parquet_atomic
+# the kit's gid addressing and engine helpers, under the names the dedup modules use
+from datapipe.workflow import (DECISION_ROW_GROUP, ROW_BITS, ROW_MASK, collect, engine_cpus,  # noqa: F401
+                               finish_shard, gids, list_parquet, portable_ctx, read_gid_range, shard_name,
+                               text_bytes, timed_map)
 
 MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
-ROW_BITS = 32
-ROW_MASK = (1 << ROW_BITS) - 1
-#: row groups of decision files: small, so a shard's filter task reads little else
-DECISION_ROW_GROUP = 16_384
 
 
 # ---------------------------------------------------------------------------
@@ -121,49 +111,10 @@ def partition_of(keys: np.ndarray, n: int) -> np.ndarray:
 # ---------------------------------------------------------------------------
 # shard I/O
 
-def shard_name(path: str) -> str:
-    base = os.path.basename(path)
-    return base[:-len(".parquet")] if base.endswith(".parquet") else base
-
-
-def gids(shard_index: int, start: int, n: int) -> np.ndarray:
-    return (np.int64(shard_index) << np.int64(ROW_BITS)) + np.arange(start, start + n, dtype=np.int64)
-
-
 def iter_batches(path: str, columns: list[str] | None, batch_size: int = 4096) -> Iterator[pa.RecordBatch]:
     pf = pq.ParquetFile(path)
     cols = None if columns is None else [c for c in columns if c in pf.schema_arrow.names]
     yield from pf.iter_batches(batch_size=batch_size, columns=cols)
-
-
-def num_rows(path: str) -> int:
-    return pq.ParquetFile(path).metadata.num_rows
-
-
-def write_table(table: pa.Table, path: str | Path, *, row_group_size: int | None = None,
-                compression: str = "zstd") -> None:
-    """Atomic Parquet write of an intermediate."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp, row_group_size=row_group_size, compression=compression)
-    os.replace(tmp, path)
-
-
-def list_parquet(folder: str | Path) -> list[str]:
-    p = Path(folder)
-    return sorted(str(f) for f in p.rglob("*.parquet") if not f.name.startswith(".")) if p.is_dir() else []
-
-
-def read_gid_range(files: list[str], shard_index: int, columns: list[str]) -> pa.Table:
-    """Rows of decision files whose ``gid`` belongs to one shard (row-group push-down)."""
-    import pyarrow.dataset as ds
-    if not files:
-        return None
-    lo = shard_index << ROW_BITS
-    hi = (shard_index + 1) << ROW_BITS
-    d = ds.dataset(files, format="parquet")
-    return d.to_table(columns=columns, filter=(ds.field("gid") >= lo) & (ds.field("gid") < hi))
 
 
 def fresh_dir(path: str | Path) -> Path:
@@ -173,82 +124,8 @@ def fresh_dir(path: str | Path) -> Path:
     return p
 
 
-def portable_ctx(ctx):
-    """The context without the engine and reject sink, so it can travel to workers."""
-    return dataclasses.replace(ctx, engine=None, reject_sink=None)
-
-
-def engine_cpus(engine) -> int:
-    try:
-        return max(1, int(getattr(engine, "num_cpus", 1)))
-    except Exception:  # pragma: no cover - engine without a cluster
-        return 1
-
-
-def text_bytes(table: pa.Table) -> int:
-    if "text" not in table.column_names or table.num_rows == 0:
-        return 0
-    return int(pc.sum(pc.binary_length(table["text"])).as_py() or 0)
-
-
-def reject_sample(rejected: pa.Table, cap: int, excerpt_chars: int = 2000) -> pa.Table | None:
-    """At most ``cap`` rejected rows per reason, texts cut short: what travels back to the driver."""
-    if rejected is None or rejected.num_rows == 0:
-        return None
-    parts = []
-    for reason in pc.unique(rejected["reason"]).to_pylist():
-        parts.append(rejected.filter(pc.equal(rejected["reason"], reason)).slice(0, cap))
-    out = pa.concat_tables(parts)
-    if "text" in out.column_names:
-        idx = out.column_names.index("text")
-        out = out.set_column(idx, "text", pc.utf8_slice_codeunits(out["text"], 0, excerpt_chars))
-    return out
-
-
-def finish_shard(stage: str, shard_path: str, ctx, table_in_rows: int, bytes_in: int, kept: pa.Table,
-                 rejected: pa.Table | None, seconds: float, counters: dict | None = None,
-                 reject_cap: int = 50) -> dict:
-    """Write the shard's output with ``ctx.write``; return stats and a reject sample."""
-    ctx.write(shard_path, kept)
-    dropped: dict[str, int] = {}
-    if rejected is not None and rejected.num_rows:
-        for r in pc.value_counts(rejected["reason"]).to_pylist():
-            dropped[r["values"]] = r["counts"]
-    st = StageStats(stage=stage, rows_in=table_in_rows, rows_out=kept.num_rows, bytes_in=bytes_in,
-                    bytes_out=text_bytes(kept), seconds=seconds, dropped=dropped,
-                    counters={k: int(v) for k, v in (counters or {}).items() if v})
-    return {"stats": st, "rejects": reject_sample(rejected, reject_cap)}
-
-
-def timed_map(engine, fn, items) -> tuple[list, list[float]]:
-    """``engine.map`` that also returns the CPU seconds each task spent (for StageStats).
-
-    The task is a plain function (Ray's ``remote`` takes functions, not ``partial``
-    objects); cloudpickle ships it with the partial it calls."""
-    def task(x, _fn=fn):
-        t0 = time.process_time()
-        r = _fn(x)
-        return r, time.process_time() - t0
-
-    out = engine.map(task, list(items))
-    return [r for r, _ in out], [c for _, c in out]
-
-
-def collect(ctx, stage: str, results: list[dict], inputs: list[str], *, shard_cpu=None,
-            global_cpu: float = 0.0) -> dict:
-    """Hand reject samples to the run directory; return ``{input: StageStats}`` for the runner.
-
-    ``shard_cpu``: CPU seconds of the per-shard tasks of each input; ``global_cpu``: CPU
-    seconds of the partition tasks, booked on the first shard so the merged stats count
-    the whole workflow once."""
-    out = {}
-    for i, (path, res) in enumerate(zip(inputs, results)):
-        if res.get("rejects") is not None:
-            ctx.rejects(stage, shard_name(path), res["rejects"])
-        st = res["stats"]
-        if shard_cpu is not None:
-            st.seconds = float(shard_cpu[i])
-        if i == 0:
-            st.seconds += global_cpu
-        out[os.path.basename(path)] = st
-    return out
+def write_table(table: pa.Table, path: str | Path, *, row_group_size: int | None = None,
+                compression: str = "zstd") -> None:
+    """:func:`~datapipe.rundir.write_parquet_atomic` under the name ``dedup_semantic`` still calls
+    (remove once it writes through the kit)."""
+    write_parquet_atomic(table, path, compression=compression, row_group_rows=row_group_size)

@@ -26,7 +26,6 @@ Survivors do not depend on the number of partitions or on the order tasks finish
 from __future__ import annotations
 
 import functools
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -35,6 +34,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from datapipe import workflow as W
+from datapipe.rundir import write_parquet_atomic
+from datapipe.schema import set_column
 from datapipe.stage import StageError, Workflow, register
 
 from . import _dedup as D
@@ -118,7 +120,7 @@ def _exact_keys(item, *, work: str, parts: int, by_url: bool, by_text: bool) -> 
     start = 0
     for b in D.iter_batches(path, ["id", "url", "text", "fetch_time"]):
         n = b.num_rows
-        g = D.gids(si, start, n)
+        g = W.gids(si, start, n)
         start += n
         ids = pc.fill_null(pc.cast(b.column("id"), pa.string()), "")
         if by_text:
@@ -140,7 +142,8 @@ def _exact_keys(item, *, work: str, parts: int, by_url: bool, by_text: bool) -> 
             continue
         part = D.partition_of(tbl[key].to_numpy(), parts)
         for p in np.unique(part):
-            D.write_table(tbl.filter(pa.array(part == p)), Path(work) / name / f"p={p:05d}" / f"s={si:06d}.parquet")
+            write_parquet_atomic(tbl.filter(pa.array(part == p)),
+                                 Path(work) / name / f"p={p:05d}" / f"s={si:06d}.parquet")
     return start
 
 
@@ -164,12 +167,12 @@ def _write_drops(losers: pa.Table, reason: str, path: Path) -> int:
         return 0
     d = pa.table({"gid": losers["gid"], "reason": pa.array([reason] * losers.num_rows, pa.string()),
                   "dup_of": losers["dup_of"]})
-    D.write_table(d.sort_by("gid"), path, row_group_size=D.DECISION_ROW_GROUP)
+    write_parquet_atomic(d.sort_by("gid"), path, row_group_rows=W.DECISION_ROW_GROUP)
     return d.num_rows
 
 
 def _url_reduce(p: int, *, work: str, parts: int) -> int:
-    files = D.list_parquet(Path(work) / "url" / f"p={p:05d}")
+    files = W.list_parquet(Path(work) / "url" / f"p={p:05d}")
     if not files:
         return 0
     tbl = pa.concat_tables([pq.read_table(f) for f in files]) if files else None
@@ -180,44 +183,27 @@ def _url_reduce(p: int, *, work: str, parts: int) -> int:
     if winners.num_rows:
         part = D.partition_of(winners["t1"].to_numpy(), parts)
         for q in np.unique(part):
-            D.write_table(winners.filter(pa.array(part == q)), Path(work) / "text" / f"p={q:05d}" / f"u={p:05d}.parquet")
+            write_parquet_atomic(winners.filter(pa.array(part == q)),
+                                 Path(work) / "text" / f"p={q:05d}" / f"u={p:05d}.parquet")
     return n
 
 
 def _text_reduce(p: int, *, work: str) -> int:
-    files = D.list_parquet(Path(work) / "text" / f"p={p:05d}")
+    files = W.list_parquet(Path(work) / "text" / f"p={p:05d}")
     if not files:
         return 0
     tbl = pa.concat_tables([pq.read_table(f) for f in files])
     # the earliest capture of a text is the likely original; undated captures come last
     fetch = tbl["fetch"].to_numpy()
-    tbl = tbl.set_column(tbl.column_names.index("fetch"), "fetch",
-                         pa.array(np.where(fetch == _INT64_MIN, _INT64_MAX, fetch)))
+    tbl = set_column(tbl, "fetch", pa.array(np.where(fetch == _INT64_MIN, _INT64_MAX, fetch)))
     _, losers = _winners(tbl, "t1", "t2", [("fetch", "ascending"), ("id", "ascending")])
     return _write_drops(losers, TEXT_REASON, Path(work) / "drops" / f"text-p={p:05d}.parquet")
 
 
-def _apply_drops(item, *, stage: str, work: str, ctx) -> dict:
-    si, path = item
-    t0 = time.process_time()
-    table = pq.read_table(path)
-    n = table.num_rows
-    bytes_in = D.text_bytes(table)
-    reason = np.full(n, None, dtype=object)
-    dup_of = np.full(n, None, dtype=object)
-    drops = D.read_gid_range(D.list_parquet(Path(work) / "drops"), si, ["gid", "reason", "dup_of"])
-    if drops is not None and drops.num_rows:
-        rows = (drops["gid"].to_numpy() & D.ROW_MASK).astype(np.int64)
-        reason[rows] = np.array(drops["reason"].to_pylist(), dtype=object)
-        dup_of[rows] = np.array(drops["dup_of"].to_pylist(), dtype=object)
-    drop = np.array([r is not None for r in reason], dtype=bool)
-    kept = table.filter(pa.array(~drop))
-    rejected = None
-    if drop.any():
-        rejected = (table.filter(pa.array(drop))
-                    .append_column("reason", pa.array(reason[drop].tolist(), pa.string()))
-                    .append_column("dup_of", pa.array(dup_of[drop].tolist(), pa.string())))
-    return D.finish_shard(stage, path, ctx, n, bytes_in, kept, rejected, time.process_time() - t0)
+def _drop_decisions(table: pa.Table, si: int, *, work: str) -> W.Decisions:
+    none = pa.scalar(None, pa.string())
+    dec = W.rows_by_gid(W.list_parquet(Path(work) / "drops"), si, table.num_rows, {"reason": none, "dup_of": none})
+    return W.Decisions(table, dec["reason"], reject_columns={"dup_of": dec["dup_of"]})
 
 
 @register
@@ -243,20 +229,18 @@ class ExactDedup(Workflow):
 
     def run(self, ctx) -> dict:
         work = D.fresh_dir(Path(ctx.work_dir) / "dedup_exact")
-        parts = self.partitions or 2 * D.engine_cpus(ctx.engine)
+        parts = self.partitions or 2 * W.engine_cpus(ctx.engine)
         items = list(enumerate(ctx.inputs))
-        _, cpu = D.timed_map(ctx.engine, functools.partial(_exact_keys, work=str(work), parts=parts,
+        _, cpu = W.timed_map(ctx.engine, functools.partial(_exact_keys, work=str(work), parts=parts,
                                                            by_url=self.url, by_text=self.text), items)
         global_cpu = 0.0
         if self.url:
-            _, c = D.timed_map(ctx.engine, functools.partial(_url_reduce, work=str(work), parts=parts), range(parts))
+            _, c = W.timed_map(ctx.engine, functools.partial(_url_reduce, work=str(work), parts=parts), range(parts))
             global_cpu += sum(c)
-        _, c = D.timed_map(ctx.engine, functools.partial(_text_reduce, work=str(work)), range(parts))
+        _, c = W.timed_map(ctx.engine, functools.partial(_text_reduce, work=str(work)), range(parts))
         global_cpu += sum(c)
-        results, c = D.timed_map(ctx.engine, functools.partial(_apply_drops, stage=self.name, work=str(work),
-                                                               ctx=D.portable_ctx(ctx)), items)
-        return D.collect(ctx, self.name, results, ctx.inputs, shard_cpu=[a + b for a, b in zip(cpu, c)],
-                         global_cpu=global_cpu)
+        return W.filter_shards(ctx, self.name, functools.partial(_drop_decisions, work=str(work)),
+                               shard_cpu=cpu, global_cpu=global_cpu)
 
 
 # ---------------------------------------------------------------------------
@@ -296,7 +280,7 @@ def _line_keys(item, *, work: str, parts: int, group: int) -> int:
     for b in D.iter_batches(path, ["text"]):
         lines, parent, line_no = split_lines(D.text_array(b))
         h, ok = line_hashes(lines)
-        gid = D.gids(si, start, b.num_rows)[parent]
+        gid = W.gids(si, start, b.num_rows)[parent]
         start += b.num_rows
         chunks.append(pa.table({"h": h[ok], "gid": gid[ok], "line": line_no[ok].astype(np.int32)}))
     if not chunks:
@@ -304,13 +288,14 @@ def _line_keys(item, *, work: str, parts: int, group: int) -> int:
     tbl = pa.concat_tables(chunks)
     part = D.partition_of(tbl["h"].to_numpy(), parts)
     for p in np.unique(part):
-        D.write_table(tbl.filter(pa.array(part == p)), Path(work) / "lines" / f"g={g:05d}" / f"p={p:05d}" / f"s={si:06d}.parquet")
+        write_parquet_atomic(tbl.filter(pa.array(part == p)),
+                             Path(work) / "lines" / f"g={g:05d}" / f"p={p:05d}" / f"s={si:06d}.parquet")
     return tbl.num_rows
 
 
 def _line_reduce(item, *, work: str) -> int:
     g, p = item
-    files = D.list_parquet(Path(work) / "lines" / f"g={g:05d}" / f"p={p:05d}")
+    files = W.list_parquet(Path(work) / "lines" / f"g={g:05d}" / f"p={p:05d}")
     if not files:
         return 0
     tbl = pa.concat_tables([pq.read_table(f) for f in files])
@@ -321,7 +306,8 @@ def _line_reduce(item, *, work: str) -> int:
     first[1:] = h[1:] != h[:-1]
     drops = pa.table({"gid": gid[~first], "line": line[~first]}).sort_by([("gid", "ascending"), ("line", "ascending")])
     if drops.num_rows:
-        D.write_table(drops, Path(work) / "drops" / f"g={g:05d}-p={p:05d}.parquet", row_group_size=D.DECISION_ROW_GROUP * 4)
+        write_parquet_atomic(drops, Path(work) / "drops" / f"g={g:05d}-p={p:05d}.parquet",
+                             row_group_rows=W.DECISION_ROW_GROUP * 4)
     return drops.num_rows
 
 
@@ -344,32 +330,25 @@ def remove_lines(text: pa.Array, drop_rows: np.ndarray, drop_lines: np.ndarray) 
     return out, modified, removed
 
 
-def _apply_line_drops(item, *, stage: str, work: str, ctx) -> dict:
-    si, path = item
-    t0 = time.process_time()
-    table = pq.read_table(path)
+def _line_decisions(table: pa.Table, si: int, *, work: str) -> W.Decisions:
+    """Texts without their repeated lines; documents left empty are dropped (their rejects show
+    the text before)."""
     n = table.num_rows
-    bytes_in = D.text_bytes(table)
-    counters = {}
-    drop = np.zeros(n, dtype=bool)
-    drops = D.read_gid_range(D.list_parquet(Path(work) / "drops"), si, ["gid", "line"])
-    if drops is not None and drops.num_rows and n:
-        text = D.text_array(table)
-        rows = (drops["gid"].to_numpy() & D.ROW_MASK).astype(np.int64)
-        new_text, modified, removed = remove_lines(text, rows, drops["line"].to_numpy().astype(np.int64))
-        stripped = pc.utf8_trim_whitespace(new_text)
-        drop = modified & (pc.utf8_length(stripped).to_numpy(zero_copy_only=False) == 0)
-        counters = {"lines_removed": int(removed.sum()), "docs_modified": int(modified.sum()),
-                    "chars_removed": int((pc.utf8_length(text).to_numpy(zero_copy_only=False)
-                                          - pc.utf8_length(new_text).to_numpy(zero_copy_only=False)).sum())}
-        rejected_src = table.filter(pa.array(drop))
-        idx = table.column_names.index("text")
-        table = table.set_column(idx, table.schema.field("text"), new_text.cast(table.schema.field("text").type))
-    kept = table.filter(pa.array(~drop))
-    rejected = None
-    if drop.any():
-        rejected = rejected_src.append_column("reason", pa.array([LINES_REASON] * int(drop.sum()), pa.string()))
-    return D.finish_shard(stage, path, ctx, n, bytes_in, kept, rejected, time.process_time() - t0, counters)
+    drops = W.read_gid_range(W.list_parquet(Path(work) / "drops"), si, ["gid", "line"])
+    if drops is None or not drops.num_rows or not n:
+        return W.Decisions(table, pa.nulls(n, pa.string()))
+    text = D.text_array(table)
+    rows = (drops["gid"].to_numpy() & W.ROW_MASK).astype(np.int64)
+    new_text, modified, removed = remove_lines(text, rows, drops["line"].to_numpy().astype(np.int64))
+    stripped = pc.utf8_trim_whitespace(new_text)
+    drop = modified & (pc.utf8_length(stripped).to_numpy(zero_copy_only=False) == 0)
+    counters = {"lines_removed": int(removed.sum()), "docs_modified": int(modified.sum()),
+                "chars_removed": int((pc.utf8_length(text).to_numpy(zero_copy_only=False)
+                                      - pc.utf8_length(new_text).to_numpy(zero_copy_only=False)).sum())}
+    field = table.schema.field("text")
+    return W.Decisions(set_column(table, field, new_text.cast(field.type)),
+                       pc.if_else(pa.array(drop), LINES_REASON, pa.scalar(None, pa.string())),
+                       counters=counters, rejects_from=table)
 
 
 @register
@@ -393,15 +372,13 @@ class LineDedup(Workflow):
 
     def run(self, ctx) -> dict:
         work = D.fresh_dir(Path(ctx.work_dir) / "dedup_lines")
-        parts = self.partitions or 2 * D.engine_cpus(ctx.engine)
+        parts = self.partitions or 2 * W.engine_cpus(ctx.engine)
         group = self.group_shards or max(1, len(ctx.inputs))
         items = list(enumerate(ctx.inputs))
-        _, cpu = D.timed_map(ctx.engine, functools.partial(_line_keys, work=str(work), parts=parts, group=group),
+        _, cpu = W.timed_map(ctx.engine, functools.partial(_line_keys, work=str(work), parts=parts, group=group),
                              items)
         n_groups = (len(items) + group - 1) // group
-        _, c = D.timed_map(ctx.engine, functools.partial(_line_reduce, work=str(work)),
+        _, c = W.timed_map(ctx.engine, functools.partial(_line_reduce, work=str(work)),
                            [(g, p) for g in range(n_groups) for p in range(parts)])
-        results, c2 = D.timed_map(ctx.engine, functools.partial(_apply_line_drops, stage=self.name, work=str(work),
-                                                                ctx=D.portable_ctx(ctx)), items)
-        return D.collect(ctx, self.name, results, ctx.inputs, shard_cpu=[a + b for a, b in zip(cpu, c2)],
-                         global_cpu=sum(c))
+        return W.filter_shards(ctx, self.name, functools.partial(_line_decisions, work=str(work)),
+                               shard_cpu=cpu, global_cpu=sum(c))

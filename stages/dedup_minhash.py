@@ -51,6 +51,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from datapipe import workflow as W
+from datapipe.rundir import write_parquet_atomic
+from datapipe.schema import set_column
 from datapipe.stage import StageError, Workflow, register
 
 from . import _dedup as D
@@ -205,7 +208,7 @@ def _signatures(item, *, work: str, ngram: int, bands: int, rows: int, seed: int
         n = batch.num_rows
         text = D.text_array(batch)
         sig, n_sh = minhash_signatures(text, ngram=ngram, a=a, b=b, seed=seed)
-        g = D.gids(si, start, n)
+        g = W.gids(si, start, n)
         start += n
         sig_parts.append(pa.table({
             "gid": g, "id": pc.fill_null(pc.cast(batch.column("id"), pa.string()), ""),
@@ -215,13 +218,13 @@ def _signatures(item, *, work: str, ngram: int, bands: int, rows: int, seed: int
         band_parts.append((g[ok], band_keys(sig[ok], bands, rows)))
     root = Path(work)
     if sig_parts:
-        D.write_table(pa.concat_tables(sig_parts), root / "sig" / f"s={si:06d}.parquet", compression="none")
+        write_parquet_atomic(pa.concat_tables(sig_parts), root / "sig" / f"s={si:06d}.parquet", compression="none")
         g = np.concatenate([p[0] for p in band_parts])
         keys = np.concatenate([p[1] for p in band_parts]) if g.size else np.zeros((0, bands), np.uint64)
         if g.size:
             for bb in range(bands):
                 t = pa.table({"key": keys[:, bb], "gid": g}).sort_by("key")
-                D.write_table(t, root / "bands" / f"b={bb:03d}" / f"s={si:06d}.parquet", row_group_size=65_536)
+                write_parquet_atomic(t, root / "bands" / f"b={bb:03d}" / f"s={si:06d}.parquet", row_group_rows=65_536)
     return start
 
 
@@ -231,7 +234,7 @@ def _signatures(item, *, work: str, ngram: int, bands: int, rows: int, seed: int
 def _buckets(item, *, work: str, key_ranges: int, parts: int) -> dict:
     bb, kr = item
     import pyarrow.dataset as ds
-    files = D.list_parquet(Path(work) / "bands" / f"b={bb:03d}")
+    files = W.list_parquet(Path(work) / "bands" / f"b={bb:03d}")
     if not files:
         return {"candidate_pairs": 0, "bucket_edges": 0}
     d = ds.dataset(files, format="parquet")
@@ -256,15 +259,15 @@ def _buckets(item, *, work: str, key_ranges: int, parts: int) -> dict:
         part = D.partition_of(u, parts)
         for p in np.unique(part):
             m = part == p
-            D.write_table(pa.table({"u": u[m], "v": v[m]}),
-                          Path(work) / "edges" / f"p={p:05d}" / f"b={bb:03d}-k={kr:04d}.parquet")
+            write_parquet_atomic(pa.table({"u": u[m], "v": v[m]}),
+                                 Path(work) / "edges" / f"p={p:05d}" / f"b={bb:03d}-k={kr:04d}.parquet")
     return {"candidate_pairs": cand, "bucket_edges": int(len(u))}
 
 
 def _gather(work: str, gid: np.ndarray, columns: list[str]) -> dict[str, pa.Array]:
     """Columns of the signature files for the given gids, in their order (read shard by shard)."""
-    shard = (gid >> D.ROW_BITS).astype(np.int64)
-    row = (gid & D.ROW_MASK).astype(np.int64)
+    shard = (gid >> W.ROW_BITS).astype(np.int64)
+    row = (gid & W.ROW_MASK).astype(np.int64)
     order = np.argsort(shard, kind="stable")
     bounds = np.flatnonzero(np.diff(shard[order])) + 1
     tables = []
@@ -284,7 +287,7 @@ def _sig_matrix(arr: pa.Array, k: int) -> np.ndarray:
 
 
 def _edges_to_cc(p: int, *, work: str, parts: int, verify: Optional[float], k: int) -> dict:
-    files = D.list_parquet(Path(work) / "edges" / f"p={p:05d}")
+    files = W.list_parquet(Path(work) / "edges" / f"p={p:05d}")
     if not files:
         return {"edges": 0, "verified_out": 0}
     t = pa.concat_tables([pq.read_table(f) for f in files])
@@ -309,11 +312,12 @@ def _write_directed(folder: Path, src: int, key: np.ndarray, nbr: np.ndarray, pa
     part = D.partition_of(key, parts)
     for q in np.unique(part):
         m = part == q
-        D.write_table(pa.table({"key": key[m], "nbr": nbr[m]}), folder / f"to={q:05d}" / f"from={src:05d}.parquet")
+        write_parquet_atomic(pa.table({"key": key[m], "nbr": nbr[m]}),
+                             folder / f"to={q:05d}" / f"from={src:05d}.parquet")
 
 
 def _read_pairs(folder: Path) -> tuple[np.ndarray, np.ndarray]:
-    files = D.list_parquet(folder)
+    files = W.list_parquet(folder)
     if not files:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     t = pa.concat_tables([pq.read_table(f) for f in files])
@@ -366,8 +370,8 @@ def _route_final(p: int, *, work: str, rnd: int, parts: int) -> int:
         part = D.partition_of(nbr, parts)
         for q in np.unique(part):
             m = part == q
-            D.write_table(pa.table({"node": key[m], "comp": nbr[m]}),
-                          Path(work) / "cc" / "final" / f"to={q:05d}" / f"from={p:05d}.parquet")
+            write_parquet_atomic(pa.table({"node": key[m], "comp": nbr[m]}),
+                                 Path(work) / "cc" / "final" / f"to={q:05d}" / f"from={p:05d}.parquet")
     return len(key)
 
 
@@ -380,7 +384,7 @@ def connected_components(engine, work: str, parts: int, *, max_rounds: int = 100
     cpu = 0.0
     rnd, prev, rounds = 0, None, 0
     while True:
-        res, c = D.timed_map(engine, functools.partial(_cc_round, work=work, rnd=rnd, op="large", parts=parts),
+        res, c = W.timed_map(engine, functools.partial(_cc_round, work=work, rnd=rnd, op="large", parts=parts),
                              range(parts))
         cpu += sum(c)
         rounds += 1
@@ -390,11 +394,11 @@ def connected_components(engine, work: str, parts: int, *, max_rounds: int = 100
         if rounds > max_rounds:
             raise RuntimeError(f"dedup_minhash: connected components did not converge in {max_rounds} rounds")
         prev = fp
-        _, c = D.timed_map(engine, functools.partial(_cc_round, work=work, rnd=rnd + 1, op="small", parts=parts),
+        _, c = W.timed_map(engine, functools.partial(_cc_round, work=work, rnd=rnd + 1, op="small", parts=parts),
                            range(parts))
         cpu += sum(c)
         rnd += 2
-    _, c = D.timed_map(engine, functools.partial(_route_final, work=work, rnd=rnd + 1, parts=parts), range(parts))
+    _, c = W.timed_map(engine, functools.partial(_route_final, work=work, rnd=rnd + 1, parts=parts), range(parts))
     return rounds, cpu + sum(c)
 
 
@@ -407,7 +411,7 @@ def write_edges(work: str, u: np.ndarray, v: np.ndarray, parts: int, src: int = 
 def read_components(work: str) -> dict[int, int]:
     """``{node: smallest node of its component}`` from ``cc/final`` (components of size >= 2)."""
     out: dict[int, int] = {}
-    for f in D.list_parquet(Path(work) / "cc" / "final"):
+    for f in W.list_parquet(Path(work) / "cc" / "final"):
         t = pq.read_table(f)
         for n, c in zip(t["node"].to_pylist(), t["comp"].to_pylist()):
             out[n] = c
@@ -416,7 +420,7 @@ def read_components(work: str) -> dict[int, int]:
 
 
 def _survivors(q: int, *, work: str) -> dict:
-    files = D.list_parquet(Path(work) / "cc" / "final" / f"to={q:05d}")
+    files = W.list_parquet(Path(work) / "cc" / "final" / f"to={q:05d}")
     if not files:
         return {"components": 0, "members": 0, "sizes": {}}
     t = pa.concat_tables([pq.read_table(f) for f in files])
@@ -435,33 +439,18 @@ def _survivors(q: int, *, work: str) -> dict:
     keep[starts] = True
     survivor_id = tbl["id"].take(pa.array(starts[grp]))
     members = pa.table({"gid": tbl["gid"], "cluster": survivor_id, "keep": pa.array(keep)}).sort_by("gid")
-    D.write_table(members, Path(work) / "members" / f"q={q:05d}.parquet", row_group_size=D.DECISION_ROW_GROUP)
+    write_parquet_atomic(members, Path(work) / "members" / f"q={q:05d}.parquet", row_group_rows=W.DECISION_ROW_GROUP)
     sizes = Counter(np.bincount(grp).tolist())
     return {"components": len(starts), "members": tbl.num_rows, "sizes": dict(sizes)}
 
 
-def _filter(item, *, stage: str, work: str, ctx) -> dict:
-    si, path = item
-    t0 = time.process_time()
-    table = pq.read_table(path)
-    n = table.num_rows
-    bytes_in = D.text_bytes(table)
-    cluster = np.full(n, None, dtype=object)
-    drop = np.zeros(n, dtype=bool)
-    mem = D.read_gid_range(D.list_parquet(Path(work) / "members"), si, ["gid", "cluster", "keep"])
-    if mem is not None and mem.num_rows:
-        rows = (mem["gid"].to_numpy() & D.ROW_MASK).astype(np.int64)
-        cluster[rows] = np.array(mem["cluster"].to_pylist(), dtype=object)
-        drop[rows] = ~mem["keep"].to_numpy(zero_copy_only=False)
-    if "dup_cluster" in table.column_names:
-        table = table.drop_columns(["dup_cluster"])
-    table = table.append_column("dup_cluster", pa.array(cluster.tolist(), pa.string()))
-    kept = table.filter(pa.array(~drop))
-    rejected = None
-    if drop.any():
-        rejected = table.filter(pa.array(drop)).append_column("reason", pa.array([REASON] * int(drop.sum()), pa.string()))
-    counters = {"in_dup_cluster": int(sum(c is not None for c in cluster))}
-    return D.finish_shard(stage, path, ctx, n, bytes_in, kept, rejected, time.process_time() - t0, counters)
+def _member_decisions(table: pa.Table, si: int, *, work: str) -> W.Decisions:
+    """``dup_cluster`` on every row; members that are not their component's survivor dropped."""
+    mem = W.rows_by_gid(W.list_parquet(Path(work) / "members"), si, table.num_rows,
+                        {"cluster": pa.scalar(None, pa.string()), "keep": pa.scalar(True)})
+    reasons = pc.if_else(mem["keep"], pa.scalar(None, pa.string()), REASON)
+    return W.Decisions(set_column(table, "dup_cluster", mem["cluster"]), reasons,
+                       counters={"in_dup_cluster": len(mem["cluster"]) - mem["cluster"].null_count})
 
 
 _HIST_EDGES = (2, 3, 5, 11, 101, 1001)
@@ -524,21 +513,21 @@ class MinHashDedup(Workflow):
         k = self.bands * self.rows
 
         t = time.time()
-        counts, shard_cpu = D.timed_map(ctx.engine, functools.partial(
+        counts, shard_cpu = W.timed_map(ctx.engine, functools.partial(
             _signatures, work=w, ngram=self.ngram, bands=self.bands, rows=self.rows, seed=self.seed,
             batch_size=self.batch_size), items)
         timings["signatures"] = time.time() - t
         n_docs = int(sum(counts))
-        cpus = D.engine_cpus(ctx.engine)
+        cpus = W.engine_cpus(ctx.engine)
         parts = self.partitions or max(2 * cpus, math.ceil(n_docs / 250_000))
         key_ranges = max(1, math.ceil(n_docs / 4_000_000))
         global_cpu = 0.0
 
         t = time.time()
-        bres, c = D.timed_map(ctx.engine, functools.partial(_buckets, work=w, key_ranges=key_ranges, parts=parts),
+        bres, c = W.timed_map(ctx.engine, functools.partial(_buckets, work=w, key_ranges=key_ranges, parts=parts),
                               [(bb, kr) for bb in range(self.bands) for kr in range(key_ranges)])
         global_cpu += sum(c)
-        eres, c = D.timed_map(ctx.engine, functools.partial(_edges_to_cc, work=w, parts=parts,
+        eres, c = W.timed_map(ctx.engine, functools.partial(_edges_to_cc, work=w, parts=parts,
                                                             verify=self.verify_threshold, k=k), range(parts))
         global_cpu += sum(c)
         timings["buckets_edges"] = time.time() - t
@@ -546,20 +535,19 @@ class MinHashDedup(Workflow):
         t = time.time()
         rounds, c = connected_components(ctx.engine, w, parts, max_rounds=self.max_rounds)
         global_cpu += c
-        sres, c = D.timed_map(ctx.engine, functools.partial(_survivors, work=w), range(parts))
+        sres, c = W.timed_map(ctx.engine, functools.partial(_survivors, work=w), range(parts))
         global_cpu += sum(c)
         timings["components"] = time.time() - t
 
         t = time.time()
-        results, c = D.timed_map(ctx.engine, functools.partial(_filter, stage=self.name, work=w,
-                                                               ctx=D.portable_ctx(ctx)), items)
-        shard_cpu = [a + b for a, b in zip(shard_cpu, c)]
+        stats = W.filter_shards(ctx, self.name, functools.partial(_member_decisions, work=w),
+                                shard_cpu=shard_cpu, global_cpu=global_cpu)
         timings["filter"] = time.time() - t
 
         sizes: Counter = Counter()
         for r in sres:
             sizes.update({int(s): c for s, c in r["sizes"].items()})
-        removed = sum(r["stats"].rows_in - r["stats"].rows_out for r in results)
+        removed = sum(st.rows_in - st.rows_out for st in stats.values())
         report = {
             "documents": n_docs, "ngram": self.ngram, "bands": self.bands, "rows": self.rows,
             "permutations": k, "seed": self.seed, "threshold": round(lsh_threshold(self.bands, self.rows), 4),
@@ -579,9 +567,9 @@ class MinHashDedup(Workflow):
         }
         from datapipe.rundir import atomic_write_json
         atomic_write_json(Path(ctx.work_dir) / "dedup_minhash_report.json", report)
-        if results:
+        if stats:
             # run-wide figures once (on the first shard), so merged stats count them once
-            first = results[0]["stats"]
+            first = next(iter(stats.values()))
             first.counters.update({k2: v for k2, v in (
                 ("candidate_pairs", report["candidate_pairs"]), ("edges", report["edges"]),
                 ("edges_rejected_by_verify", report["edges_rejected_by_verify"]),
@@ -591,4 +579,4 @@ class MinHashDedup(Workflow):
         print(f"dedup_minhash: {n_docs:,} docs, {report['candidate_pairs']:,} candidate pairs, "
               f"{report['edges']:,} edges, {report['components']:,} components, {removed:,} removed "
               f"({rounds} cc rounds, {report['seconds']['total']}s)", file=sys.stderr, flush=True)
-        return D.collect(ctx, self.name, results, ctx.inputs, shard_cpu=shard_cpu, global_cpu=global_cpu)
+        return stats

@@ -45,7 +45,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from datapipe.embed import Embedder, EmbedderError, make_embedder
-from datapipe.stage import StageError, Workflow, register
+from datapipe.stage import Resources, StageError, Workflow, register
 
 from . import _dedup as D
 
@@ -267,7 +267,6 @@ class SemanticDedup(Workflow):
     name = "dedup_semantic"
     inputs = ("text",)
     outputs = ("sem_cluster", "sem_max_sim")
-    needs_model = True
 
     def __init__(self, *, model: str = "auto", eps: Optional[float] = None, max_tokens: Optional[int] = None,
                  n_clusters: Optional[int] = None, docs_per_cluster: int = 500,
@@ -306,8 +305,13 @@ class SemanticDedup(Workflow):
         items = list(enumerate(ctx.inputs))
         timings = {}
         t = time.time()
+        # a transformer runs on GPUs when asked for or (device unset) when the cluster has any, one
+        # task per GPU; every embedder runs in workers that exist for this map only (the model's
+        # memory is freed when it ends)
+        gpu = self.embedder.kind == "transformer" and (
+            self.device == "cuda" or (self.device in (None, "auto") and ctx.engine.num_gpus > 0))
         emb, shard_cpu = D.timed_map(ctx.engine, functools.partial(_embed, cache=cache, embedder=self.embedder),
-                                     items)
+                                     items, resources=Resources(gpus=1 if gpu else 0), needs_model=True)
         timings["embed"] = time.time() - t
         n_docs = sum(r["rows"] for r in emb)
         reused = sum(r["rows"] for r in emb if r["reused"])

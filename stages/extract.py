@@ -71,6 +71,7 @@ from typing import Any, Iterator, Literal
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from datapipe.schema import set_column
 from datapipe.stage import Filter, StageError, register
 
 STATUS_COL = "extract_status"
@@ -285,8 +286,6 @@ class Extract(Filter):
             raise StageError(f"stage 'extract' needs an html or text column, batch has {schema.names}")
 
     def score(self, batch: pa.Table) -> pa.Table:
-        if self._extract_fn is None:
-            self.setup()
         n = batch.num_rows
         names = batch.schema.names
         if "html" in names:
@@ -319,18 +318,8 @@ class Extract(Filter):
         out = batch
         if "html" in names:
             out = out.drop_columns(["html"])
-        text_arr = pa.array(texts, type=pa.large_string())
-        text_field = pa.field("text", pa.large_string())
-        if "text" in out.schema.names:
-            out = out.set_column(out.schema.get_field_index("text"), text_field, text_arr)
-        else:
-            out = out.append_column(text_field, text_arr)
-        status_arr = pa.array(status, type=pa.string())
-        if STATUS_COL in out.schema.names:
-            out = out.set_column(out.schema.get_field_index(STATUS_COL), STATUS_COL, status_arr)
-        else:
-            out = out.append_column(STATUS_COL, status_arr)
-        return out
+        out = set_column(out, pa.field("text", pa.large_string()), pa.array(texts, type=pa.large_string()))
+        return set_column(out, STATUS_COL, pa.array(status, type=pa.string()))
 
     def decide(self, batch: pa.Table) -> pa.Array:
         status = batch.column(STATUS_COL)

@@ -62,6 +62,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from datapipe.schema import set_column
 from datapipe.stage import Filter, StageError, reasons_from_masks, register
 
 #: fastText's FASTTEXT_FILEFORMAT_MAGIC_INT32, the first 4 bytes of .bin and .ftz models
@@ -181,8 +182,7 @@ class LangID(Filter):
                                      "so CLD2's answers cannot be combined with it: set second_opinion: null")
 
     def predict(self, texts: pa.Array | pa.ChunkedArray) -> tuple[list[str | None], np.ndarray]:
-        """``(languages, scores)`` for a string array (null/blank texts: None, 0.0)."""
-        self.setup()
+        """``(languages, scores)`` for a string array (null/blank texts: None, 0.0); after ``ensure_setup()``."""
         x = self.prepare(texts)
         blank = np.asarray(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(x)), 0), dtype=bool)
         k = 1 if self.second_opinion is None else 3
@@ -241,9 +241,7 @@ class LangID(Filter):
             self._counts[k] = self._counts.get(k, 0) + v["counts"].as_py()
         out = batch
         for name, col in (("lid_lang", lang_arr), ("lid_score", pa.array(scores, pa.float64()))):
-            if name in out.column_names:
-                out = out.drop_columns([name])
-            out = out.append_column(name, col)
+            out = set_column(out, name, col)
         return out
 
     def decide(self, batch: pa.Table) -> pa.Array:

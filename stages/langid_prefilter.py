@@ -38,6 +38,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from datapipe.schema import set_column
 from datapipe.stage import Filter, StageError, reasons_from_masks, register
 
 REASON = "prefilter_lid:other_language"
@@ -99,7 +100,7 @@ class PrefilterLID(Filter):
                            second_opinion=second_opinion)
 
     def setup(self) -> None:
-        self._lid.setup()
+        self._lid.ensure_setup()
 
     def score(self, batch: pa.Table) -> pa.Table:
         htmls = batch["html"].to_pylist()
@@ -110,9 +111,7 @@ class PrefilterLID(Filter):
         out = batch
         for name, col in (("prefilter_lid_lang", pa.array(langs, pa.string())),
                           ("prefilter_lid_score", pa.array(scores, pa.float64()))):
-            if name in out.column_names:
-                out = out.drop_columns([name])
-            out = out.append_column(name, col)
+            out = set_column(out, name, col)
         return out
 
     def decide(self, batch: pa.Table) -> pa.Array:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from datapipe.schema import set_column
 from datapipe.stage import Filter, StageError, reasons_from_masks, register
 
 
@@ -25,9 +26,7 @@ class LengthFilter(Filter):
 
     def score(self, batch: pa.Table) -> pa.Table:
         n = pc.fill_null(pc.utf8_length(batch["text"]), 0).cast(pa.int64())
-        if "len_chars" in batch.column_names:
-            batch = batch.drop_columns(["len_chars"])
-        return batch.append_column("len_chars", n)
+        return set_column(batch, "len_chars", n)
 
     def decide(self, batch: pa.Table) -> pa.Array:
         n = batch["len_chars"].to_numpy()

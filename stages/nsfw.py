@@ -1,6 +1,6 @@
 """NSFW filters: multilingual bad-word counts and a FineWeb-style URL blocklist.
 
-Two registered filters, score-then-decide like :mod:`stages.heuristics` (every rule a
+Two registered filters, score-then-decide like :mod:`stages._rules` (every rule a
 named, versioned reason; ``decide`` reads only score columns, so ``datapipe
 refilter`` re-tunes thresholds without re-scoring):
 
@@ -27,10 +27,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from datapipe.schema import set_column
+from datapipe.urls import url_host
 from datapipe.stage import StageError, register
 
 from . import _text as T
-from .heuristics import RuleFilter
+from ._rules import RuleFilter
 
 #: C4 allows these (each drops > 10% of pages of its language when banned)
 DEFAULT_ALLOW = {"ja": ["sm", "グロ", "女の子"], "zh": ["性"]}
@@ -142,7 +144,6 @@ class NSFWWords(RuleFilter):
         return self._patterns[lang]
 
     def score(self, batch: pa.Table) -> pa.Table:
-        self.setup()
         n = batch.num_rows
         text = T.text_column(batch)
         langs = T.row_languages(batch, self.default_language)
@@ -163,8 +164,8 @@ class NSFWWords(RuleFilter):
             if sub:
                 counts[rows] += pc.count_substring_regex(part, sub).to_numpy(zero_copy_only=False)
         n_words = pc.count_substring_regex(text, T.WORD_COUNT).to_numpy(zero_copy_only=False)
-        batch = self._set(batch, "nsfw_words", pa.array(counts, pa.int64()))
-        batch = self._set(batch, "nsfw_ratio", T.safe_div(counts, n_words))
+        batch = set_column(batch, "nsfw_words", pa.array(counts, pa.int64()))
+        batch = set_column(batch, "nsfw_ratio", T.safe_div(counts, n_words))
         return batch
 
 
@@ -412,16 +413,13 @@ class URLFilter(RuleFilter):
         return out
 
     def score(self, batch: pa.Table) -> pa.Table:
-        self.setup()
         n = batch.num_rows
         col = batch.column("url")
         url = (col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col).cast(pa.string())
         url = pc.fill_null(url, "")
         lower = pc.utf8_lower(url)
 
-        host = pc.struct_field(pc.extract_regex(
-            lower, r"^(?:[a-z][a-z0-9+.\-]*://)?(?:[^/?#@]*@)?(?P<host>\[[^\]]*\]|[^/?#:]*)"), "host")
-        domain = self._domain_hits(pc.fill_null(host, "").to_pylist())
+        domain = self._domain_hits(url_host(url).to_pylist())
 
         bare = pc.utf8_rtrim(pc.replace_substring_regex(
             pc.replace_substring_regex(lower, r"^[a-z][a-z0-9+.\-]*://", ""), r"^www\.", ""), "/")
@@ -444,9 +442,9 @@ class URLFilter(RuleFilter):
         else:
             sub = pa.nulls(n, pa.string())
 
-        batch = self._set(batch, "urlf_domain", pa.array(domain, pa.string()))
-        batch = self._set(batch, "urlf_url", url_hit)
-        batch = self._set(batch, "urlf_banned_word", pa.array(banned, pa.string()))
-        batch = self._set(batch, "urlf_soft_words", pa.array(soft, pa.int64()))
-        batch = self._set(batch, "urlf_banned_subword", sub.cast(pa.string()))
+        batch = set_column(batch, "urlf_domain", pa.array(domain, pa.string()))
+        batch = set_column(batch, "urlf_url", url_hit)
+        batch = set_column(batch, "urlf_banned_word", pa.array(banned, pa.string()))
+        batch = set_column(batch, "urlf_soft_words", pa.array(soft, pa.int64()))
+        batch = set_column(batch, "urlf_banned_subword", sub.cast(pa.string()))
         return batch

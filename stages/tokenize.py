@@ -49,6 +49,7 @@ from typing import Any, Optional
 import numpy as np
 import pyarrow as pa
 
+from datapipe.schema import set_column
 from datapipe.stage import Stage, StageError, register
 
 #: Meta's Llama 3 pre-tokenizer regex (``llama/tokenizer.py``), also what quicktok compiles
@@ -404,19 +405,25 @@ class Tokenize(Stage):
         return {"name": tok.spec, "hash": tok.fingerprint, "vocab_size": tok.vocab_size,
                 "add_bos": self.add_bos, "add_eos": self.add_eos, "bos_id": tok.bos_id, "eos_id": tok.eos_id}
 
+    #: ``"llama3" -> ("tiktoken", "llama3")``, for callers that reach this stage through the registry
+    parse_tokenizer = staticmethod(parse_tokenizer_spec)
+
+    def encode(self, texts: list) -> tuple[np.ndarray, np.ndarray]:
+        """``(flat uint32 ids, int64 offsets)`` of ``texts`` with this stage's separators, exactly what
+        ``n_tokens`` counts (the mixture step re-tokenizes the documents it writes with it)."""
+        tok = self._tok or load_tokenizer(self.tokenizer, threads=self.threads)
+        return tokenize_texts(tok, texts, add_bos=self.add_bos, add_eos=self.add_eos)
+
     def __call__(self, batch: pa.Table) -> pa.Table:
-        if self._tok is None:
-            self.setup()
         texts = batch["text"].to_pylist()
         flat, offsets = tokenize_texts(self._tok, texts, add_bos=self.add_bos, add_eos=self.add_eos)
         n = pa.array(np.diff(offsets).astype(np.int32), type=pa.int32())
-        for c in ("n_tokens", "tokens"):
-            if c in batch.column_names:
-                batch = batch.drop_columns([c])
-        batch = batch.append_column("n_tokens", n)
+        batch = set_column(batch, "n_tokens", n)
         if self.keep_tokens:
             if offsets[-1] >= 2**31:
                 raise StageError("batch has over 2^31 tokens; lower engine.batch_size")
             tokens = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(flat, type=pa.uint32()))
-            batch = batch.append_column("tokens", tokens)
+            batch = set_column(batch, "tokens", tokens)
+        elif "tokens" in batch.column_names:
+            batch = batch.drop_columns(["tokens"])  # ids of an earlier tokenizer: stale
         return batch

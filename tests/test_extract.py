@@ -5,7 +5,6 @@ import json
 import signal
 import threading
 import time
-from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -14,8 +13,9 @@ from datapipe.samplecrawl import sample_article_page
 from datapipe.schema import RAW_SCHEMA, table_from_rows
 from datapipe.stage import StageError, apply_stage, build_stage
 from stages.extract import STATUS_COL, Extract
+from tests.conftest import SHARED_DATA, missing, need_shared
 
-REALPAGES = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "warc" / "realpages"
+REALPAGES = SHARED_DATA / "warc" / "realpages"
 
 
 def _raw(*htmls, texts=None) -> pa.Table:
@@ -31,12 +31,18 @@ def _norm(s: str) -> str:
 
 
 def _busy(seconds: float):
-    """A pure-Python stand-in for a pathological page (interruptible between bytecodes)."""
+    """A pure-Python stand-in for a pathological page (interruptible between bytecodes).
+
+    ``run.finished`` counts the calls that ran to their end: a budget that cuts the page
+    short leaves it at 0 (how fast it cuts is bench/guards.py's business, not a test's).
+    """
     def run(html):
         end = time.perf_counter() + seconds
         while time.perf_counter() < end:
             pass
+        run.finished += 1
         return "finished far too late " * 10
+    run.finished = 0
     return run
 
 
@@ -70,14 +76,13 @@ def test_include_comments_option_reaches_trafilatura():
 
 def test_timeout_signal_path_cuts_a_slow_page_short():
     if signal.getsignal(signal.SIGALRM) not in (signal.SIG_DFL, signal.SIG_IGN, None):
-        pytest.skip("SIGALRM is owned by another tool in this test run")
+        missing("SIGALRM is owned by another tool in this test run (pytest-timeout?)")
     st = Extract(timeout_s=0.05, timeout_mode="signal")
-    st.setup()
-    st._extract_one = _busy(5.0)
+    st.ensure_setup()
+    st._extract_one = slow = _busy(5.0)
     assert st._pick_mode() == "signal"
-    t0 = time.perf_counter()
     res = apply_stage(st, _raw("<p>slow</p>"))
-    assert time.perf_counter() - t0 < 2.0
+    assert slow.finished == 0                     # interrupted, not waited out
     assert res.reasons == {"extract:timeout": 1}
     assert res.kept.num_rows == 0
     assert st.counters() == {"timeout": 1}
@@ -89,7 +94,7 @@ def test_timeout_signal_path_cuts_a_slow_page_short():
 def test_timeout_in_a_worker_thread_uses_the_watchdog():
     """Ray Data runs actor UDFs in a non-main thread: the budget must hold there too."""
     st = Extract(timeout_s=0.05)
-    st.setup()
+    st.ensure_setup()
     slow, real = _busy(5.0), st._extract_one
     calls = iter([slow, real])
     st._extract_one = lambda html: next(calls)(html)
@@ -97,9 +102,7 @@ def test_timeout_in_a_worker_thread_uses_the_watchdog():
 
     def work():
         try:
-            t0 = time.perf_counter()
             out["res"] = apply_stage(st, _raw("<p>slow</p>", sample_article_page("en").html))
-            out["elapsed"] = time.perf_counter() - t0
             out["mode"] = st._pick_mode()
             end = time.perf_counter() + 0.3   # no stray exception may arrive later
             while time.perf_counter() < end:
@@ -112,7 +115,7 @@ def test_timeout_in_a_worker_thread_uses_the_watchdog():
     th.join(10)
     assert "error" not in out, out.get("error")
     assert out["mode"] == "thread"
-    assert out["elapsed"] < 3.0
+    assert slow.finished == 0                     # interrupted, not waited out
     res = out["res"]
     assert res.reasons == {"extract:timeout": 1}
     assert res.kept["id"].to_pylist() == ["d1"]   # the next page was extracted normally
@@ -121,7 +124,7 @@ def test_timeout_in_a_worker_thread_uses_the_watchdog():
 
 def test_measure_mode_keeps_and_counts_pages_over_budget():
     st = Extract(timeout_s=0.01, timeout_mode="measure")
-    st.setup()
+    st.ensure_setup()
     st._extract_one = _busy(0.05)
     res = apply_stage(st, _raw("<p>slow</p>"))
     assert res.kept.num_rows == 1
@@ -130,7 +133,7 @@ def test_measure_mode_keeps_and_counts_pages_over_budget():
 
 def test_too_large_is_dropped_before_parsing():
     st = Extract(max_html_bytes=1000)
-    st.setup()
+    st.ensure_setup()
 
     def must_not_parse(html):
         raise AssertionError("parsed a page over max_html_bytes")
@@ -160,7 +163,7 @@ def test_rows_with_text_and_no_html_pass_through():
 
 def test_errors_and_empty_pages_are_dropped_with_their_reason():
     st = Extract(min_text_chars=200)
-    st.setup()
+    st.ensure_setup()
     real = st._extract_one
 
     def flaky(html):
@@ -194,9 +197,7 @@ def test_config_validation_knows_the_options():
 
 
 def test_realpages_snippets_are_found():
-    warc = REALPAGES / "realpages-trafilatura-eval.warc.gz"
-    if not warc.is_file():
-        pytest.skip(f"real pages not available at {REALPAGES} (../shared/data beside the repo)")
+    warc = need_shared("warc", "realpages", "realpages-trafilatura-eval.warc.gz")
     from datapipe.io.warc import iter_warc_batches
     from datapipe.schema import doc_id
     from datapipe.stats import StageStats

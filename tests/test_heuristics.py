@@ -39,7 +39,7 @@ def only(stage: str, keep: str, all_keys, **extra):
 
 
 def decisions(stage, texts, langs=None):
-    return stage.decide(stage(table(texts, langs))).to_pylist()
+    return stage.decide(stage.ensure_setup()(table(texts, langs))).to_pylist()
 
 
 def test_registered():
@@ -98,7 +98,7 @@ def test_gopher_quality_defaults_keep_normal_prose_and_name_first_failing_rule()
 
 def test_gopher_quality_languages_without_spaces():
     zh = "我们的系统是在中国制造的，这是一个很好的产品。" * 5
-    st = build_stage("gopher_quality")
+    st = build_stage("gopher_quality").ensure_setup()
     out = st(table([zh, zh], ["zh", "en"]))
     # characters are words: 105 words of length 1 (21 Han characters per sentence)
     assert out["gq_word_count"].to_pylist() == [105, 105]
@@ -112,7 +112,7 @@ def test_gopher_quality_languages_without_spaces():
 
 def test_gopher_quality_per_language_thresholds_and_missing_stop_list():
     text = "the and " + words(60)
-    st = build_stage("gopher_quality", {"per_language": {"de": {"min_words": 100}}})
+    st = build_stage("gopher_quality", {"per_language": {"de": {"min_words": 100}}}).ensure_setup()
     out = st(table([text, text, text], ["en", "de", "xx"]))
     assert out["gq_stop_words"].to_pylist() == [2, 0, None]  # "xx" has no list: rule skipped
     assert st.decide(out).to_pylist() == [None, "gopher_quality_v1:word_count", None]
@@ -122,7 +122,7 @@ def test_gopher_quality_per_language_thresholds_and_missing_stop_list():
 
 def test_gopher_quality_stop_words_dir(tmp_path):
     (tmp_path / "German.txt").write_text("und\nder\ndie\n")
-    st = build_stage("gopher_quality", {"stop_words_dir": str(tmp_path)})
+    st = build_stage("gopher_quality", {"stop_words_dir": str(tmp_path)}).ensure_setup()
     out = st(table(["Der Hund und die Katze", "Hund Katze"], ["de", "de"]))
     assert out["gq_stop_words"].to_pylist() == [3, 0]
     with pytest.raises(StageError):
@@ -299,7 +299,7 @@ def test_fineweb_terminal_punctuation_is_unicode_aware():
 
 def test_refilter_matches_rescoring_and_refuses_score_options():
     texts = ["the and " + words(n) for n in (10, 40, 60, 90)]
-    scored = build_stage("gopher_quality")(table(texts))
+    scored = build_stage("gopher_quality").ensure_setup()(table(texts))
     kept, reasons = refilter(scored, "gopher_quality", {"min_words": 50})
     assert reasons.to_pylist() == [None if n + 2 >= 50 else "gopher_quality_v1:word_count" for n in (10, 40, 60, 90)]
     fresh = apply_stage(build_stage("gopher_quality", {"min_words": 30}), table(texts))
@@ -447,7 +447,7 @@ def ref_fineweb(text):
 
 def _agreement(stage_name, ref, docs):
     """Per score column: share of documents where ours equals the reference; and per rule decisions."""
-    st = build_stage(stage_name)
+    st = build_stage(stage_name).ensure_setup()
     out = st(table([d["text"] for d in docs]))
     refs = [ref(d["text"]) for d in docs]
     agree = {}
@@ -470,7 +470,6 @@ def _agreement(stage_name, ref, docs):
     return agree, Counter(x for x in ours_dec)
 
 
-@pytest.mark.skipif(not _realpages.available(), reason="../shared/data/warc/realpages is absent (real-page agreement)")
 @pytest.mark.parametrize("stage_name,ref", [
     ("gopher_quality", ref_gopher_quality), ("gopher_repetition", ref_gopher_repetition),
     ("c4", ref_c4), ("fineweb", ref_fineweb),

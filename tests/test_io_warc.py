@@ -21,25 +21,18 @@ from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
 from datapipe.io import InputError
-from datapipe.io.warc import decode_payload, iter_warc_batches, normalize_charset
+from datapipe.io.charset import decode_payload, normalize_charset
+from datapipe.io.warc import iter_warc_batches
 from datapipe.schema import RAW_SCHEMA, doc_id
 from datapipe.stats import StageStats
+from tests.conftest import SHARED_DATA, need_shared, require
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "warc"
+DATA = SHARED_DATA / "warc"
 CRAWL_SUFFIXES = (".warc", ".warc.gz", ".arc", ".arc.gz", ".wet", ".wet.gz", ".warc.wat", ".warc.wet", ".wat.gz")
-
-try:
-    import fastwarc  # noqa: F401
-    HAVE_FASTWARC = True
-except ImportError:  # pragma: no cover - fastwarc is a pinned dependency
-    HAVE_FASTWARC = False
 
 
 def need(rel: str) -> Path:
-    p = DATA / rel
-    if not p.exists():
-        pytest.skip(f"real WARC data not available ({p}); it lives in ../shared/data beside the repo")
-    return p
+    return need_shared("warc", rel)
 
 
 def read(path, *, engine="auto", max_html_bytes=5_000_000, batch_size=64):
@@ -308,11 +301,11 @@ def test_invariant_on_every_real_file(rel):
     assert st.bytes_out == sum(pa.compute.sum(pa.compute.binary_length(t[c])).as_py() or 0 for c in ("html", "text"))
 
 
-@pytest.mark.skipif(not HAVE_FASTWARC, reason="fastwarc not installed")
 @pytest.mark.parametrize("rel", ["resiliparse-testdata/warcfile.warc.gz", "archivesunleashed-aut/example.warc.gz",
                                  "realpages/realpages-mozilla-readability.warc.gz",
                                  "warcio-testdata/example-iana.org-chunked.warc"])
 def test_engines_agree(rel):
+    require("fastwarc")
     p = need(rel)
     tf, sf = read(p, engine="fastwarc")
     tw, sw = read(p, engine="warcio")
@@ -603,11 +596,11 @@ def test_non_seekable_stream(tmp_path, monkeypatch, engine):
 
     p, ids = five_pages(tmp_path)
     data = p.read_bytes()
-    monkeypatch.setattr(warc_mod, "_open", lambda path: _NoSeek(data))
+    monkeypatch.setattr(warc_mod, "open_input", lambda path: _NoSeek(data))
     t, st = read(p, engine=engine)
     assert t["id"].to_pylist() == [doc_id(i) for i in ids] and balanced(st)
     assert st.bytes_in == len(data)
-    monkeypatch.setattr(warc_mod, "_open", lambda path: _NoSeek(data[:-30]))
+    monkeypatch.setattr(warc_mod, "open_input", lambda path: _NoSeek(data[:-30]))
     t, st = read(p, engine=engine)
     assert t["id"].to_pylist() == [doc_id(i) for i in ids[:4]]
     assert st.counters.get("truncated_file") == 1 and balanced(st)

@@ -14,9 +14,10 @@ from datapipe.config import ConfigError, parse_config
 from datapipe.schema import table_from_rows
 from datapipe.stage import StageError, apply_stage, build_stage, registry
 from stages.langid import FASTTEXT_MAGIC, LangID, combine_votes, default_model_path
+from tests.conftest import SHARED_DATA, need_shared
 
 ROOT = Path(__file__).resolve().parents[1]
-LINGUA = ROOT / ".." / "shared" / "data" / "langid" / "lingua"
+LINGUA = SHARED_DATA / "langid" / "lingua"
 #: lingua's Norwegian is Bokmål; lid.176 calls it "no"
 ALIAS = {"nb": "no"}
 #: languages each of which lid.176 must get right on >= 95% of lingua's sentences
@@ -29,14 +30,19 @@ def table(texts):
 
 
 def read_lingua(lang: str, n: int) -> list[str]:
+    """The first ``n`` held-out sentences of a language: the odd-numbered ones.
+
+    bench/langid_bench.py chose the CLD2 weight (0.7) on the even-numbered non-blank
+    sentences of each language; scoring those here would test on the tuning data.
+    """
     lines = (LINGUA / lang / "sentences.txt").read_text(encoding="utf-8").split("\n")
-    return [s for s in lines if s.strip()][:n]
+    return [s for s in lines if s.strip()][1::2][:n]
 
 
 @pytest.fixture(scope="module")
 def stage() -> LangID:
     st = build_stage("langid", {})
-    st.setup()
+    st.ensure_setup()
     return st
 
 
@@ -121,8 +127,8 @@ def test_bad_options_and_model_files(tmp_path):
         parse_config({"stages": [{"langid": {"threshold": "high"}}]})
 
 
-@pytest.mark.skipif(not LINGUA.is_dir(), reason="needs ../shared/data/langid/lingua (real labelled sentences)")
 def test_accuracy_on_real_sentences(stage):
+    need_shared("langid", "lingua")
     labels = {lab[len("__label__"):] for lab in stage._model.get_labels()}
     per_lang = {}
     for d in sorted(LINGUA.iterdir()):
@@ -150,11 +156,12 @@ def _macro(st: LangID, labels: set[str], n: int) -> dict[str, float]:
     return out
 
 
-@pytest.mark.skipif(not LINGUA.is_dir(), reason="needs ../shared/data/langid/lingua (real labelled sentences)")
 def test_cld2_second_opinion_fixes_lid176_weak_languages(stage):
+    need_shared("langid", "lingua")
     labels = {lab[len("__label__"):] for lab in stage._model.get_labels()}
-    plain = build_stage("langid", {"second_opinion": None})
-    alone, both = _macro(plain, labels, 200), _macro(stage, labels, 200)
+    plain = build_stage("langid", {"second_opinion": None}).ensure_setup()
+    # every held-out sentence (500 per language): with 200, Afrikaans sits right at 0.70
+    alone, both = _macro(plain, labels, 500), _macro(stage, labels, 500)
     # the quantised lid.176 misses most Somali and Yoruba sentences and a third of Afrikaans;
     # with CLD2's vote those are recovered while no language lid.176 handles well gets worse
     for lang in ("so", "yo", "af"):
@@ -186,7 +193,7 @@ def test_second_opinion_scores_control_characters_and_options(stage, tmp_path):
     assert langs == ["en", "en"] and scores[0] > 0.9 and abs(scores[0] - scores[1]) < 0.05
     assert "cld2_errors" not in stage.counters()
     # lid.176 alone: the score is fastText's own probability
-    plain = build_stage("langid", {"second_opinion": None})
+    plain = build_stage("langid", {"second_opinion": None}).ensure_setup()
     _, p_scores = plain.predict(pa.array(texts[1:], pa.large_string()))
     lab, prob = plain._model.predict(texts[1], k=1)
     assert lab[0] == "__label__en" and p_scores[0] == pytest.approx(min(float(prob[0]), 1.0))
@@ -213,7 +220,7 @@ def test_second_opinion_refuses_a_model_with_other_labels(monkeypatch):
     monkeypatch.setattr(fasttext, "load_model", lambda path: GlotLIDLike())
     st = build_stage("langid", {})
     with pytest.raises(StageError, match="second_opinion: null"):
-        st.setup()
-    plain = build_stage("langid", {"second_opinion": None})
+        st.ensure_setup()
+    plain = build_stage("langid", {"second_opinion": None}).ensure_setup()
     langs, _ = plain.predict(pa.array(["The committee published its annual report on Tuesday."], pa.large_string()))
     assert langs == ["eng_Latn"]

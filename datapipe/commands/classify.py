@@ -17,14 +17,12 @@ from __future__ import annotations
 import json
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
-EXIT_USAGE = 2
+from . import error
 
-
-def _err(msg: str, code: int = EXIT_USAGE) -> int:
-    print(f"datapipe classify: error: {msg}", file=sys.stderr)
-    return code
+_err = partial(error, prog="datapipe classify")
 
 
 # ---------------------------------------------------------------------------
@@ -178,7 +176,7 @@ def cmd_apply(args) -> int:
         files = parquet_files(args.inputs)
     except (StageError, FileNotFoundError) as e:
         return _err(str(e))
-    stage.setup()
+    stage.ensure_setup()
     out = Path(args.out)
     n_in = n_out = 0
     t0 = time.perf_counter()

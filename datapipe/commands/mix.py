@@ -3,25 +3,23 @@
 
 ``mix`` plans a mixture over a run's curated output (from ``n_tokens``), prints the plan
 table and, without ``--dry-run``, writes shuffled Parquet token streams and a manifest to
-``RUN_DIR/mix/<spec name>/`` (see ``stages/mixture.py``). The curated output is only read,
+``RUN_DIR/mix/<spec name>/`` (see ``datapipe/mix/``). The curated output is only read,
 so a changed spec re-mixes in seconds. ``export-megatron`` turns a token stream into
 Megatron-LM's ``.bin/.idx``.
 """
 from __future__ import annotations
 
 import json
-import sys
 
-EXIT_USAGE = 2
+from . import error as _err
 
 
 def cmd_mix(args) -> int:
-    from stages.mixture import MixError, run_mix
+    from datapipe.mix import MixError, run_mix
     try:
         plan = run_mix(args.run_dir, args.spec, dry_run=args.dry_run, out_dir=args.out, quiet=args.quiet)
     except MixError as e:
-        print(f"datapipe: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return _err(str(e))
     if args.json:
         print(json.dumps(plan.to_dict(), indent=1))
     else:
@@ -38,8 +36,7 @@ def cmd_export_megatron(args) -> int:
     try:
         b, i = export_megatron(args.stream_dir, args.prefix)
     except (FileNotFoundError, ValueError) as e:
-        print(f"datapipe: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
+        return _err(str(e))
     print(b)
     print(i)
     return 0

@@ -1,7 +1,8 @@
 """``datapipe refilter RUN_DIR --stage S --set key=value ...``
 
 Re-applies a filter's thresholds to the scored output of a run, without re-scoring
-(every filter writes its score columns before it decides). Prints what the new
+(every filter writes its score columns before it decides). Options not given with
+``--set`` keep the values the run recorded in its ``config.yaml``. Prints what the new
 thresholds would keep and drop, per reason; ``--write DIR`` writes the kept rows.
 
 The output holds only documents that passed every stage, so refilter answers
@@ -11,9 +12,12 @@ back were dropped before the later stages scored them: re-run the pipeline for t
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections import Counter
 from pathlib import Path
+
+from . import error as _err
 
 
 def register(sub) -> None:
@@ -26,12 +30,6 @@ def register(sub) -> None:
     p.set_defaults(fn=run)
 
 
-def _err(msg: str) -> int:
-    import sys
-    print(f"datapipe: error: {msg}", file=sys.stderr)
-    return 2
-
-
 def run(args) -> int:
     import yaml
     import pyarrow.parquet as pq
@@ -39,7 +37,7 @@ def run(args) -> int:
     from ..config import _options_model
     from ..refilter import refilter
     from ..rundir import write_parquet_atomic
-    from ..stage import StageError, get_stage_class
+    from ..stage import StageError, get_stage_class, stage_options
 
     root = Path(args.run_dir)
     cfg_file = root / "config.yaml"
@@ -77,6 +75,10 @@ def run(args) -> int:
             msg = "unknown option" if errs[0]["type"] == "extra_forbidden" else errs[0]["msg"]
             return _err(f"--set {key}: {msg} (stage {args.stage})")
         return _err(f"--set for {args.stage}: {e}")
+    unrecorded = sorted(set(stage_options(cls)) - set(options))
+    if unrecorded:  # a run directory of a datapipe that recorded only the options the config wrote
+        print(f"note: {cfg_file} records no value for {', '.join(unrecorded)} of {args.stage} (written by an "
+              "older datapipe): today's defaults are used for them", file=sys.stderr)
     files = sorted(p for p in (root / "output").rglob("*.parquet") if not p.name.startswith("."))
     if not files:
         return _err(f"{root}/output holds no Parquet files")

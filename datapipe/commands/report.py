@@ -1,11 +1,11 @@
 """``datapipe report RUN_DIR [--out FILE]``: write the run's HTML report (``RUN_DIR/report/index.html``).
 
 The page is self-contained (charts and their JavaScript inlined) and is built from the run
-directory alone, so it works on a copied run and on one still going. See ``datapipe/report.py``.
+directory alone, so it works on a copied run and on one still going. See ``datapipe/report/``.
 """
 from __future__ import annotations
 
-import sys
+from . import error as _err
 
 
 def register(subparsers) -> None:
@@ -20,7 +20,6 @@ def cmd_report(args) -> int:
     try:
         path = build_report(args.run_dir, out=args.out)
     except ReportError as e:
-        print(f"datapipe: error: {e}", file=sys.stderr)
-        return 2
+        return _err(str(e))
     print(f"report: {path}")
     return 0

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 import textwrap
 from pathlib import Path
+
+from . import error as _err
 
 #: score columns printed when present (besides id, url and the columns --where names)
 DEFAULT_COLUMNS = ("reason", "lid_lang", "lid_score", "ppl", "ppl_bucket", "quality_score", "topic", "nsfw_ratio",
@@ -35,11 +36,6 @@ def register(subparsers) -> None:
     p.add_argument("--chars", type=int, default=400, help="characters of text to print (0: all)")
     p.add_argument("--json", action="store_true", help="print one JSON object per document")
     p.set_defaults(fn=cmd_show)
-
-
-def _err(msg: str) -> int:
-    print(f"datapipe: error: {msg}", file=sys.stderr)
-    return 2
 
 
 def _sql_str(s: str) -> str:
@@ -63,7 +59,7 @@ def _reject_files(root: Path, stage: str) -> list[Path]:
 def cmd_show(args) -> int:
     import duckdb
 
-    from datapipe.report import _data_files
+    from datapipe.report import data_files
 
     root = Path(args.run_dir)
     if not root.is_dir():
@@ -78,7 +74,7 @@ def cmd_show(args) -> int:
         source = f"rejects of {args.stage}"
         scan = f"read_json_auto({lst}, format='newline_delimited', union_by_name=true)"
     else:
-        files, where_from = _data_files(root)
+        files, where_from = data_files(root)
         if not files:
             return _err(f"{root}: no Parquet output yet (is this a run directory?)")
         lst = "[" + ", ".join(_sql_str(str(f)) for f in files) + "]"

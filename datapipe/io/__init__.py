@@ -14,30 +14,38 @@ is expanded by the format's own ``expand_input`` (a repository or a folder of pa
 is one shard; a folder of dumps gives one shard per dump, and a Wikimedia multistream dump
 with its index beside it one shard per ~32 MiB run of bz2 streams, named
 ``<path>#streams=<start>-<end>``: not a file name, only the format's reader opens it).
+
+Large crawl files are split the same way (:func:`split_crawl_files`, called by the runner on
+the resolved list): a WARC/WET/ARC file larger than the range target becomes shards
+``<path>#records=<start>-<end>``, record-aligned byte ranges cut by
+:func:`.framing.record_ranges`, so one big file keeps every worker busy and a run does not
+end on one straggling file. Reading the ranges gives the rows and ids of reading the file whole.
 """
 from __future__ import annotations
 
 import glob
 import gzip
-import io
+import logging
+import math
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
 import fsspec
 import pyarrow as pa
 
 from ..stats import StageStats
+from ._common import InputError  # noqa: F401 - public here as datapipe.io.InputError
+from ._common import range_spec, split_range_spec
+
+log = logging.getLogger(__name__)
 
 WARC_SUFFIXES = (".warc", ".warc.gz", ".arc", ".arc.gz", ".wet", ".wet.gz", ".warc.wet", ".warc.wet.gz", ".wat", ".wat.gz")
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json", ".json.gz", ".ndjson")
 PARQUET_SUFFIXES = (".parquet",)
 TEXT_SUFFIXES = (".txt", ".txt.gz")
 KNOWN_SUFFIXES = WARC_SUFFIXES + JSONL_SUFFIXES + PARQUET_SUFFIXES + TEXT_SUFFIXES
-
-
-class InputError(ValueError):
-    """The input spec names nothing readable (no such file, empty glob ...)."""
 
 
 def apply_storage_options(options: dict[str, dict] | None) -> None:
@@ -154,7 +162,7 @@ def resolve_inputs(specs: list[str], *, base_url: str = "https://data.commoncraw
 def detect_format(path: str, declared: str = "auto") -> str:
     if declared != "auto":
         return declared
-    p = path.lower()
+    p = split_range_spec(path)[0].lower()
     if p.endswith(WARC_SUFFIXES):
         return "warc"
     if p.endswith(JSONL_SUFFIXES):
@@ -171,6 +179,85 @@ def detect_format(path: str, declared: str = "auto") -> str:
     return "warc"  # CommonCrawl listings sometimes lack suffixes; the WARC reader reports bad input
 
 
+#: ranges are not cut smaller than this to spread a run over ``min_shards`` (an explicit
+#: ``shard_bytes`` below it wins): ~300 CommonCrawl records, seconds of extraction per range,
+#: against a shard's fixed cost (a read task, Parquet files, stats files and markers per step)
+MIN_RANGE_BYTES = 8 << 20
+#: remote crawl files are cut only when a run names at most this many: each cut costs a few small
+#: requests from the driver before the run starts (a few per GiB at the default target), while a run
+#: over more files than that keeps every worker busy with whole files
+REMOTE_SPLIT_MAX_FILES = 1000
+_PLAN_THREADS = 16  # the planning is waiting on stat calls and small reads, not CPU
+
+
+def range_target(total_bytes: int, *, shard_bytes: int, min_shards: int) -> int:
+    """Bytes per range for a run whose crawl files hold ``total_bytes``: at most ``shard_bytes``
+    (bounds a shard's time: the tail, and the work a crash loses), and small enough that the run
+    has about ``min_shards`` shards (so every worker has work), but not under
+    :data:`MIN_RANGE_BYTES` unless ``shard_bytes`` is. A function of the inputs and the config
+    only, not of the machine: a resume on another cluster finds the same shards."""
+    spread = max(MIN_RANGE_BYTES, math.ceil(total_bytes / max(1, min_shards)))
+    return max(1, min(shard_bytes, spread))
+
+
+def _size(path: str) -> int | None:
+    try:
+        if _is_remote(path):
+            fs, p = fsspec.core.url_to_fs(path)
+            return int(fs.size(p))
+        return os.path.getsize(path)
+    except Exception as e:  # the reader reports an unreadable file; planning never fails a run
+        log.warning("%s: size unknown (%s: %s); read as one shard", path, type(e).__name__, e)
+        return None
+
+
+def _cut(path: str, size: int, target: int) -> list[tuple[int, int]]:
+    from .framing import record_ranges
+    n = math.ceil(size / target)
+    try:
+        return record_ranges(path, math.ceil(size / n))  # n even ranges, not n-1 and a scrap
+    except Exception as e:
+        log.warning("%s: not cut into byte ranges (%s: %s); read as one shard", path, type(e).__name__, e)
+        return [(0, size)]
+
+
+def split_crawl_files(files: list[str], *, format: str = "auto", shard_bytes: int,
+                      min_shards: int) -> list[str]:
+    """Replace each WARC/WET/ARC file of ``files`` larger than :func:`range_target` by its
+    record-aligned byte ranges ``<path>#records=<start>-<end>`` (in place, in file order); other
+    files, smaller ones, and those that cannot be cut (single-stream gzip, plain ARC, not
+    seekable, unreadable: the reader reports them) stay whole. ``shard_bytes`` 0: no splitting.
+
+    Runs in the driver before the run: a stat per crawl file and a few small reads per cut
+    (16 at a time), so the shard keys, resume markers and the run's fingerprint know every range.
+    """
+    if shard_bytes <= 0:
+        return list(files)
+    crawl = [f for f in files if detect_format(f, format) == "warc" and split_range_spec(f)[1] is None]
+    remote = sum(_is_remote(f) for f in crawl)
+    if remote > REMOTE_SPLIT_MAX_FILES:
+        log.info("%d remote crawl files: read whole (cutting them would cost requests before the run starts)", remote)
+        crawl = [f for f in crawl if not _is_remote(f)]
+    if not crawl:
+        return list(files)
+    with ThreadPoolExecutor(min(_PLAN_THREADS, len(crawl))) as pool:
+        sizes = dict(zip(crawl, pool.map(_size, crawl)))
+        target = range_target(sum(s for s in sizes.values() if s), shard_bytes=shard_bytes, min_shards=min_shards)
+        big = [f for f in crawl if (sizes[f] or 0) > target]
+        ranges = dict(zip(big, pool.map(lambda f: _cut(f, sizes[f], target), big)))
+    out: list[str] = []
+    for f in files:
+        r = ranges.get(f)
+        if r and len(r) > 1:
+            out.extend(range_spec(f, "records", a, b) for a, b in r)
+        else:
+            out.append(f)
+    if ranges:
+        log.info("%d crawl file(s) cut into %d byte ranges of ~%.1f MiB", len(ranges),
+                 sum(len(r) for r in ranges.values()), target / 2**20)
+    return out
+
+
 def read_shard(paths: list[str], *, input_cfg, batch_size: int, stats: StageStats) -> Iterator[pa.Table]:
     """Yield batches for one shard (one input file, or the Parquet files of a previous step)."""
     from . import tabular
@@ -178,8 +265,10 @@ def read_shard(paths: list[str], *, input_cfg, batch_size: int, stats: StageStat
         fmt = detect_format(path, input_cfg.format)
         if fmt == "warc":
             from .warc import iter_warc_batches
-            yield from iter_warc_batches(path, source=input_cfg.source, batch_size=batch_size,
-                                         max_html_bytes=input_cfg.max_html_bytes, stats=stats)
+            real, start, end = split_range_spec(path, "records")
+            yield from iter_warc_batches(real, source=input_cfg.source, batch_size=batch_size,
+                                         max_html_bytes=input_cfg.max_html_bytes, stats=stats,
+                                         byte_range=None if start is None else (start, end))
         elif fmt == "jsonl":
             yield from tabular.iter_jsonl_batches(path, source=input_cfg.source, batch_size=batch_size,
                                                   text_field=input_cfg.text_field, stats=stats)

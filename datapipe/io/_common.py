@@ -1,31 +1,69 @@
-"""Shared pieces of the source readers (Wikipedia, code, books, arXiv, StackExchange).
+"""Shared pieces of the readers in :mod:`datapipe.io`; submodules take them from here, never
+from the package ``__init__`` (which imports the submodules: no import cycle).
 
+- :class:`InputError`: the input names nothing readable (re-exported as ``datapipe.io.InputError``).
+- :func:`bump` / :func:`count`: add to a counter dict / to ``stats.dropped``.
 - :func:`open_binary`: a byte stream for a local or fsspec path, decompressed by suffix
   (``.bz2`` incl. multistream, ``.gz``, ``.zst``, ``.xz``).
 - :func:`iter_export_batches`: rows of a Hugging Face ``datasets`` export (Parquet or JSONL)
   whose columns have other names than ours (``content`` for code, ``short_book_title`` ...),
   renamed through a mapping, with the text field picked from candidates.
 - :func:`build_batch`: dict rows -> a table in the document schema, extra columns typed.
+- :func:`range_spec` / :func:`split_range_spec`: the name of a shard that is a byte range of one
+  file, ``<path>#<unit>=<start>-<end>`` (``streams``: whole bz2 streams of a Wikimedia multistream
+  dump, :mod:`.wikipedia`; ``records``: whole records of a WARC/WET/ARC file, :mod:`.warc`).
+  Not a file name: only the format's reader opens it. The run directory keys it on the range
+  (:func:`datapipe.rundir.shard_key`), so ids, resume markers and outputs are per range.
 """
 from __future__ import annotations
 
 import bz2
 import gzip
 import json
-import os
+import re
 from typing import Callable, Iterable, Iterator, Optional
 
 import fsspec
 import pyarrow as pa
 
-from ..schema import conform, doc_id
+from ..schema import conform, set_column
 from ..stats import StageStats
 
 EXPORT_SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz", ".jsonl.zst", ".json", ".json.gz", ".ndjson")
 
 
+class InputError(ValueError):
+    """The input spec names nothing readable (no such file, empty glob ...)."""
+
+
+#: units of :func:`range_spec`
+RANGE_UNITS = ("streams", "records")
+_RANGE = re.compile(r"^(?P<path>.+)#(?P<unit>" + "|".join(RANGE_UNITS) + r")=(?P<start>\d+)-(?P<end>\d+)$")
+
+
+def range_spec(path: str, unit: str, start: int, end: int) -> str:
+    """``("/d/x.warc.gz", "records", 0, 100)`` -> ``"/d/x.warc.gz#records=0-100"``: the whole
+    ``unit`` (records, bz2 streams) that start in bytes ``[start, end)`` of ``path``."""
+    if unit not in RANGE_UNITS:
+        raise ValueError(f"range unit must be one of {RANGE_UNITS}, not {unit!r}")
+    return f"{path}#{unit}={start}-{end}"
+
+
+def split_range_spec(spec: str, unit: Optional[str] = None) -> tuple[str, Optional[int], Optional[int]]:
+    """``/d/x.xml.bz2#streams=10-20`` -> ``("/d/x.xml.bz2", 10, 20)``; a plain path (or, when
+    ``unit`` is given, a range of another unit) -> ``(spec, None, None)``."""
+    m = _RANGE.match(spec)
+    if not m or (unit is not None and m.group("unit") != unit):
+        return spec, None, None
+    return m.group("path"), int(m.group("start")), int(m.group("end"))
+
+
+def bump(d: dict[str, int], key: str, n: int = 1) -> None:
+    d[key] = d.get(key, 0) + n
+
+
 def count(stats: StageStats, reason: str, n: int = 1) -> None:
-    stats.dropped[reason] = stats.dropped.get(reason, 0) + n
+    bump(stats.dropped, reason, n)
 
 
 def open_binary(path: str):
@@ -107,25 +145,14 @@ def iter_export_batches(path: str, *, source: str, batch_size: int, stats: Stage
                 tbl = tbl.rename_columns([ours if c == theirs else c for c in tbl.column_names])
         for name, typ in extra.items():
             if name not in tbl.column_names:
-                tbl = tbl.append_column(name, pa.nulls(tbl.num_rows, typ))
+                tbl = set_column(tbl, name, pa.nulls(tbl.num_rows, typ))
             elif tbl.schema.field(name).type != typ:
                 col = tbl[name]
                 if pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
                     # e.g. The Stack's ``max_stars_repo_licenses``: a list; keep the first entry
                     col = pa.array([(v[0] if v else None) for v in col.to_pylist()], pa.string())
-                tbl = tbl.set_column(tbl.column_names.index(name), name, col.cast(typ))
+                tbl = set_column(tbl, name, col.cast(typ))
         if fill is not None:
             tbl = fill(tbl)
         yield tbl
 
-
-def stable_id(*parts) -> str:
-    return doc_id(*parts)
-
-
-def basename_no_suffix(path: str, suffixes: Iterable[str]) -> str:
-    b = os.path.basename(path.rstrip("/"))
-    for s in sorted(suffixes, key=len, reverse=True):
-        if b.lower().endswith(s):
-            return b[: -len(s)]
-    return b

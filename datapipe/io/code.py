@@ -30,8 +30,9 @@ from typing import Iterator, Optional
 
 import pyarrow as pa
 
+from ..schema import set_column
 from ..stats import StageStats
-from ._common import build_batch, count, is_export, iter_export_batches
+from ._common import batched, count, is_export, iter_export_batches
 
 MAX_FILE_BYTES = 1_000_000
 #: extension (lower case, with dot) or exact file name -> language
@@ -196,7 +197,7 @@ def iter_batches(path: str, *, input_cfg, batch_size: int, stats: StageStats) ->
     if is_export(path):
         def fill(tbl: pa.Table) -> pa.Table:
             if tbl["source_detail"].null_count == tbl.num_rows:
-                tbl = tbl.set_column(tbl.column_names.index("source_detail"), "source_detail", tbl["repo"])
+                tbl = set_column(tbl, "source_detail", tbl["repo"])
             return tbl
         yield from iter_export_batches(
             path, source=input_cfg.source, batch_size=batch_size, stats=stats,
@@ -206,14 +207,7 @@ def iter_batches(path: str, *, input_cfg, batch_size: int, stats: StageStats) ->
             extra=EXTRA, fill=fill)
         return
     if not os.path.isdir(path):
-        from . import InputError
+        from ._common import InputError
         raise InputError(f"{path}: input.format code reads a folder (a repository or a folder of them) "
                          "or a Parquet/JSONL export")
-    buf: list[dict] = []
-    for row in iter_tree_rows(path, source=input_cfg.source, stats=stats):
-        buf.append(row)
-        if len(buf) >= batch_size:
-            yield build_batch(buf, EXTRA)
-            buf = []
-    if buf:
-        yield build_batch(buf, EXTRA)
+    yield from batched(iter_tree_rows(path, source=input_cfg.source, stats=stats), batch_size, EXTRA)

@@ -57,7 +57,7 @@ import pyarrow.ipc as ipc
 
 from ..schema import parse_time
 from ..stats import StageStats
-from ._common import batched, build_batch, count, open_binary
+from ._common import batched, count, open_binary
 
 EXTRA = {"title": pa.string(), "source_detail": pa.string(), "se_score": pa.int32(), "se_answers": pa.int32()}
 PARTITION_BYTES = 256 * 1024 * 1024

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..schema import BASE_SCHEMA, conform, doc_id
+from ..schema import conform, doc_id
 from ..stats import StageStats
 
 

@@ -1,7 +1,11 @@
 """WARC / ARC / WET reader: crawl records -> ``RAW_SCHEMA`` batches.
 
 One function, :func:`iter_warc_batches`, streams one file (local path or any
-fsspec URL) and yields ``pa.Table`` batches in :data:`datapipe.schema.RAW_SCHEMA`:
+fsspec URL), or one record-aligned byte range of it (``byte_range``, from
+:func:`~.framing.record_ranges`: the records that start in ``[start, end)``, with
+the layout sniffed at the file's start and offsets kept absolute, so rows and ids
+are those the whole file gives), and yields ``pa.Table`` batches in
+:data:`datapipe.schema.RAW_SCHEMA`:
 
 * WARC ``response`` records whose HTTP payload is HTML/XHTML -> ``html`` (decoded
   with the page's charset), ``text`` null, ``content_type`` the MIME type
@@ -33,12 +37,10 @@ charset but the bytes are valid UTF-8 with non-ASCII text: decoded as UTF-8),
 ``warc_truncated`` (payload cut by the crawler, ``WARC-Truncated`` header; kept).
 ``stats.bytes_in`` gets the bytes read from the file (compressed size).
 
-Parsing engines: FastWARC (Rust; parses the realpages WARCs 2x as fast as
-warcio, mostly from faster inflate; reads single-stream gzip, and the ClueWeb09
-WARC/0.18 Content-Length bug in quirks mode) reads WARC/WET; warcio reads ARC
-(FastWARC cannot) and is the fallback when FastWARC is not installed
-(``engine="warcio"`` forces it). Both give the same ids and rows for the same
-WARC file. HTTP headers are parsed leniently (ClueWeb ends them with bare LF).
+Layers: :mod:`.framing` (opening, gzip/plain/ARC layout, re-synchronisation points),
+:mod:`.warc_engines` (FastWARC for WARC/WET, warcio for ARC and as fallback, one record
+view), :mod:`.http` (is it HTML, content/transfer codings), :mod:`.charset` (bytes -> UTF-8);
+this module turns records into rows and counts the rest.
 
 Recovery: FastWARC runs in strict mode on plain and per-record-gzip files, and
 after a parse error the reader counts one ``corrupt`` and re-synchronises at the
@@ -55,576 +57,30 @@ one core with FastWARC; ~1,800 records/s with warcio.
 """
 from __future__ import annotations
 
-import codecs
-import io
 import logging
 import os
-import re
-import zlib
-from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Iterator
 
-import fsspec
 import numpy as np
 import pyarrow as pa
 
 from ..schema import RAW_SCHEMA, doc_id, parse_time
 from ..stats import StageStats
-from . import InputError
+from ._common import InputError, bump
+from .charset import charset_param, payload_to_utf8
+from .framing import ByteRange, gzip_tail, next_record_start, open_input, sniff
+from .http import GENERIC_TYPES, HTML_TYPES, is_binary, is_html_payload, mime_type, undo_http_encodings
+from .warc_engines import ENGINES, Rec, choose_engine
 
 log = logging.getLogger(__name__)
 
-ENGINES = ("auto", "fastwarc", "warcio")
-
 #: WARC types that never carry a document; the drop reason is the type itself
 SKIPPED_TYPES = frozenset({"warcinfo", "request", "metadata", "revisit", "resource", "continuation"})
-HTML_TYPES = frozenset({"text/html", "application/xhtml+xml", "application/xhtml", "text/xhtml",
-                        "application/vnd.wap.xhtml+xml", "application/xml+xhtml"})
-#: labels that say nothing about the payload: sniff it instead
-GENERIC_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream", "application/unknown",
-                           "unknown/unknown", "application/x-unknown", "content/unknown", "*/*",
-                           "application/binary", "text/plain", "application/x-download", "none"})
-_HTML_SNIFF = re.compile(rb"<(?:!doctype\s+html|html|head|body|title|meta|div|p|table|a\s)[\s>/]", re.I)
-_BINARY_MAGIC = (b"%PDF-", b"PK\x03\x04", b"\x89PNG", b"GIF8", b"\xff\xd8\xff", b"\x1f\x8b",
-                 b"RIFF", b"\x00\x00\x01\x00", b"OggS", b"ID3", b"\xd0\xcf\x11\xe0", b"{\\rtf")
-
-_GZIP_MAGIC = b"\x1f\x8b\x08"
-_MEMBER_PROBE_BYTES = 1 << 20   # first gzip member not over after this: single-stream gzip
 _MAX_CORRUPT_LOGS = 5           # warnings per file; the count is in stats either way
-
-
-# ---------------------------------------------------------------------------
-# charsets
-
-#: WHATWG-style label mapping: labels browsers decode with a superset codec
-_CHARSET_ALIASES = {
-    **dict.fromkeys(("latin1", "latin-1", "iso-8859-1", "iso8859-1", "iso_8859-1", "iso_8859-1:1987", "l1",
-                     "ascii", "us-ascii", "ansi_x3.4-1968", "cp819", "ibm819", "iso-ir-100", "csisolatin1",
-                     "x-cp1252", "windows-1252", "cp1252", "iso88591"), "cp1252"),
-    **dict.fromkeys(("iso-8859-9", "iso8859-9", "latin5", "l5", "windows-1254"), "cp1254"),
-    **dict.fromkeys(("iso-8859-11", "tis-620", "windows-874", "dos-874"), "cp874"),
-    **dict.fromkeys(("gb2312", "gbk", "x-gbk", "gb_2312-80", "gb_2312", "cp936", "ms936", "windows-936",
-                     "chinese", "csgb2312", "euc-cn", "gb2312-80", "iso-ir-58", "gb18030", "hz-gb-2312"), "gb18030"),
-    **dict.fromkeys(("big5", "big5-hkscs", "cn-big5", "x-x-big5", "csbig5"), "big5hkscs"),
-    **dict.fromkeys(("shift_jis", "shift-jis", "sjis", "x-sjis", "ms_kanji", "windows-31j", "csshiftjis",
-                     "cp932", "ms932"), "cp932"),
-    **dict.fromkeys(("euc-kr", "ks_c_5601-1987", "ks_c_5601", "ksc5601", "windows-949", "korean",
-                     "csksc56011987", "cp949", "iso-ir-149"), "cp949"),
-    **dict.fromkeys(("utf8", "utf-8", "unicode-1-1-utf-8", "x-unicode20utf8"), "utf-8"),
-    **dict.fromkeys(("macintosh", "x-mac-roman", "mac", "csmacintosh"), "mac_roman"),
-    "iso-8859-8-i": "iso8859-8",
-}
-#: codecs.lookup() names mapped the same way (labels Python knows under other spellings)
-_CODEC_SUPERSETS = {"latin-1": "cp1252", "iso8859-1": "cp1252", "ascii": "cp1252", "gb2312": "gb18030",
-                    "gbk": "gb18030", "euc_kr": "cp949", "shift_jis": "cp932", "big5": "big5hkscs",
-                    "iso8859-9": "cp1254", "tis-620": "cp874", "utf-8-sig": "utf-8"}
-_REFUSED_CODECS = frozenset({"utf-7", "utf_7"})
-_CHARSET_PARAM = re.compile(r"charset\s*=\s*[\"']?\s*([A-Za-z0-9_:.+-]{1,40})", re.I)
-_META_CHARSET = re.compile(rb"<meta[^>]{0,512}?charset\s*=\s*[\"']?\s*([A-Za-z0-9_:.+-]{1,40})", re.I)
-#: 54 of the 1,600 realpages put their <meta charset> after 4 KB (inline scripts and
-#: styles first); the scan only runs when UTF-8 failed, so a wider window costs little
-_META_SCAN_BYTES = 16 << 10
-_DETECT_BYTES = 64 << 10
-_BOMS = ((codecs.BOM_UTF8, "utf-8"), (codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"),
-         (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"))
-
-
-def normalize_charset(label: str | None) -> str | None:
-    """A Python codec name for a charset label, or None when the label is bogus."""
-    if not label:
-        return None
-    key = label.strip().strip("\"'").lower()
-    key = _CHARSET_ALIASES.get(key, key)
-    try:
-        info = codecs.lookup(key)
-    except (LookupError, ValueError):
-        return None
-    if not getattr(info, "_is_text_encoding", True) or info.name in _REFUSED_CODECS:
-        return None  # base64, rot13, zlib ... are codecs but not charsets
-    return _CODEC_SUPERSETS.get(info.name, info.name)
-
-
-def _utf8_valid_len(data: bytes) -> int | None:
-    """Length of the valid UTF-8 prefix when ``data`` is UTF-8 (a multi-byte character
-    cut at the very end, as in crawler-truncated payloads, is left out), else None."""
-    try:
-        data.decode("utf-8")  # the fastest validity check the standard library has
-        return len(data)
-    except UnicodeDecodeError as e:
-        if e.reason == "unexpected end of data" and e.start >= len(data) - 3:
-            try:
-                data[:e.start].decode("utf-8")
-                return e.start
-            except UnicodeDecodeError:
-                return None
-        return None
-
-
-def decode_payload(data: bytes, declared: list[str | None], counters: dict[str, int]) -> str:
-    """Bytes -> str for a web page; see :func:`payload_to_utf8` for the rules."""
-    return payload_to_utf8(data, declared, counters).decode("utf-8")
-
-
-def payload_to_utf8(data: bytes, declared: list[str | None], counters: dict[str, int]) -> bytes:
-    """A web page's bytes -> the same text as UTF-8 bytes (what Arrow stores).
-
-    Order: byte-order mark; strict UTF-8 (valid UTF-8 with non-ASCII bytes is
-    UTF-8 whatever the label says: mislabelled pages are common, and legacy
-    text is almost never valid UTF-8; 8 of the 1,600 realpages say gb2312/euc-jp
-    and are UTF-8); mostly-UTF-8 (many more multi-byte characters than invalid
-    bytes: a stray byte in a UTF-8 page); the declared charsets in order (HTTP
-    header, then ``<meta>`` in the first 16 KB), strictly, then allowing <= 0.5%
-    replaced characters; charset-normalizer detection (64 KB sample); last, the
-    first usable label (or UTF-8) with ``errors="replace"``.
-    Counts ``charset_*`` events into ``counters``. Valid UTF-8 is returned as is
-    (no str round trip: the bulk of the web costs one validity check).
-    """
-    for bom, enc in _BOMS:
-        if data.startswith(bom):
-            text = data[len(bom):].decode(enc, "replace")
-            if "\ufffd" in text:
-                _bump(counters, "charset_replaced")
-            return text.encode("utf-8", "surrogatepass")
-    n = _utf8_valid_len(data)
-    labels = [c for c in (normalize_charset(d) for d in declared) if c]
-    if n is not None:
-        if labels and labels[0] != "utf-8" and not data.isascii():
-            _bump(counters, "charset_utf8_override")
-        return data if n == len(data) else data[:n]
-    replaced = data.decode("utf-8", "replace")
-    bad = replaced.count("\ufffd")
-    # bytes folded into multi-byte characters: >= 1 per such character, ~0 for legacy text
-    if bad and len(data) - len(replaced) >= 8 * bad:
-        _bump(counters, "charset_replaced")
-        return replaced.encode("utf-8")
-    m = _META_CHARSET.search(data[:_META_SCAN_BYTES])  # only needed once UTF-8 failed
-    meta = normalize_charset(m.group(1).decode("ascii", "replace")) if m else None
-    if meta and meta not in labels:
-        labels.append(meta)
-    for enc in labels:
-        if enc == "utf-8":
-            continue
-        try:
-            return data.decode(enc).encode("utf-8", "surrogatepass")
-        except (UnicodeDecodeError, LookupError):
-            continue
-    for enc in labels:  # a declared charset with a few bad bytes beats a guess
-        if enc == "utf-8":
-            continue
-        text = data.decode(enc, "replace")
-        if text.count("\ufffd") <= max(1, len(text) // 200):
-            _bump(counters, "charset_replaced")
-            return text.encode("utf-8", "surrogatepass")
-    enc = _detect(data)
-    if enc:
-        _bump(counters, "charset_detected")
-        try:
-            return data.decode(enc).encode("utf-8", "surrogatepass")
-        except UnicodeDecodeError:
-            _bump(counters, "charset_replaced")
-            return data.decode(enc, "replace").encode("utf-8", "surrogatepass")
-    _bump(counters, "charset_replaced")
-    return data.decode(labels[0] if labels else "utf-8", "replace").encode("utf-8", "surrogatepass")
-
-
-#: among equally good guesses, the WHATWG default for Western pages first
-_DETECT_PREFERENCE = ("utf_8", "cp1252", "latin_1", "iso8859_15")
-
-
-def _detect(data: bytes) -> str | None:
-    """charset-normalizer's guess; on ties (common for short Western text, where
-    cp1250/cp850/cp1252 decode alike) prefer cp1252 as browsers do."""
-    from charset_normalizer import from_bytes  # ~50 ms import; only pages that failed UTF-8 get here
-
-    results = list(from_bytes(data[:_DETECT_BYTES]))
-    if not results:
-        return None
-    best = results[0]
-    ties = {m.encoding for m in results
-            if abs(m.chaos - best.chaos) < 1e-6 and abs(m.coherence - best.coherence) < 1e-6}
-    for enc in _DETECT_PREFERENCE:
-        if enc in ties:
-            return normalize_charset(enc)
-    return normalize_charset(best.encoding)
-
-
-# ---------------------------------------------------------------------------
-# input opening and layout sniffing
-
-@dataclass
-class _Layout:
-    gzip: bool
-    multi_member: bool   # per-record gzip (CommonCrawl) or plain: can be re-entered mid-file
-    arc: bool
-    seekable: bool
-    #: single-stream gzip inflated whole while sniffing: it ends before its end-of-stream
-    #: marker (``cut``), and whether the inflated data ends at a record boundary
-    cut: bool = False
-    cut_at_boundary: bool = False
-
-    @property
-    def resyncable(self) -> bool:
-        return self.seekable and (self.multi_member or not self.gzip)
-
-
-class _Prefixed(io.RawIOBase):
-    """A non-seekable stream with the bytes already read for sniffing put back in front."""
-
-    def __init__(self, prefix: bytes, rest):
-        self._prefix, self._rest, self._pos, self._rest_read = prefix, rest, 0, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos + self._rest_read
-
-    def read(self, n: int = -1) -> bytes:
-        if self._pos < len(self._prefix):
-            end = len(self._prefix) if n is None or n < 0 else min(len(self._prefix), self._pos + n)
-            out = self._prefix[self._pos:end]
-            self._pos = end
-            return out
-        out = self._rest.read() if n is None or n < 0 else self._rest.read(n)
-        self._rest_read += len(out)
-        return out
-
-    def readinto(self, b) -> int:
-        data = self.read(len(b))
-        b[:len(data)] = data
-        return len(data)
-
-    def close(self) -> None:
-        self._rest.close()
-        super().close()
-
-
-def _open(path: str):
-    kwargs = {}
-    if "://" in path and not path.startswith("file://"):
-        # sequential scan of a remote object: big blocks, read ahead (options of open(), not of
-        # the filesystem: fsspec.open() would hand them to e.g. S3FileSystem's constructor)
-        kwargs = {"block_size": 8 << 20, "cache_type": "readahead"}
-    try:
-        fs, fs_path = fsspec.core.url_to_fs(path)
-        fh = fs.open(fs_path, "rb", **kwargs)
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as e:
-        raise InputError(f"{path}: cannot open: {e}") from e
-    except Exception as e:  # network / auth / unknown protocol: still "not readable"
-        raise InputError(f"{path}: cannot open: {type(e).__name__}: {e}") from e
-    return fh
-
-
-def _sniff(fh) -> tuple[_Layout, object]:
-    """Tell gzip from plain, per-record from single-stream gzip and ARC from WARC."""
-    try:
-        seekable = bool(fh.seekable())
-        start = fh.tell() if seekable else 0
-    except Exception:
-        seekable, start = False, 0
-    buf = fh.read(64 << 10) or b""
-    consumed = [buf]
-    is_gzip, multi, first, cut, tail = buf.startswith(b"\x1f\x8b"), True, buf[:4096], False, b""
-    if is_gzip:
-        # inflate the first member: if it ends before the file does, members can be re-entered
-        d, first, n_in, tail = zlib.decompressobj(zlib.MAX_WBITS | 16), b"", len(buf), b""
-        try:
-            while True:
-                out = d.decompress(buf, 1 << 20)
-                if len(first) < 4096:
-                    first += out[:4096 - len(first)]
-                tail = (tail + out)[-4:]
-                buf = d.unconsumed_tail
-                if d.eof:
-                    more = d.unused_data
-                    if not more:
-                        more = fh.read(1)
-                        consumed.append(more)
-                    multi = bool(more)
-                    break
-                if buf:
-                    continue
-                if n_in >= _MEMBER_PROBE_BYTES:
-                    multi = False  # one long stream (or a huge first record: same handling)
-                    break
-                buf = fh.read(64 << 10)
-                if not buf:
-                    multi, cut = False, True  # one member, cut short
-                    break
-                consumed.append(buf)
-                n_in += len(buf)
-        except zlib.error:
-            multi = True  # damaged from the start: scanning for members is the only way on
-    arc = first.lstrip()[:11].lower() == b"filedesc://"
-    layout = _Layout(gzip=is_gzip, multi_member=multi, arc=arc, seekable=seekable, cut=cut,
-                     cut_at_boundary=tail.endswith(b"\n" if arc else b"\r\n\r\n"))
-    if seekable:
-        fh.seek(start)
-        return layout, fh
-    return layout, _Prefixed(b"".join(consumed), fh)
-
-
-# ---------------------------------------------------------------------------
-# engines: both yield _Rec views with the same fields
-
-
-class _Rec:
-    __slots__ = ("kind", "record_id", "date", "uri", "offset", "warc_ctype", "http", "status", "ctype", "has_length",
-                 "te", "ce", "identified", "warc_truncated", "length", "_read", "_skip")
-
-    def read(self, limit: int) -> bytes:
-        """Up to ``limit`` payload bytes (exact unless the record ends first)."""
-        first = self._read(limit)
-        if len(first) >= limit or not first:
-            return first
-        parts, got = [first], len(first)
-        while got < limit:
-            chunk = self._read(limit - got)
-            if not chunk:
-                break
-            parts.append(chunk)
-            got += len(chunk)
-        return b"".join(parts)
-
-    def skip(self) -> int:
-        """Consume the rest of the payload; returns the bytes consumed."""
-        return self._skip()
-
-
-def _fastwarc_records(fh, layout: _Layout) -> Iterator[_Rec]:
-    from fastwarc.warc import ArchiveIterator
-
-    # strict WARC framing (errors are counted and re-synchronised by the reader), lenient
-    # HTTP headers: ClueWeb09 ends them with bare LF, which strict parsing misreads
-    it = ArchiveIterator(fh, parse_http=False, auto_decode="none", quirks_mode=not layout.resyncable)
-    for r in it:
-        h = r.headers
-        rec = _Rec()
-        rec.kind = (h.get("WARC-Type") or "").strip().lower()
-        rec.record_id = h.get("WARC-Record-ID")
-        rec.date = h.get("WARC-Date")
-        rec.uri = h.get("WARC-Target-URI")
-        rec.offset = r.stream_pos
-        rec.warc_ctype = (h.get("Content-Type") or "").lower()
-        rec.identified = h.get("WARC-Identified-Payload-Type")
-        rec.warc_truncated = h.get("WARC-Truncated")
-        rec.has_length = (h.get("Content-Length") or "").strip().isdigit()
-        hh = None
-        if rec.kind == "response" and r.is_http:
-            try:
-                r.parse_http(auto_decode="none", quirks_mode=True)
-                hh = r.http_headers
-            except Exception:
-                hh = None
-        rec.http = hh is not None and hh.status_line is not None
-        if rec.http:
-            rec.status = hh.status_code
-            rec.ctype = hh.get("Content-Type")
-            rec.te = hh.get("Transfer-Encoding")
-            rec.ce = hh.get("Content-Encoding")
-        else:
-            rec.status = rec.ctype = rec.te = rec.ce = None
-        rec.length = r.content_length  # payload bytes after the HTTP headers
-        rec._read = r.reader.read
-        rec._skip = r.reader.consume
-        yield rec
-
-
-def _warcio_records(fh, layout: _Layout) -> Iterator[_Rec]:
-    from warcio.archiveiterator import ArchiveIterator
-
-    stream = fh
-    if layout.gzip and not layout.multi_member:
-        stream = _GunzipReader(fh)  # warcio refuses single-stream gzip itself
-    it = ArchiveIterator(stream, arc2warc=True, check_digests=False)
-    for r in it:
-        h = r.rec_headers
-        rec = _Rec()
-        rec.kind = (r.rec_type or "").strip().lower()
-        # warcio invents a random WARC-Record-ID for ARC records: use the offset instead
-        rec.record_id = None if layout.arc else h.get_header("WARC-Record-ID")
-        rec.date = h.get_header("WARC-Date")
-        rec.uri = h.get_header("WARC-Target-URI")
-        # it.offset: start of this record (absolute: warcio starts it at fh.tell());
-        # get_record_offset() would read the record to its end first
-        rec.offset = it.offset
-        rec.warc_ctype = (r.content_type or "").lower()
-        rec.identified = h.get_header("WARC-Identified-Payload-Type")
-        rec.warc_truncated = h.get_header("WARC-Truncated")
-        rec.has_length = True  # warcio refuses records without one
-        hh = r.http_headers
-        rec.http = hh is not None and bool(hh.statusline or hh.headers)
-        if rec.http:
-            try:
-                rec.status = int(hh.get_statuscode())
-            except (TypeError, ValueError):
-                rec.status = None
-            rec.ctype = hh.get_header("Content-Type")
-            rec.te = hh.get_header("Transfer-Encoding")
-            rec.ce = hh.get_header("Content-Encoding")
-        else:
-            rec.status = rec.ctype = rec.te = rec.ce = None
-        raw = r.raw_stream
-        rec.length = raw.limit
-        rec._read = raw.read
-
-        def _skip(raw=raw) -> int:
-            n = 0
-            while chunk := raw.read(1 << 16):
-                n += len(chunk)
-            return n
-
-        rec._skip = _skip
-        yield rec
-    if isinstance(stream, _GunzipReader) and stream.cut:
-        raise EOFError("gzip stream ends before its end-of-stream marker")
-
-
-class _GunzipReader(io.RawIOBase):
-    """Inflate (multi-member) gzip; a cut stream ends quietly with ``cut`` set, keeping
-    every byte inflated before the cut (gzip.GzipFile raises EOFError instead, and
-    warcio takes that for a clean end and drops its buffer)."""
-
-    def __init__(self, raw):
-        self.raw, self.pos, self.cut, self.done = raw, 0, False, False
-        self.d = zlib.decompressobj(zlib.MAX_WBITS | 16)
-        self.pending = b""
-
-    def readable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.pos
-
-    def readinto(self, b) -> int:
-        n = len(b)
-        while not self.pending and not self.done:
-            src = self.d.unconsumed_tail or self.raw.read(1 << 16)
-            if not src:
-                self.done, self.cut = True, not self.d.eof
-                break
-            try:
-                self.pending = self.d.decompress(src, 1 << 20)
-            except zlib.error:
-                raise OSError("gzip data error")
-            if self.d.eof:
-                rest = self.d.unused_data
-                if not rest:
-                    rest = self.raw.read(1 << 16)
-                if rest.startswith(b"\x1f\x8b"):
-                    self.d = zlib.decompressobj(zlib.MAX_WBITS | 16)
-                    self.pending += self.d.decompress(rest, 1 << 20)
-                elif rest:
-                    raise OSError("bytes after the end of the gzip stream")
-                else:
-                    self.done = True
-        out, self.pending = self.pending[:n], self.pending[n:]
-        b[:len(out)] = out
-        self.pos += len(out)
-        return len(out)
-
-
-# ---------------------------------------------------------------------------
-# re-synchronisation after a parse error
-
-
-def _scan(fh, start: int, layout: _Layout) -> int | None:
-    """Offset of the first record start at or after ``start``, or None at end of file."""
-    if layout.gzip:
-        pattern, lead = re.compile(re.escape(_GZIP_MAGIC)), 0
-    elif layout.arc:
-        # "<url> <ip> <14-digit date> <mime> <length>\n" at the start of a line
-        pattern, lead = re.compile(rb"\n\S+ \S+ \d{14} \S+ \d+\r?\n"), 1
-    else:
-        pattern, lead = re.compile(rb"\nWARC/\d"), 1
-    pos = max(0, start - lead)
-    fh.seek(pos)
-    carry = b""
-    while True:
-        chunk = fh.read(1 << 20)
-        if not chunk:
-            return None
-        buf = carry + chunk
-        base = pos - len(carry)
-        m = pattern.search(buf)
-        while m is not None and base + m.start() + lead < start:
-            m = pattern.search(buf, m.start() + 1)
-        if m is not None:
-            return base + m.start() + lead
-        carry = buf[-256:]
-        pos += len(chunk)
-
-
-def _gzip_tail(fh, start: int) -> tuple[str, int | None]:
-    """Inflate the gzip members from ``start`` to the end of the file (output discarded):
-    ``("ok", None)``, ``("cut", member_offset)`` when the file ends inside a member, or
-    ``("garbage", offset)`` when non-gzip bytes follow a member."""
-    fh.seek(start)
-    pos, d, member, buf = start, None, start, b""
-    while True:
-        if not buf:
-            buf = fh.read(1 << 20)
-            if not buf:
-                return ("cut", member) if d is not None else ("ok", None)
-        if d is None:
-            if not buf.startswith(_GZIP_MAGIC):
-                more = fh.read(1 << 20) if len(buf) < len(_GZIP_MAGIC) else b""
-                if more:
-                    buf += more
-                    continue
-                return ("cut", pos) if _GZIP_MAGIC.startswith(buf) else ("garbage", pos)
-            member, d = pos, zlib.decompressobj(zlib.MAX_WBITS | 16)
-        try:
-            d.decompress(buf, 1 << 16)
-        except zlib.error:
-            return ("garbage", member)
-        if d.eof:
-            rest = d.unused_data
-            pos += len(buf) - len(rest)
-            buf, d = rest, None
-        else:
-            rest = d.unconsumed_tail
-            pos += len(buf) - len(rest)
-            buf = rest
-
-
-# ---------------------------------------------------------------------------
-# the reader
 
 
 class _Truncated(Exception):
     """The record's payload is shorter than its declared length: the file ends inside it."""
-
-
-_ENCODED = frozenset({"gzip", "x-gzip", "deflate", "br"})
-
-
-def _undo_http_encodings(data: bytes, te: str | None, ce: str | None, limit: int) -> bytes:
-    """Undo chunked transfer coding and gzip/deflate/br content coding (CommonCrawl stores
-    decoded payloads; Heritrix/wget archives keep what the server sent). At most ``limit+1``
-    bytes come out, so a compression bomb is cut short and then counted as oversized."""
-    te = (te or "").strip().lower()
-    ce = (ce or "").strip().lower()
-    if "chunked" not in te and ce not in _ENCODED:
-        return data
-    from warcio.bufferedreaders import ChunkedDataReader, DecompressingBufferedReader
-
-    decomp = {"x-gzip": "gzip"}.get(ce, ce) if ce in _ENCODED else None
-    try:
-        if "chunked" in te:
-            reader = ChunkedDataReader(io.BytesIO(data), decomp_type=decomp)
-        else:
-            reader = DecompressingBufferedReader(io.BytesIO(data), decomp_type=decomp)
-        parts, got = [], 0
-        while got <= limit:
-            chunk = reader.read(min(1 << 16, limit + 1 - got))
-            if not chunk:
-                break
-            parts.append(chunk)
-            got += len(chunk)
-        return b"".join(parts)
-    except Exception:
-        return data  # a mislabelled identity payload: keep the bytes as they are
 
 
 def _large_strings(values: list[bytes | None]) -> tuple[pa.Array, int]:
@@ -646,27 +102,12 @@ def _large_strings(values: list[bytes | None]) -> tuple[pa.Array, int]:
     return arr, int(offsets[-1])
 
 
-def _mime(ctype: str | None) -> str:
-    return (ctype or "").split(";", 1)[0].strip().lower()
-
-
-def _bump(d: dict[str, int], key: str, n: int = 1) -> None:
-    d[key] = d.get(key, 0) + n
-
-
 def _basename(path: str) -> str:
     return os.path.basename(path.split("?", 1)[0].rstrip("/"))
 
 
-def _is_html_payload(head: bytes) -> bool:
-    h = head[:2048].lstrip()
-    if h.startswith(codecs.BOM_UTF8):
-        h = h[3:].lstrip()
-    return bool(_HTML_SNIFF.search(h[:1024]))
-
-
 def iter_warc_batches(path: str, *, source: str, batch_size: int, max_html_bytes: int, stats: StageStats,
-                      engine: str = "auto") -> Iterator[pa.Table]:
+                      engine: str = "auto", byte_range: tuple[int, int] | None = None) -> Iterator[pa.Table]:
     """Stream one WARC/ARC/WET file (plain, per-record gzip or single-stream gzip;
     local path or fsspec URL) into ``RAW_SCHEMA`` batches of at most ``batch_size`` rows.
 
@@ -674,42 +115,42 @@ def iter_warc_batches(path: str, *, source: str, batch_size: int, max_html_bytes
     reasons and counters. ``engine``: ``auto`` (FastWARC for WARC when installed,
     warcio for ARC), ``fastwarc`` or ``warcio``. Raises :class:`InputError` only when
     the file cannot be opened; damaged content is counted, never raised.
+
+    ``byte_range`` ``(start, end)``: read only the records in those bytes (cut by
+    :func:`~.framing.record_ranges`; for a file that cannot be re-entered mid-file, single-stream
+    gzip or a non-seekable stream, it raises :class:`InputError`).
     """
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, not {engine!r}")
     if batch_size <= 0 or max_html_bytes <= 0:
         raise ValueError("batch_size and max_html_bytes must be positive")
-    fh = _open(path)
+    fh = open_input(path)
+    lo = 0
     try:
         try:
-            layout, fh = _sniff(fh)
+            layout, fh = sniff(fh)
         except Exception as e:
             raise InputError(f"{path}: cannot read: {type(e).__name__}: {e}") from e
-        records = _choose_engine(layout, engine)
-        yield from _Reader(path, source, batch_size, max_html_bytes, stats, layout, fh, records).batches()
+        if byte_range is not None:
+            lo, hi = byte_range
+            if not layout.resyncable:
+                raise InputError(f"{path}: bytes {lo}-{hi} cannot be read alone (single-stream gzip "
+                                 "or not seekable): read the file whole")
+            fh = ByteRange(fh, lo, hi)
+        records = choose_engine(layout, engine)
+        yield from _Reader(path, source, batch_size, max_html_bytes, stats, layout, fh, records, lo).batches()
     finally:
         try:
-            stats.bytes_in += fh.tell()
+            stats.bytes_in += fh.tell() - lo
         except Exception:
             pass
         fh.close()
 
 
-def _choose_engine(layout: _Layout, engine: str) -> Callable[..., Iterator[_Rec]]:
-    if layout.arc or engine == "warcio":
-        return _warcio_records
-    try:
-        import fastwarc.warc  # noqa: F401
-    except ImportError:
-        if engine == "fastwarc":
-            raise
-        return _warcio_records
-    return _fastwarc_records
-
-
 class _Reader:
-    def __init__(self, path, source, batch_size, max_bytes, stats, layout, fh, records):
+    def __init__(self, path, source, batch_size, max_bytes, stats, layout, fh, records, lo: int = 0):
         self.path, self.source, self.batch_size, self.max_bytes = path, source, batch_size, max_bytes
+        self.lo = lo  # where the bytes this reader reads start (a byte range's start, else 0)
         self.stats, self.layout, self.fh, self.records = stats, layout, fh, records
         self.base = _basename(path)
         self.truncated = False
@@ -728,7 +169,7 @@ class _Reader:
 
     # -- bookkeeping
     def _drop(self, reason: str) -> None:
-        _bump(self.stats.dropped, reason)
+        bump(self.stats.dropped, reason)
 
     def _flush(self) -> pa.Table:
         n = len(self.ids)
@@ -791,7 +232,7 @@ class _Reader:
                 if not self.layout.resyncable:
                     break
                 try:
-                    nxt = _scan(self.fh, max(last, -1 if start is None else start) + 1, self.layout)
+                    nxt = next_record_start(self.fh, max(last, -1 if start is None else start) + 1, self.layout)
                 except Exception:
                     nxt = None
                 if nxt is None:
@@ -802,7 +243,7 @@ class _Reader:
         except Exception as e:  # the check reads the file again; it must not fail the read
             log.warning("%s: end-of-file check failed: %s", self.path, e)
         if self.truncated:
-            _bump(self.stats.counters, "truncated_file")
+            bump(self.stats.counters, "truncated_file")
         if self.ids:
             yield self._flush()
 
@@ -814,7 +255,7 @@ class _Reader:
         if not lay.seekable:
             return
         if lay.gzip and lay.multi_member:
-            state, where = _gzip_tail(self.fh, max(last, 0))
+            state, where = gzip_tail(self.fh, max(last, self.lo))
             if state != "cut":
                 return
             unframed = where is not None and where > last
@@ -824,12 +265,12 @@ class _Reader:
             unframed = not lay.cut_at_boundary
         else:
             if last < 0:
-                self.fh.seek(0)
+                self.fh.seek(self.lo)
                 head = self.fh.read(16).lstrip()
                 at0 = head.startswith(b"WARC/") or (lay.arc and head.lower().startswith(b"filedesc://"))
-                nxt = 0 if at0 else _scan(self.fh, 1, lay)
+                nxt = self.lo if at0 else next_record_start(self.fh, self.lo + 1, lay)
             else:
-                nxt = _scan(self.fh, last + 1, lay)
+                nxt = next_record_start(self.fh, last + 1, lay)
             if nxt is None:
                 return  # nothing after the last record but, at most, stray bytes (counted)
             unframed = True
@@ -849,18 +290,18 @@ class _Reader:
             self.corrupt_logged += 1
             log.warning("%s: corrupt record near offset %s: %s: %s", self.path, offset, type(err).__name__, err)
 
-    def _check_complete(self, rec: _Rec, got: int) -> None:
+    def _check_complete(self, rec: Rec, got: int) -> None:
         if rec.length is not None and got < rec.length:
             raise _Truncated(f"payload {got} of {rec.length} bytes")
 
-    def _skip(self, rec: _Rec, reason: str) -> None:
+    def _skip(self, rec: Rec, reason: str) -> None:
         self._drop(reason)
         # reading to the end is what the parser would do anyway; it tells a cut file
         got = rec.skip()
         if rec.length is not None and got < rec.length:
             self.truncated = True
 
-    def _handle(self, rec: _Rec) -> None:
+    def _handle(self, rec: Rec) -> None:
         """Turn one record into a row, or count why not."""
         kind = rec.kind
         if not kind or not rec.has_length:
@@ -872,7 +313,7 @@ class _Reader:
         else:
             self._skip(rec, kind if kind in SKIPPED_TYPES else "unknown_type")
 
-    def _read_payload(self, rec: _Rec) -> bytes | None:
+    def _read_payload(self, rec: Rec) -> bytes | None:
         """The payload, or None (counted) when it is oversized."""
         if rec.length is not None and rec.length > self.max_bytes:
             self._skip(rec, "oversized")  # streamed past, never held in memory
@@ -885,7 +326,7 @@ class _Reader:
         self._check_complete(rec, len(data))
         return data
 
-    def _response(self, rec: _Rec) -> None:
+    def _response(self, rec: Rec) -> None:
         if not rec.http or rec.status is None:
             uri = (rec.uri or "").lstrip("<").lower()
             if not rec.http and not (rec.warc_ctype.startswith("application/http")
@@ -898,13 +339,13 @@ class _Reader:
         if not 200 <= rec.status < 300:
             self._skip(rec, "http_status")
             return
-        mime = _mime(rec.ctype)
+        mime = mime_type(rec.ctype)
         sniff = False
         if mime not in HTML_TYPES:
             if mime not in GENERIC_TYPES:
                 self._skip(rec, "non_html")
                 return
-            identified = _mime(rec.identified)
+            identified = mime_type(rec.identified)
             if identified and identified not in GENERIC_TYPES and identified not in HTML_TYPES:
                 self._skip(rec, "non_html")
                 return
@@ -912,34 +353,32 @@ class _Reader:
         data = self._read_payload(rec)
         if data is None:
             return
-        data = _undo_http_encodings(data, rec.te, rec.ce, self.max_bytes)
+        data = undo_http_encodings(data, rec.te, rec.ce, self.max_bytes)
         if len(data) > self.max_bytes:
             self._drop("oversized")
             return
         if not data:
             self._drop("empty")
             return
-        if data.startswith(_BINARY_MAGIC) or (sniff and not _is_html_payload(data)):
+        if is_binary(data) or (sniff and not is_html_payload(data)):
             self._drop("non_html")
             return
         if rec.warc_truncated:
-            _bump(self.stats.counters, "warc_truncated")
-        cs = _CHARSET_PARAM.search(rec.ctype or "")
-        html = payload_to_utf8(data, [cs.group(1) if cs else None], self.stats.counters)
+            bump(self.stats.counters, "warc_truncated")
+        html = payload_to_utf8(data, [charset_param(rec.ctype)], self.stats.counters)
         self._row(rec, text=None, html=html, ctype=mime if mime in HTML_TYPES else "text/html")
 
-    def _conversion(self, rec: _Rec) -> None:
+    def _conversion(self, rec: Rec) -> None:
         data = self._read_payload(rec)
         if data is None:
             return
         if not data:
             self._drop("empty")
             return
-        cs = _CHARSET_PARAM.search(rec.warc_ctype or "")
-        text = payload_to_utf8(data, [cs.group(1) if cs else None], self.stats.counters)
+        text = payload_to_utf8(data, [charset_param(rec.warc_ctype)], self.stats.counters)
         self._row(rec, text=text, html=None, ctype="text/plain")
 
-    def _row(self, rec: _Rec, *, text: bytes | None, html: bytes | None, ctype: str) -> None:
+    def _row(self, rec: Rec, *, text: bytes | None, html: bytes | None, ctype: str) -> None:
         rid = (rec.record_id or "").strip()
         self.ids.append(doc_id(rid) if rid else doc_id(self.base, rec.offset))
         self.texts.append(text)

@@ -49,9 +49,9 @@ from typing import Iterator, Optional
 
 import pyarrow as pa
 
-from ..schema import parse_time
+from ..schema import parse_time, set_column
 from ..stats import StageStats
-from ._common import batched, build_batch, count, is_export, iter_export_batches, open_binary
+from ._common import batched, count, is_export, iter_export_batches, open_binary, range_spec, split_range_spec
 
 log = logging.getLogger(__name__)
 
@@ -185,20 +185,10 @@ SHARD_TARGET_BYTES = 32 << 20
 #: resolves the inputs; the shard list is part of the run's fingerprint, so a resume with
 #: another value is refused rather than mixed
 SHARD_TARGET_ENV = "DATAPIPE_WIKI_SHARD_BYTES"
-#: ``<path>#streams=<start>-<end>``: the whole bz2 streams in bytes ``[start, end)`` of a dump
-_RANGE = re.compile(r"^(?P<path>.+)#streams=(?P<start>\d+)-(?P<end>\d+)$")
 #: ``...-multistream.xml.bz2`` and the partitioned ``...-multistream3.xml-p151574p311329.bz2``
 _MULTISTREAM = re.compile(r"^(?P<stem>.*multistream)(?P<part>\d*)\.xml(?P<pages>-p\d+p\d+)?\.bz2$")
 _BZ2_STREAM_MAGIC = re.compile(rb"^BZh[1-9]\x31\x41\x59\x26\x53\x59")
 _CHUNK = 1 << 20
-
-
-def split_range_spec(spec: str) -> tuple[str, Optional[int], Optional[int]]:
-    """``/d/x.xml.bz2#streams=10-20`` -> ``("/d/x.xml.bz2", 10, 20)``; a plain path -> ``(path, None, None)``."""
-    m = _RANGE.match(spec)
-    if not m:
-        return spec, None, None
-    return m.group("path"), int(m.group("start")), int(m.group("end"))
 
 
 def multistream_index_path(dump: str) -> Optional[str]:
@@ -325,7 +315,7 @@ def iter_multistream_pages(path: str, start: int, end: Optional[int], *, header_
     with fsspec.open(path, "rb") as raw:
         header = next(_iter_streams(raw, 0, header_end), b"").decode("utf-8", "replace")
         if "<mediawiki" not in header:
-            from . import InputError  # an unreadable shard is counted and skipped by the engine
+            from ._common import InputError  # an unreadable shard is counted and skipped by the engine
             raise InputError(f"{path}: the first bz2 stream holds no <mediawiki> root (not a multistream dump)")
         at = header.index("<mediawiki")
         root_open = header[at: header.index(">", at) + 1]
@@ -364,7 +354,7 @@ def _split_dump(path: str) -> list[str]:
         return [path]
     if len(ranges) < 2:
         return [path]
-    return [f"{path}#streams={a}-{b}" for a, b in ranges]
+    return [range_spec(path, "streams", a, b) for a, b in ranges]
 
 
 # ---------------------------------------------------------------------------
@@ -387,7 +377,7 @@ def expand_input(spec: str) -> list[str]:
 
 
 def iter_batches(path: str, *, input_cfg, batch_size: int, stats: StageStats) -> Iterator[pa.Table]:
-    real, start, end = split_range_spec(path)
+    real, start, end = split_range_spec(path, "streams")
     if start is not None:
         pages = iter_multistream_pages(real, start, end)
         yield from _batched(_page_rows(pages, path=real, source=input_cfg.source, stats=stats), batch_size)
@@ -399,7 +389,7 @@ def iter_batches(path: str, *, input_cfg, batch_size: int, stats: StageStats) ->
             for name, value in (("content_type", "text/plain"), ("lang", lang), ("source_detail", "wikipedia:" + (lang or "?"))):
                 col = tbl[name]
                 if col.null_count == n:
-                    tbl = tbl.set_column(tbl.column_names.index(name), name, pa.array([value] * n, pa.string()))
+                    tbl = set_column(tbl, name, pa.array([value] * n, pa.string()))
             return tbl
 
         yield from iter_export_batches(path, source=input_cfg.source, batch_size=batch_size, stats=stats,

@@ -32,6 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from datapipe.schema import set_column
 from datapipe.stage import Filter, StageError, reasons_from_masks, register
 
 CHECK = "arxiv_clean_v1"
@@ -181,13 +182,9 @@ class ArxivClean(Filter):
                 texts[i], found, macros[i] = clean_latex(t, require_section=self.require_section,
                                                           max_passes=self.max_passes)
                 no_section[i] = not found
-        out = batch.set_column(batch.column_names.index("text"), batch.schema.field("text"),
-                               pa.array(texts, batch.schema.field("text").type))
-        for name, col in (("arxiv_macros_expanded", pa.array(macros, pa.int32())),
-                          ("arxiv_no_section", pa.array(no_section, pa.bool_()))):
-            out = (out.set_column(out.column_names.index(name), name, col) if name in out.column_names
-                   else out.append_column(name, col))
-        return out
+        out = set_column(batch, batch.schema.field("text"), texts)
+        out = set_column(out, "arxiv_macros_expanded", pa.array(macros, pa.int32()))
+        return set_column(out, "arxiv_no_section", pa.array(no_section, pa.bool_()))
 
     def decide(self, batch: pa.Table) -> pa.Array:
         n = batch.num_rows

@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from datapipe.io.code import EXTENSIONS, language_of  # noqa: F401 - one extension map for reader and stage
+from datapipe.schema import set_column
 from datapipe.stage import Filter, StageError, reasons_from_masks, register
 
 CHECK = "code_filter_v1"
@@ -136,16 +137,12 @@ class CodeFilter(Filter):
             lang = pc.cast(batch["language"].combine_chunks(), pa.string())
         else:
             lang = pa.nulls(batch.num_rows, pa.string())
-        out = batch.set_column(batch.column_names.index("text"), batch.schema.field("text"),
-                               text.cast(batch.schema.field("text").type))
+        out = set_column(batch, batch.schema.field("text"), text.cast(batch.schema.field("text").type))
         cols = {"language": lang, "code_header_chars": pa.array(removed, pa.int32()),
                 "code_max_line_length": pa.array(mx, pa.int32()), "code_avg_line_length": pa.array(avg, pa.float32()),
                 "code_alnum_fraction": pa.array(frac, pa.float32())}
         for name, col in cols.items():
-            if name in out.column_names:
-                out = out.set_column(out.column_names.index(name), name, col)
-            else:
-                out = out.append_column(name, col)
+            out = set_column(out, name, col)
         return out
 
     def _license_fail(self, batch: pa.Table) -> np.ndarray:

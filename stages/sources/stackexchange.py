@@ -29,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from datapipe.schema import set_column
 from datapipe.stage import Filter, StageError, reasons_from_masks, register
 
 CHECK = "stackexchange_v1"
@@ -95,8 +96,7 @@ class StackExchangeClean(Filter):
 
     def score(self, batch: pa.Table) -> pa.Table:
         text = batch["text"].combine_chunks()
-        return batch.set_column(batch.column_names.index("text"), batch.schema.field("text"),
-                                html_to_text(text).cast(batch.schema.field("text").type))
+        return set_column(batch, batch.schema.field("text"), html_to_text(text).cast(batch.schema.field("text").type))
 
     def decide(self, batch: pa.Table) -> pa.Array:
         n = batch.num_rows

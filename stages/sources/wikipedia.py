@@ -28,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from datapipe.schema import set_column
 from datapipe.stage import Filter, StageError, reasons_from_masks, register
 
 CHECK = "wiki_clean_v1"
@@ -168,15 +169,11 @@ class WikiClean(Filter):
         for i in np.flatnonzero(markup & ~skip):  # per-row parse: see the module docstring
             if texts[i]:
                 texts[i], disamb[i] = wikitext_to_text(texts[i], drop_sections=self.drop_sections)
-        out = batch.set_column(batch.column_names.index("text"), batch.schema.field("text"),
-                               pa.array(texts, batch.schema.field("text").type))
+        out = set_column(batch, batch.schema.field("text"), texts)
         if "content_type" in out.column_names:
             ct = pc.if_else(pa.array(markup & ~skip), pa.scalar("text/plain"), out["content_type"])
-            out = out.set_column(out.column_names.index("content_type"), out.schema.field("content_type"), ct)
-        col = pa.array(disamb, pa.bool_())
-        if "wiki_disambiguation" in out.column_names:
-            return out.set_column(out.column_names.index("wiki_disambiguation"), "wiki_disambiguation", col)
-        return out.append_column("wiki_disambiguation", col)
+            out = set_column(out, out.schema.field("content_type"), ct)
+        return set_column(out, "wiki_disambiguation", pa.array(disamb, pa.bool_()))
 
     def decide(self, batch: pa.Table) -> pa.Array:
         n = batch.num_rows

@@ -1,13 +1,13 @@
 """Train a CCNet-style language model for the ``perplexity`` stage: SentencePiece + KenLM 5-gram.
 
 ``train_lm("en", ["enwiki.parquet"], "models/lm")`` (or ``datapipe train-lm --lang en --input
-... --out models/lm``, or ``python -m stages.perplexity train-lm ...``):
+... --out models/lm``):
 
 1. reads documents from text files (one paragraph per line), JSONL / Parquet files (the
    ``text_field`` column), folders of those, a ``datasets`` folder saved with
    ``save_to_disk``, or a Hugging Face ``datasets`` name (``load_dataset``; offline it
    reads the local cache only);
-2. splits them into paragraphs and normalises each with :func:`stages.perplexity.normalize`
+2. splits them into paragraphs and normalises each with :func:`datapipe.lm.normalizer.normalize`
    (CCNet's normaliser, the same code the stage scores with), one paragraph per line;
 3. trains a SentencePiece unigram model (CCNet's settings: ``vocab_size`` 65,536 as a soft
    limit, character coverage 0.9995);
@@ -37,7 +37,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator
 
-NORMALIZER_VERSION = "ccnet_text_normalizer_v1"
+from .files import KENLM_MAGIC
+from .normalizer import NORMALIZER_VERSION, normalize_array
+
 DEFAULT_VOCAB_SIZE = 65_536
 _TEXT_EXT = (".txt", ".text")
 _JSON_EXT = (".jsonl", ".json", ".ndjson")
@@ -154,8 +156,6 @@ def write_normalized_corpus(docs: Iterable[str], out_path: Path, *, max_docs: in
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from stages.perplexity import normalize_array
-
     h = hashlib.sha1()
     n_docs = n_lines = n_chars = 0
     buf: list[str] = []
@@ -196,7 +196,6 @@ def _run(cmd: list[str], what: str) -> None:
 
 
 def _model_ok(out: Path, lang: str) -> bool:
-    from stages.perplexity import KENLM_MAGIC
     lm = out / f"{lang}.arpa.bin"
     if not (lm.is_file() and (out / f"{lang}.sp.model").is_file()):
         return False
@@ -313,36 +312,3 @@ def train_lm(lang: str, inputs: list[str] | str, out_dir: str | Path, *, order: 
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-
-# ---------------------------------------------------------------------------
-# command line (``datapipe train-lm`` reuses these two)
-
-def add_arguments(p) -> None:
-    p.add_argument("--lang", required=True, help="language code, as lid_lang names it (en, de ...)")
-    p.add_argument("--input", nargs="+", required=True,
-                   help="text/JSONL/Parquet files or folders, a save_to_disk folder, or a datasets name")
-    p.add_argument("--out", required=True, help="model folder (<lang>.sp.model, <lang>.arpa.bin, <lang>.model.json)")
-    p.add_argument("--order", type=int, default=5)
-    p.add_argument("--vocab-size", type=int, default=DEFAULT_VOCAB_SIZE, help="SentencePiece vocab (soft limit)")
-    p.add_argument("--text-field", default="text")
-    p.add_argument("--max-docs", type=int, default=None)
-    p.add_argument("--hf-split", default="train")
-    p.add_argument("--hf-config", default=None)
-    p.add_argument("--memory", default="2G", help="lmplz -S (sorting memory)")
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--keep-arpa", action="store_true")
-    p.add_argument("--force", action="store_true", help="retrain even if the cached model matches")
-
-
-def run_cli(args) -> int:
-    try:
-        meta = train_lm(args.lang, args.input, args.out, order=args.order, vocab_size=args.vocab_size,
-                        text_field=args.text_field, max_docs=args.max_docs, hf_split=args.hf_split,
-                        hf_config=args.hf_config, memory=args.memory, threads=args.threads,
-                        keep_arpa=args.keep_arpa, force=args.force)
-    except LMTrainError as e:
-        print(f"train-lm: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps({k: meta[k] for k in ("model_id", "lang", "order", "sp_pieces", "docs", "tokens", "sizes",
-                                           "train_seconds") if k in meta}, indent=1))
-    return 0

@@ -1,0 +1,196 @@
+"""One large WARC on 2 workers: read whole (one shard) vs. cut into record-aligned byte ranges.
+
+Builds one WARC from every realpages record (``../shared/data/warc/realpages/*.warc.gz``
+concatenated, ``--repeat`` times: ~1,600 HTML pages per copy; repeated records keep their
+WARC-Record-IDs, which only this benchmark minds), then runs the default config's streaming
+stages (``configs/default.yaml`` without its workflows and mix: url_filter, extract, length,
+langid, gopher_*, c4, fineweb, nsfw_words, perplexity, tokenize) over it twice with
+``engine.num_workers: 2``, each run a ``datapipe run`` in its own process tree:
+
+- ``whole``:  ``input.shard_bytes: 0``, the file is one shard (what every run did before);
+- ``ranges``: the defaults (``input.shard_bytes`` 256 MiB, ``min_shards`` 64, ranges no smaller
+  than 8 MiB): the file becomes several ``#records=`` shards.
+
+The process tree is sampled every 0.2 s with psutil. Printed per leg: shards, wall, CPU of the
+whole tree, each stage worker's CPU-seconds / wall (its busy share; 100% = one core all the
+run), the tail (from the first stage worker going idle for good to the last one finishing:
+the time one worker works alone), documents out and docs/s, and whether both legs wrote the
+same output ids.
+
+    python bench/shards.py [--repeat N] [--work DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+REALPAGES = ROOT / ".." / "shared" / "data" / "warc" / "realpages"
+WORKERS = 2
+BUSY = 0.5          # a sample interval in which a worker used more than this share of a core: busy
+INTERVAL = 0.2
+
+
+class Timeline:
+    """CPU seconds of every process of a tree, sampled: ``{(pid, start): [(t, cpu, label), ...]}``."""
+
+    def __init__(self, pid: int):
+        import psutil
+        self.root = psutil.Process(pid)
+        self.samples: dict[tuple[int, float], list[tuple[float, float, str]]] = {}
+        self._stop = threading.Event()
+        self._th = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        import psutil
+        while not self._stop.is_set():
+            try:
+                procs = [self.root] + self.root.children(recursive=True)
+            except psutil.Error:
+                break
+            now = time.time()
+            for p in procs:
+                try:
+                    with p.oneshot():
+                        ct = p.cpu_times()
+                        label = p.name()
+                        if not label.startswith("ray::"):
+                            label = " ".join(os.path.basename(c) for c in p.cmdline()[:2])[:50]
+                        self.samples.setdefault((p.pid, p.create_time()), []).append(
+                            (now, ct.user + ct.system, label))
+                except psutil.Error:
+                    pass
+            self._stop.wait(INTERVAL)
+
+    def __enter__(self):
+        self._th.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._th.join()
+
+
+def build_input(work: Path, repeat: int) -> Path:
+    files = sorted(REALPAGES.glob("*.warc.gz"))
+    if not files:
+        sys.exit(f"no realpages WARCs under {REALPAGES} (../shared/data is absent)")
+    out = work / f"realpages-x{repeat}.warc.gz"
+    if not out.exists():
+        data = b"".join(f.read_bytes() for f in files)  # per-record gzip: members concatenate
+        tmp = out.with_suffix(".tmp")
+        tmp.write_bytes(data * repeat)
+        tmp.rename(out)
+    return out
+
+
+def write_config(work: Path, leg: str) -> Path:
+    from datapipe.stage import Workflow, get_stage_class
+    cfg = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
+    cfg.pop("mix", None)
+    cfg["name"] = f"shards-{leg}"
+    cfg["stages"] = [s for s in cfg["stages"] if not issubclass(get_stage_class(next(iter(s))), Workflow)]
+    cfg.setdefault("engine", {})["num_workers"] = WORKERS
+    if leg == "whole":
+        cfg.setdefault("input", {})["shard_bytes"] = 0
+    path = work / f"shards-{leg}.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def run_leg(leg: str, warc: Path, work: Path) -> dict:
+    config = write_config(work, leg)
+    run_dir = work / f"run-{leg}"
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled", HF_HUB_OFFLINE="1",
+               TRANSFORMERS_OFFLINE="1", PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, "-m", "datapipe.cli", "run", str(config), "--input", str(warc),
+           "--run-dir", str(run_dir), "--fresh", "--quiet", "--no-mix"]
+    load = os.getloadavg()[0]
+    t0 = time.time()
+    with open(work / f"run-{leg}.log", "w") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        with Timeline(proc.pid) as tl:
+            rc = proc.wait()
+    t1 = time.time()
+    if rc:
+        sys.exit(f"{leg}: datapipe run failed ({rc}); see {work / f'run-{leg}.log'}")
+    return analyse(leg, tl, t0, t1, run_dir) | {"load": load}
+
+
+def analyse(leg: str, tl: Timeline, t0: float, t1: float, run_dir: Path) -> dict:
+    import pyarrow.parquet as pq
+
+    from datapipe.runner import load_stats
+    wall = t1 - t0
+    cpu = sum(s[-1][1] for s in tl.samples.values())
+    workers = []
+    for key, s in tl.samples.items():
+        if not any("_StageChain" in lab for _, _, lab in s):
+            continue
+        last_busy = None
+        for (ta, ca, _), (tb, cb, _) in zip(s, s[1:]):
+            if (cb - ca) > BUSY * (tb - ta):
+                last_busy = tb
+        first_busy = next(((tb for (ta, ca, _), (tb, cb, _) in zip(s, s[1:]) if (cb - ca) > BUSY * (tb - ta))), None)
+        workers.append({"cpu": s[-1][1], "first": first_busy, "last": last_busy,
+                        "busy_s": sum(tb - ta for (ta, ca, _), (tb, cb, _) in zip(s, s[1:]) if (cb - ca) > BUSY * (tb - ta))})
+    busy = [w for w in workers if w["last"] is not None]
+    tail = None
+    if busy:
+        # a worker never busy went idle when the work began
+        start = min(w["first"] for w in busy)
+        ends = [w["last"] if w["last"] is not None else start for w in workers]
+        tail = max(ends) - min(ends)
+    stats = {s.stage: s for s in load_stats(run_dir)}
+    ids = set()
+    for f in (run_dir / "output").rglob("*.parquet"):
+        ids.update(pq.read_table(f, columns=["id"])["id"].to_pylist())
+    shards = len(list((run_dir / "_done" / "01-url_filter").iterdir()))
+    reader_cpu = sum(s[-1][1] for s in tl.samples.values()
+                     if any("(read)" in lab for _, _, lab in s) and not any("_StageChain" in lab for _, _, lab in s))
+    return {"leg": leg, "t0": t0, "reader_cpu": reader_cpu, "wall": wall, "cpu": cpu, "workers": sorted(workers, key=lambda w: -w["cpu"]),
+            "tail": tail, "shards": shards, "pages": stats["extract"].rows_in,
+            "docs_out": stats["write"].rows_out, "ids": ids}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeat", type=int, default=1, help="copies of the realpages records in the one WARC")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/datapipe-bench-shards"))
+    args = ap.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    warc = build_input(args.work, args.repeat)
+    print(f"input: {warc.name}, {warc.stat().st_size / 2**20:.1f} MiB, realpages x{args.repeat}; "
+          f"default config's streaming stages; {WORKERS} stage workers; {os.cpu_count()} CPUs on this machine",
+          flush=True)
+    res = [run_leg(leg, warc, args.work) for leg in ("whole", "ranges")]
+    print(f"{'leg':<7} {'shards':>6} {'wall s':>7} {'CPU s':>7} {'pages':>6} {'pages/s':>7} "
+          f"{'worker busy (CPU-s / wall)':<28} {'tail s':>6} {'load':>5}")
+    for r in res:
+        share = " ".join(f"{w['cpu']:.1f}s={100 * w['cpu'] / r['wall']:.0f}%" for w in r["workers"]) or "-"
+        tail = f"{r['tail']:.1f}" if r["tail"] is not None else "n/a"
+        print(f"{r['leg']:<7} {r['shards']:>6} {r['wall']:>7.1f} {r['cpu']:>7.1f} {r['pages']:>6} "
+              f"{r['pages'] / r['wall']:>7.1f} {share:<28} {tail:>6} {r['load']:>5.1f}")
+    for r in res:
+        for i, w in enumerate(r["workers"]):
+            span = (f"busy from {w['first'] - r['t0']:.1f}s to {w['last'] - r['t0']:.1f}s, {w['busy_s']:.1f}s of it"
+                    if w["first"] is not None else "never busy")
+            print(f"  {r['leg']} worker {i}: {w['cpu']:.1f} CPU-s, {span}")
+        print(f"  {r['leg']} readers: {r['reader_cpu']:.1f} CPU-s; rest of the tree (driver, Ray): "
+              f"{r['cpu'] - r['reader_cpu'] - sum(w['cpu'] for w in r['workers']):.1f} CPU-s")
+    a, b = res
+    print(f"same output ids: {a['ids'] == b['ids']} ({len(a['ids'])} vs {len(b['ids'])} documents out); "
+          f"wall ranges/whole: {b['wall'] / a['wall']:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""The mixture spec: its YAML schema (pydantic models), validation with errors that name the file
+and key, and :class:`MixError`. The format is described in :mod:`datapipe.mix`."""
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+
+class MixError(ValueError):
+    """A bad mixture spec or input, with the file and key it is about when known."""
+
+
+@functools.lru_cache(maxsize=1)
+def spec_models():
+    """``(MixSpec, Range)``: the spec's pydantic models (built on first use, so importing datapipe.mix does not import pydantic)."""
+    from pydantic import BaseModel, ConfigDict, Field
+
+    class _Strict(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+    class Range(_Strict):
+        min: Optional[float] = None
+        max: Optional[float] = None
+
+    Scalar = Union[str, int, float, bool]
+
+    class GroupSpec(_Strict):
+        name: str = Field(min_length=1)
+        where: dict[str, Union[Range, list[Scalar], Scalar]] = Field(default_factory=dict)
+        weight: Optional[float] = Field(default=None, ge=0)
+        max_epochs: Optional[float] = Field(default=None, gt=0)
+
+    class OutputSpec(_Strict):
+        max_tokens_per_shard: int = Field(default=50_000_000, gt=0)
+        max_rows_per_shard: int = Field(default=200_000, gt=0)
+        row_group_rows: int = Field(default=1_000, gt=0)
+        compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
+        megatron: bool = False
+
+    class MixSpec(_Strict):
+        name: Optional[str] = None
+        seed: int = 0
+        mode: Literal["sampling", "budget"] = "sampling"
+        weighting: Literal["explicit", "temperature", "unimax"] = "explicit"
+        temperature: float = Field(default=1.0, gt=0)
+        total_tokens: Optional[int] = Field(default=None, gt=0)
+        max_epochs: Optional[float] = Field(default=None, gt=0)
+        tokenizer: Optional[str] = None
+        #: groups with a weight but no documents: "error", or "drop" them and renormalise the rest
+        #: (LLaMA-1's table over whichever sources a user actually has)
+        missing_groups: Literal["error", "drop"] = "error"
+        groups: list[GroupSpec] = Field(min_length=1)
+        output: OutputSpec = Field(default_factory=OutputSpec)
+
+    return MixSpec, Range
+
+
+def parse_spec(data: Any, *, file: str | None = None, default_name: str = "mix"):
+    """Validate a spec mapping; errors name the file and key."""
+    from pydantic import ValidationError
+    MixSpec, _ = spec_models()
+    where = f"{file}: " if file else ""
+    if not isinstance(data, dict):
+        raise MixError(f"{where}a mixture spec is a mapping with `groups:`")
+    try:
+        spec = MixSpec.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ""
+        for part in err["loc"]:
+            loc += f"[{part}]" if isinstance(part, int) else (f".{part}" if loc else str(part))
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        raise MixError(f"{where}{loc}: {msg}") from None
+    if spec.name is None:
+        spec.name = default_name
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", spec.name):
+        raise MixError(f"{where}name: {spec.name!r} must be a plain folder name (letters, digits, . _ -)")
+    names = [g.name for g in spec.groups]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise MixError(f"{where}groups: duplicate group name(s) {dup}")
+    for i, g in enumerate(spec.groups):
+        if spec.weighting == "explicit" and g.weight is None:
+            raise MixError(f"{where}groups[{i}].weight: required with weighting: explicit")
+        if spec.weighting != "explicit" and g.weight is not None:
+            raise MixError(f"{where}groups[{i}].weight: weights come from weighting: {spec.weighting}; remove it")
+    if spec.weighting == "explicit" and not sum(g.weight for g in spec.groups) > 0:
+        raise MixError(f"{where}groups: weights sum to zero")
+    if spec.mode == "budget" and spec.total_tokens is None:
+        raise MixError(f"{where}total_tokens: required by mode: budget")
+    if spec.weighting == "unimax" and spec.total_tokens is None:
+        raise MixError(f"{where}total_tokens: required by weighting: unimax")
+    return spec
+
+
+def load_spec(path: str | Path):
+    """Read and validate a spec YAML file; its name defaults to the file's stem."""
+    import yaml
+    p = Path(path)
+    if not p.is_file():
+        raise MixError(f"{path}: mixture spec not found")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise MixError(f"{path}: invalid YAML: {e}") from None
+    return parse_spec(data, file=str(path), default_name=p.stem)

@@ -1,0 +1,4 @@
+"""``python -m datapipe.samplecrawl OUT_DIR``: build the sample crawl."""
+from .build import main
+
+raise SystemExit(main())
