@@ -52,8 +52,9 @@ REALPAGES = DATA / "warc" / "realpages"
 
 class SerialEngine:
     num_cpus = 1
+    num_gpus = 0
 
-    def map(self, fn, items, *, num_cpus=1, max_in_flight=None):
+    def map(self, fn, items, *, resources=None, needs_model=False, num_cpus=None, max_in_flight=None):
         return [fn(x) for x in items]
 
 
