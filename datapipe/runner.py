@@ -167,6 +167,12 @@ class Runner:
         why = resume_refusal(self.rd.root, self.cfg, self.inputs, self.run_config)
         if why:
             raise RunError(why)
+        # same fingerprint, yet finished input shards this run does not plan (a datapipe that keyed
+        # shards otherwise): redoing them would leave their old files beside the new ones
+        unknown = self.rd.done_shards(self.steps[0].name) - {shard_key(p) for p in self.inputs}
+        if unknown:
+            raise RunError(f"{self.rd.root} holds finished shards this run does not plan ({sorted(unknown)[0]}"
+                           f"{', ...' if len(unknown) > 1 else ''}); use another --run-dir, or --fresh to start over")
 
     def _say(self, msg: str) -> None:
         if not self.quiet:
@@ -210,12 +216,6 @@ class Runner:
                     shards = [(p.stem, [str(p)]) for p in prev_files]
                     input_cfg = self.cfg.input.model_dump() | {"format": "parquet", "text_field": "text"}
                 done = self.rd.done_shards(step.name)
-                if prev_files is None and done - {k for k, _ in shards}:
-                    # same fingerprint, other shard keys (a datapipe that named shards otherwise):
-                    # redoing the shards would leave the old ones' files beside the new ones'
-                    raise RunError(f"{self.rd.root} holds finished shards this run does not plan "
-                                   f"({sorted(done - {k for k, _ in shards})[0]}, ...); use another "
-                                   "--run-dir, or --fresh to start over")
                 pending = [s for s in shards if s[0] not in done]
                 skipped += len(shards) - len(pending)
                 if step.kind == "workflow":

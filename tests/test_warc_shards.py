@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from datapipe.config import InputConfig, parse_config
-from datapipe.io import MIN_RANGE_BYTES, range_target, read_shard, split_crawl_files
+from datapipe.io import MIN_RANGE_BYTES, range_target, read_shard, resolve_inputs, split_crawl_files
 from datapipe.io.framing import record_ranges
 from datapipe.io.warc import iter_warc_batches
 from datapipe.rundir import shard_key
@@ -73,6 +73,8 @@ def test_split_plan(one_warc, sample_crawl, tmp_path):
     assert min(b - a for a, b in ranges) > size // 4
     # stable keys, distinct, sorting in file order (the order a whole-file read gives rows in)
     assert split_crawl_files([str(one_warc)], shard_bytes=size // 3 + 1000, min_shards=64) == cut
+    # a run's config.yaml lists the ranges: resolving them again keeps them as they are
+    assert split_crawl_files(resolve_inputs(cut), shard_bytes=size // 3 + 1000, min_shards=64) == cut
     keys = [shard_key(s) for s in cut]
     assert len(set(keys)) == len(keys) and sorted(keys) == keys
     # shard_bytes 0: one shard per file; single-stream gzip cannot be re-entered: whole
@@ -187,3 +189,19 @@ def test_pipeline_over_ranges_equals_whole_file_and_resumes_by_range(ray_session
     from datapipe.runner import RunError
     with pytest.raises(RunError, match="byte ranges"):
         run_pipeline(config(target // 2), inputs=[str(one_warc)], run_dir=part, quiet=True)
+
+
+def test_finished_shards_the_plan_does_not_know_are_refused_before_anything_runs(one_warc, tmp_path):
+    """A run directory whose input shards were keyed otherwise (same fingerprint) is not resumed:
+    the new keys would redo every shard and keep the old files beside the new ones."""
+    from datapipe.runner import RunError, Runner
+    cfg = config(one_warc.stat().st_size // 3)
+    runner = Runner(cfg, inputs=[str(one_warc)], run_dir=tmp_path / "r", quiet=True)
+    runner._write_run_header()
+    step = runner.steps[0].name
+    for spec in runner.inputs:  # markers under today's keys: resumable
+        runner.rd.mark_done(step, shard_key(spec))
+    Runner(cfg, inputs=[str(one_warc)], run_dir=tmp_path / "r", quiet=True)
+    runner.rd.mark_done(step, "crawl.warc.gz_records_0-496000-0123abcd")  # an older datapipe's key
+    with pytest.raises(RunError, match="finished shards this run does not plan"):
+        Runner(cfg, inputs=[str(one_warc)], run_dir=tmp_path / "r", quiet=True)

@@ -93,11 +93,19 @@ def _source_module(fmt: str):
 def resolve_inputs(specs: list[str], *, base_url: str = "https://data.commoncrawl.org/",
                    format: str = "auto") -> list[str]:
     """Expand files, folders, globs, ``*.paths(.gz)`` listings and URLs into a sorted file list
-    (for the source formats, into the shards their ``expand_input`` names)."""
+    (for the source formats, into the shards their ``expand_input`` names). A byte-range shard
+    (``<path>#records=a-b``, ``#streams=``, as a run's ``config.yaml`` records them) stays as it is."""
     files: list[str] = []
     expand = _source_module(format).expand_input if format in SOURCE_FORMATS else None
     for spec in specs:
         spec = str(spec)
+        real, start, _ = split_range_spec(spec)
+        if start is not None:
+            # a shard of an earlier resolution (a run directory's config.yaml lists them): as it is
+            if not _is_remote(real) and not os.path.isfile(real.removeprefix("file://")):
+                raise InputError(f"{spec}: no such file")
+            files.append(spec)
+            continue
         if spec.endswith((".paths", ".paths.gz")) or spec.endswith("paths.txt"):
             files.extend(_read_paths_listing(spec, base_url))
             continue
