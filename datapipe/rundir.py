@@ -145,7 +145,11 @@ class RunDir:
         atomic_write_json(self.root / "_done" / f"{step}.complete", {})
 
     def clean_tmp(self) -> None:
+        """Start a run clean: the temp folder, and temp files of atomic writes that a killed run
+        left half-written (``.NAME.XXXXXXXX.tmp``; the renamed files are the only real ones)."""
         shutil.rmtree(self.tmp, ignore_errors=True)
+        for p in self.root.rglob(".*.tmp"):
+            p.unlink(missing_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)
 
     def output_files(self, step_dir: Path | None = None) -> list[Path]:

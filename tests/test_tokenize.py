@@ -116,7 +116,7 @@ def test_default_llama3_reproduces_published_ids():
     assert {k: specials[k] for k in LLAMA3_PUBLISHED_SPECIALS} == LLAMA3_PUBLISHED_SPECIALS
     # Meta's test_encode: encode("This is a test sentence.", bos=True, eos=True), here through the stage
     batch = pa.table({"text": pa.array(["This is a test sentence."], pa.large_string())})
-    out = Tokenize(keep_tokens=True, add_bos=True, add_eos=True)(batch)
+    out = Tokenize(keep_tokens=True, add_bos=True, add_eos=True).ensure_setup()(batch)
     assert out["tokens"].to_pylist() == [[128000, 2028, 374, 264, 1296, 11914, 13, 128001]]
 
 
