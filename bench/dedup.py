@@ -35,7 +35,6 @@ import re
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -45,6 +44,10 @@ import pyarrow.parquet as pq
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from _measure import TreeSampler  # noqa: E402
+
 DATA = (REPO / ".." / "shared" / "data").resolve()
 COPYCAT = DATA / "dedup" / "copycat-canonical-link-judgments" / "judgments-by-daniel"
 REALPAGES = DATA / "warc" / "realpages"
@@ -181,55 +184,9 @@ def run_workflow(name: str, options: dict, inputs: list[str], root: Path, engine
     return stats, json.loads((root / "work" / f"{name}_report.json").read_text())
 
 
-def _tree_rss(pid: int) -> tuple[int, int]:
-    """(sum of RSS, largest RSS) in bytes over ``pid`` and its descendants (from /proc)."""
-    parent: dict[int, int] = {}
-    rss: dict[int, int] = {}
-    page = os.sysconf("SC_PAGE_SIZE")
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as fh:
-                st = fh.read().rsplit(")", 1)[1].split()
-            parent[int(d)] = int(st[1])
-            with open(f"/proc/{d}/statm") as fh:
-                rss[int(d)] = int(fh.read().split()[1]) * page
-        except (OSError, IndexError, ValueError):
-            continue
-    tree, frontier = {pid}, [pid]
-    children: dict[int, list[int]] = {}
-    for c, p in parent.items():
-        children.setdefault(p, []).append(c)
-    while frontier:
-        x = frontier.pop()
-        for c in children.get(x, []):
-            if c not in tree:
-                tree.add(c)
-                frontier.append(c)
-    vals = [rss.get(p, 0) for p in tree]
-    return sum(vals), max(vals)
-
-
-class PeakMemory:
-    def __init__(self, interval: float = 0.2):
-        self.interval, self.peak_sum, self.peak_one = interval, 0, 0
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._loop, daemon=True)
-
-    def _loop(self):
-        while not self._stop.is_set():
-            s, m = _tree_rss(os.getpid())
-            self.peak_sum, self.peak_one = max(self.peak_sum, s), max(self.peak_one, m)
-            self._stop.wait(self.interval)
-
-    def __enter__(self):
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._t.join()
+def PeakMemory(interval: float = 0.2) -> TreeSampler:
+    """This process's tree: ``peak_rss`` (largest sum of RSS) and ``peak_rss_one`` (largest process)."""
+    return TreeSampler(interval=interval)
 
 
 # ---------------------------------------------------------------------------
@@ -549,8 +506,8 @@ def scale(args) -> None:
             removed = n - n_out
             sec = report["seconds"]
             print(f"  {n:>9,} {len(inputs):>6} {gen:>6.0f} {wall:>7.1f} {sec['signatures']:>6.0f} "
-                  f"{sec['components']:>5.0f} {n / wall:>7.0f} {mem.peak_sum / 2**30:>8.2f}GB "
-                  f"{mem.peak_one / 2**30:>8.2f}GB {planted:>8,} {removed:>8,} {1 - missed / max(1, planted):>7.4f} "
+                  f"{sec['components']:>5.0f} {n / wall:>7.0f} {mem.peak_rss / 2**30:>8.2f}GB "
+                  f"{mem.peak_rss_one / 2**30:>8.2f}GB {planted:>8,} {removed:>8,} {1 - missed / max(1, planted):>7.4f} "
                   f"{lost:>6} {report['cc_rounds']:>6}", flush=True)
             print(f"      candidate pairs {report['candidate_pairs']:,}, edges {report['edges']:,}, components "
                   f"{report['components']:,}, sizes {report['cluster_size_histogram']}; planted copies not caught "
@@ -565,86 +522,10 @@ def scale(args) -> None:
 # ---------------------------------------------------------------------------
 # semantic dedup at scale
 
-def _tree_pids(root: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat") as fh:
-                    children.setdefault(int(fh.read().rsplit(")", 1)[1].split()[1]), []).append(int(d))
-            except (OSError, IndexError, ValueError):
-                continue
-    tree, frontier = {root}, [root]
-    while frontier:
-        for c in children.get(frontier.pop(), []):
-            if c not in tree:
-                tree.add(c)
-                frontier.append(c)
-    return tree
-
-
-class TreeMonitor:
-    """Peak PSS (sum over the process tree, and the largest process) and CPU seconds of the
-    tree (per process: last seen utime+stime minus the value at start), sampled every 0.5 s."""
-
-    def __init__(self, interval: float = 0.5):
-        self.interval, self.peak_pss, self.peak_one, self.peak_procs = interval, 0, 0, 0
-        self._cpu0: dict[int, float] = {}
-        self._cpu: dict[int, float] = {}
-        self._tick = os.sysconf("SC_CLK_TCK")
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._loop, daemon=True)
-
-    def _cpu_of(self, pid: int) -> float | None:
-        try:
-            with open(f"/proc/{pid}/stat") as fh:
-                f = fh.read().rsplit(")", 1)[1].split()
-            return (int(f[11]) + int(f[12])) / self._tick
-        except (OSError, IndexError, ValueError):
-            return None
-
-    @staticmethod
-    def _pss(pid: int) -> int:
-        try:
-            with open(f"/proc/{pid}/smaps_rollup") as fh:
-                for line in fh:
-                    if line.startswith("Pss:"):
-                        return int(line.split()[1]) * 1024
-        except OSError:
-            pass
-        return 0
-
-    def sample(self) -> None:
-        pids = _tree_pids(os.getpid())
-        pss = [self._pss(p) for p in pids]
-        self.peak_pss, self.peak_one = max(self.peak_pss, sum(pss)), max(self.peak_one, max(pss))
-        self.peak_procs = max(self.peak_procs, len(pids))
-        for p in pids:
-            c = self._cpu_of(p)
-            if c is not None:
-                self._cpu[p] = c
-
-    @property
-    def cpu_seconds(self) -> float:
-        return sum(c - self._cpu0.get(p, 0.0) for p, c in self._cpu.items())
-
-    def _loop(self):
-        while not self._stop.is_set():
-            self.sample()
-            self._stop.wait(self.interval)
-
-    def __enter__(self):
-        for p in _tree_pids(os.getpid()):
-            c = self._cpu_of(p)
-            if c is not None:
-                self._cpu0[p] = c
-        self._t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._t.join()
-        self.sample()
+def TreeMonitor(interval: float = 0.5) -> TreeSampler:
+    """This process's tree: ``peak_pss`` (sum), ``peak_one`` (largest process), ``peak_procs`` and
+    ``cpu_since_start`` (per process: last seen utime+stime minus the value at start)."""
+    return TreeSampler(interval=interval)
 
 
 def semantic_scale(args) -> None:
@@ -690,7 +571,7 @@ def semantic_scale(args) -> None:
             missed = sum(max(0, c - 1) for c in surv.values())
             lost = len(groups) - len(surv)
             sec = report["seconds"]
-            cpu = mon.cpu_seconds
+            cpu = mon.cpu_since_start
             print(f"  {n:>9,} {wall:>7.1f} {cpu:>7.1f} {n / cpu:>10.0f} {n / wall / cores:>11.0f} "
                   f"{mon.peak_pss / 2**30:>7.2f}GB {mon.peak_one / 2**30:>6.2f}GB {mon.peak_procs:>5} "
                   f"{sec.get('embed', 0):>6.1f} {sec.get('kmeans', 0):>6.1f} {sec.get('dedup', 0):>6.1f} "

@@ -5,7 +5,7 @@
         [--interval 0.2] [--env RAY_FOO=1 ...] [--no-mix]
 
 Runs ``python -m datapipe.cli run CONFIG --fresh`` in a subprocess and samples its whole process
-tree every ``--interval`` seconds (``bench/_proctree.py``): the driver, Ray's GCS and raylet,
+tree every ``--interval`` seconds (``bench/_measure.py``): the driver, Ray's GCS and raylet,
 any dashboard / agents / monitors, idle workers and the stage workers. Prints, per kind, the
 most processes seen at once, the peak PSS of the kind (summed over its processes, PSS so
 shared pages count once), its PSS at the moment the whole tree peaked, and CPU seconds; then
@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _proctree import TreeSampler  # noqa: E402
+from _measure import TreeSampler  # noqa: E402
 
 
 def main() -> int:

@@ -34,7 +34,6 @@ import os
 import re
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -42,50 +41,19 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 REALPAGES = ROOT / ".." / "shared" / "data" / "warc" / "realpages"
+
+from _measure import TreeSampler  # noqa: E402
+
 WORKERS = 2
 BUSY = 0.5          # a sample interval in which a worker used more than this share of a core: busy
 INTERVAL = 0.2
 
 
-class Timeline:
-    """CPU seconds of every process of a tree, sampled: ``{(pid, start): [(t, cpu, label), ...]}``."""
-
-    def __init__(self, pid: int):
-        import psutil
-        self.root = psutil.Process(pid)
-        self.samples: dict[tuple[int, float], list[tuple[float, float, str]]] = {}
-        self._stop = threading.Event()
-        self._th = threading.Thread(target=self._loop, daemon=True)
-
-    def _loop(self) -> None:
-        import psutil
-        while not self._stop.is_set():
-            try:
-                procs = [self.root] + self.root.children(recursive=True)
-            except psutil.Error:
-                break
-            now = time.time()
-            for p in procs:
-                try:
-                    with p.oneshot():
-                        ct = p.cpu_times()
-                        label = p.name()
-                        if not label.startswith("ray::"):
-                            label = " ".join(os.path.basename(c) for c in p.cmdline()[:2])[:50]
-                        self.samples.setdefault((p.pid, p.create_time()), []).append(
-                            (now, ct.user + ct.system, label))
-                except psutil.Error:
-                    pass
-            self._stop.wait(INTERVAL)
-
-    def __enter__(self):
-        self._th.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._th.join()
+def Timeline(pid: int) -> TreeSampler:
+    """CPU seconds of every process of a tree, sampled: ``.timeline`` is ``{(pid, start): [(t, cpu, label), ...]}``."""
+    return TreeSampler(pid, INTERVAL, timeline=True)
 
 
 def build_input(work: Path, repeat: int) -> Path:
@@ -144,14 +112,14 @@ def step_walls(log: Path) -> dict[str, float]:
     return out
 
 
-def analyse(leg: str, tl: Timeline, t0: float, t1: float, run_dir: Path) -> dict:
+def analyse(leg: str, tl: TreeSampler, t0: float, t1: float, run_dir: Path) -> dict:
     import pyarrow.parquet as pq
 
     from datapipe.runner import load_stats
     wall = t1 - t0
-    cpu = sum(s[-1][1] for s in tl.samples.values())
+    cpu = sum(s[-1][1] for s in tl.timeline.values())
     workers = []
-    for key, s in tl.samples.items():
+    for key, s in tl.timeline.items():
         if not any("_StageChain" in lab for _, _, lab in s):
             continue
         last_busy = None
@@ -174,7 +142,7 @@ def analyse(leg: str, tl: Timeline, t0: float, t1: float, run_dir: Path) -> dict
         ids.update(pq.read_table(f, columns=["id"])["id"].to_pylist())
     first = sorted(p for p in (run_dir / "_done").iterdir() if p.is_dir())[0]
     shards = len(list(first.iterdir()))
-    reader_cpu = sum(s[-1][1] for s in tl.samples.values()
+    reader_cpu = sum(s[-1][1] for s in tl.timeline.values()
                      if any("(read)" in lab for _, _, lab in s) and not any("_StageChain" in lab for _, _, lab in s))
     return {"leg": leg, "t0": t0, "reader_cpu": reader_cpu, "wall": wall, "cpu": cpu, "workers": sorted(workers, key=lambda w: -w["cpu"]),
             "tail": tail, "shards": shards, "pages": stats["extract"].rows_in,
