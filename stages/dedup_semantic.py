@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import math
 import sys
 import time
@@ -45,6 +44,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from datapipe.embed import Embedder, EmbedderError, make_embedder
+from datapipe import workflow as W
+from datapipe.schema import set_column
 from datapipe.stage import Resources, StageError, Workflow, register
 
 from . import _dedup as D
@@ -216,34 +217,14 @@ def _dedup_group(g: int, *, work: str, eps: float, keep: str) -> dict:
             "dropped": int(drop.sum())}
 
 
-def _filter(item, *, stage: str, work: str, ctx) -> dict:
-    si, path = item
-    t0 = time.process_time()
-    table = pq.read_table(path)
-    n = table.num_rows
-    bytes_in = D.text_bytes(table)
-    cluster = np.full(n, -1, dtype=np.int32)
-    max_sim = np.full(n, np.nan, dtype=np.float32)
-    drop = np.zeros(n, dtype=bool)
-    dup_of = np.full(n, None, dtype=object)
-    dec = D.read_gid_range(D.list_parquet(Path(work) / "decisions"), si, ["gid", "cluster", "max_sim", "drop", "dup_of"])
-    if dec is not None and dec.num_rows:
-        rows = (dec["gid"].to_numpy() & D.ROW_MASK).astype(np.int64)
-        cluster[rows] = dec["cluster"].to_numpy()
-        max_sim[rows] = dec["max_sim"].to_numpy()
-        drop[rows] = dec["drop"].to_numpy(zero_copy_only=False)
-        dup_of[rows] = np.array(dec["dup_of"].to_pylist(), dtype=object)
-    for c in ("sem_cluster", "sem_max_sim"):
-        if c in table.column_names:
-            table = table.drop_columns([c])
-    table = table.append_column("sem_cluster", pa.array(cluster)).append_column("sem_max_sim", pa.array(max_sim))
-    kept = table.filter(pa.array(~drop))
-    rejected = None
-    if drop.any():
-        rejected = (table.filter(pa.array(drop))
-                    .append_column("reason", pa.array([REASON] * int(drop.sum()), pa.string()))
-                    .append_column("dup_of", pa.array(dup_of[drop].tolist(), pa.string())))
-    return D.finish_shard(stage, path, ctx, n, bytes_in, kept, rejected, time.process_time() - t0)
+def _decide(table: pa.Table, si: int, *, work: str) -> W.Decisions:
+    """The shard's decisions (step 4's files) as columns; rows no cluster decided are kept."""
+    dec = W.rows_by_gid(W.list_parquet(Path(work) / "decisions"), si, table.num_rows,
+                        {"cluster": pa.scalar(-1, pa.int32()), "max_sim": pa.scalar(float("nan"), pa.float32()),
+                         "drop": pa.scalar(False), "dup_of": pa.scalar(None, pa.string())})
+    t = set_column(set_column(table, "sem_cluster", dec["cluster"]), "sem_max_sim", dec["max_sim"])
+    return W.Decisions(t, pc.if_else(dec["drop"], pa.scalar(REASON), pa.scalar(None, pa.string())),
+                       reject_columns={"dup_of": dec["dup_of"]})
 
 
 @register
@@ -338,15 +319,14 @@ class SemanticDedup(Workflow):
         else:
             dres = []
         t = time.time()
-        results, c = D.timed_map(ctx.engine, functools.partial(_filter, stage=self.name, work=w,
-                                                               ctx=D.portable_ctx(ctx)), items)
-        shard_cpu = [a + b for a, b in zip(shard_cpu, c)]
+        stats = W.filter_shards(ctx, self.name, functools.partial(_decide, work=w),
+                                shard_cpu=shard_cpu, global_cpu=global_cpu)
         timings["filter"] = time.time() - t
         eps_table: dict[str, int] = {}
         for r in dres:
             for e_, n in r["eps_table"].items():
                 eps_table[e_] = eps_table.get(e_, 0) + n
-        removed = sum(r["stats"].rows_in - r["stats"].rows_out for r in results)
+        removed = sum(st.rows_in - st.rows_out for st in stats.values())
         report = {"documents": n_docs, "embeddings_reused": reused, "model": self.model,
                   "embedder": {"name": self.embedder.name, "kind": self.embedder.kind, "key": self.embedder.key},
                   "max_tokens": self.max_tokens,
@@ -355,9 +335,8 @@ class SemanticDedup(Workflow):
                   "seconds": {a: round(b, 2) for a, b in timings.items()} | {"total": round(time.time() - t_start, 2)}}
         from datapipe.rundir import atomic_write_json
         atomic_write_json(Path(ctx.work_dir) / "dedup_semantic_report.json", report)
-        if results:
-            first = results[0]["stats"]
-            first.counters.update({"clusters": k, "embeddings_reused": reused})
+        if stats:
+            next(iter(stats.values())).counters.update({"clusters": k, "embeddings_reused": reused})
         print(f"dedup_semantic: {self.embedder.name}, {n_docs:,} docs ({reused:,} embeddings reused), {k} clusters, eps {self.eps}: "
               f"{removed:,} removed ({report['seconds']['total']}s)", file=sys.stderr, flush=True)
-        return D.collect(ctx, self.name, results, ctx.inputs, shard_cpu=shard_cpu, global_cpu=global_cpu)
+        return stats
