@@ -25,8 +25,9 @@ from tests.conftest import SHARED_DATA
 class SerialEngine:
     """The engine protocol workflows use, without Ray."""
     num_cpus = 2
+    num_gpus = 0
 
-    def map(self, fn, items, *, num_cpus=1, max_in_flight=None):
+    def map(self, fn, items, *, resources=None, needs_model=False, num_cpus=1, max_in_flight=None):
         return [fn(x) for x in items]
 
 
