@@ -249,7 +249,7 @@ def test_retokenizes_when_tokens_not_kept(tmp_path):
     texts = [f"Document number {i}. " + "Some words here and there. " * (i % 7 + 1) for i in range(60)]
     t = pa.table({"id": [f"d{i}" for i in range(60)], "text": pa.array(texts, pa.large_string()),
                   "source": ["cc"] * 60})
-    t = Tokenize()(t)
+    t = Tokenize().ensure_setup()(t)
     (tmp_path / "run" / "output").mkdir(parents=True)
     pq.write_table(t, tmp_path / "run" / "output" / "x-00000.parquet")
     (tmp_path / "run" / "config.yaml").write_text("stages:\n  - tokenize: {add_eos: true}\n")
