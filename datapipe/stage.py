@@ -175,7 +175,7 @@ class WorkflowContext:
     inputs: list[str]          # parquet files from the previous step, one per shard
     output_dir: str            # write <output_dir>/<basename of input>
     work_dir: str              # scratch space for intermediates (kept for inspection)
-    engine: Any                # datapipe.ray_backend.Engine (``engine.map(fn, items, resources=...)``)
+    engine: Any                # datapipe.ray_backend.Engine: num_cpus, num_gpus, map(fn, items, resources=, needs_model=)
     compression: str = "zstd"
     reject_sink: Any = None    # callable(stage, shard, rejected_table_with_reason)
     samples_per_reason: int = 50   # the run's ``rejects`` settings: what a workflow's shard tasks

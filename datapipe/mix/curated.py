@@ -143,7 +143,7 @@ def scan_curated(run_dir: Path, spec, tokenizer_opts: dict, quiet: bool) -> Cura
         else:  # slow path: no tokenize stage in the run
             if tok is None:
                 tok = tokenize_stage(tokenizer_opts)
-                tok.setup()
+                tok.ensure_setup()
                 if not quiet:
                     print(f"note: {f.name} has no n_tokens column: tokenizing to plan "
                           "(add the tokenize stage to the pipeline to make planning free)", file=sys.stderr)

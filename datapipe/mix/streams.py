@@ -60,7 +60,7 @@ def _write_streams(plan: MixPlan, cur: Curated, tokenizer_opts: dict, out: Path,
     tok = None
     if not cur.has_tokens:
         tok = tokenize_stage(tokenizer_opts)
-        tok.setup()
+        tok.ensure_setup()
     by_doc = np.argsort(docs, kind="stable")
     sorted_docs = docs[by_doc]
     t0 = time.time()
