@@ -84,14 +84,31 @@ class Layout:
         return self.seekable and (self.multi_member or not self.gzip)
 
 
-class _Prefixed(io.RawIOBase):
+class _Wrapped(io.RawIOBase):
+    """A raw stream defined by its ``read(n)`` over a wrapped file ``_inner`` (closed with it)."""
+
+    _inner = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        data = self.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if self._inner is not None:
+            self._inner.close()
+        super().close()
+
+
+class _Prefixed(_Wrapped):
     """A non-seekable stream with the bytes already read for sniffing put back in front."""
 
     def __init__(self, prefix: bytes, rest):
         self._prefix, self._rest, self._pos, self._rest_read = prefix, rest, 0, 0
-
-    def readable(self) -> bool:
-        return True
+        self._inner = rest
 
     def tell(self) -> int:
         return self._pos + self._rest_read
@@ -106,14 +123,6 @@ class _Prefixed(io.RawIOBase):
         self._rest_read += len(out)
         return out
 
-    def readinto(self, b) -> int:
-        data = self.read(len(b))
-        b[:len(data)] = data
-        return len(data)
-
-    def close(self) -> None:
-        self._rest.close()
-        super().close()
 
 
 def sniff(fh) -> tuple[Layout, object]:
@@ -209,7 +218,7 @@ class GunzipReader(io.RawIOBase):
         return len(out)
 
 
-class ByteRange(io.RawIOBase):
+class ByteRange(_Wrapped):
     """Bytes ``[start, end)`` of a seekable binary file, read as a file that ends at ``end``.
 
     Offsets stay those of the whole file (``tell``, ``seek``; a seek outside the range lands on
@@ -220,11 +229,9 @@ class ByteRange(io.RawIOBase):
         if not 0 <= start <= end:
             raise ValueError(f"bad byte range [{start}, {end})")
         self.raw, self.start, self.end = raw, start, end
+        self._inner = raw
         self.pos = start
         raw.seek(start)
-
-    def readable(self) -> bool:
-        return True
 
     def seekable(self) -> bool:
         return True
@@ -247,14 +254,6 @@ class ByteRange(io.RawIOBase):
         self.pos += len(out)
         return out
 
-    def readinto(self, b) -> int:
-        data = self.read(len(b))
-        b[:len(data)] = data
-        return len(data)
-
-    def close(self) -> None:
-        self.raw.close()
-        super().close()
 
 
 # ---------------------------------------------------------------------------
