@@ -1,5 +1,8 @@
 """``dedup_minhash``: near-duplicate removal with MinHash LSH and distributed connected components.
 
+One concern, kept in one module (~600 lines): the MinHash workflow's five steps share its
+partitioning and gid layout, and splitting them would scatter one algorithm over files.
+
 A workflow (global pass); every step is ``ctx.engine.map`` over files under ``ctx.work_dir``::
 
     minhash/sig/s=*.parquet           1. signatures   map over shards: words (``_text.split_words``,
