@@ -64,7 +64,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _measure import datapipe_cli, datapipe_env, fmt_kinds, run_measured  # noqa: E402
+from _measure import datapipe_cli, datapipe_env, run_measured  # noqa: E402
 
 DATA = ROOT / ".." / "shared" / "data"
 REALPAGES = DATA / "warc" / "realpages"
@@ -394,7 +394,7 @@ def report(args, dp: dict, dt: dict, work: Path, config: Path) -> None:
     # per stage
     order = [s for s in STAGES if s in dp["stats"] or s in dt["reached"] or s == "read"]
     dt_sec = dt_stage_seconds(dt["steps"])
-    print(f"\nper stage: docs in / out, and docs per CPU-second inside the stage (both tools' own timers, made CPU time)")
+    print("\nper stage: docs in / out, and docs per CPU-second inside the stage (both tools' own timers, made CPU time)")
     print(f"  {'stage':<19}{'dp in':>8}{'dp out':>8}{'dt in':>8}{'dt out':>8}{'dp docs/s':>11}{'dt docs/s':>11}{'dp/dt':>8}")
     dt_order = ["read"] + [s for s in order[1:] if s in dt["reached"]]
     prev_dt = None

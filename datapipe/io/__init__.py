@@ -42,9 +42,10 @@ from ._common import range_spec, split_range_spec
 log = logging.getLogger(__name__)
 
 WARC_SUFFIXES = (".warc", ".warc.gz", ".arc", ".arc.gz", ".wet", ".wet.gz", ".warc.wet", ".warc.wet.gz", ".wat", ".wat.gz")
-JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json", ".json.gz", ".ndjson")
+JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json", ".json.gz", ".json.zst", ".ndjson", ".ndjson.gz",
+                  ".ndjson.zst")
 PARQUET_SUFFIXES = (".parquet",)
-TEXT_SUFFIXES = (".txt", ".txt.gz")
+TEXT_SUFFIXES = (".txt", ".txt.gz", ".txt.zst", ".text", ".text.gz", ".text.zst")
 KNOWN_SUFFIXES = WARC_SUFFIXES + JSONL_SUFFIXES + PARQUET_SUFFIXES + TEXT_SUFFIXES
 
 
@@ -167,18 +168,23 @@ def resolve_inputs(specs: list[str], *, base_url: str = "https://data.commoncraw
     return out
 
 
+def tabular_format(path: str) -> str | None:
+    """``jsonl``, ``parquet`` or ``text`` from a file's suffix (compressed or not), else None."""
+    p = split_range_spec(path)[0].lower()
+    for fmt, suffixes in (("jsonl", JSONL_SUFFIXES), ("parquet", PARQUET_SUFFIXES), ("text", TEXT_SUFFIXES)):
+        if p.endswith(suffixes):
+            return fmt
+    return None
+
+
 def detect_format(path: str, declared: str = "auto") -> str:
     if declared != "auto":
         return declared
     p = split_range_spec(path)[0].lower()
     if p.endswith(WARC_SUFFIXES):
         return "warc"
-    if p.endswith(JSONL_SUFFIXES):
-        return "jsonl"
-    if p.endswith(PARQUET_SUFFIXES):
-        return "parquet"
-    if p.endswith(TEXT_SUFFIXES):
-        return "text"
+    if tabular_format(p):
+        return tabular_format(p)
     base = os.path.basename(p)
     if base.startswith("posts.xml") or re.match(r".+[-.]posts\.xml", base):
         return "stackexchange"

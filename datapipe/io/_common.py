@@ -5,9 +5,7 @@ from the package ``__init__`` (which imports the submodules: no import cycle).
 - :func:`bump` / :func:`count`: add to a counter dict / to ``stats.dropped``.
 - :func:`open_binary`: a byte stream for a local or fsspec path, decompressed by suffix
   (``.bz2`` incl. multistream, ``.gz``, ``.zst``, ``.xz``).
-- :func:`iter_export_batches`: rows of a Hugging Face ``datasets`` export (Parquet or JSONL)
-  whose columns have other names than ours (``content`` for code, ``short_book_title`` ...),
-  renamed through a mapping, with the text field picked from candidates.
+- :func:`open_text`: the same, decoded as UTF-8.
 - :func:`build_batch`: dict rows -> a table in the document schema, extra columns typed.
 - :func:`range_spec` / :func:`split_range_spec`: the name of a shard that is a byte range of one
   file, ``<path>#<unit>=<start>-<end>`` (``streams``: whole bz2 streams of a Wikimedia multistream
@@ -19,14 +17,14 @@ from __future__ import annotations
 
 import bz2
 import gzip
-import json
+import io
 import re
-from typing import Callable, Iterable, Iterator, Optional
+from typing import Optional
 
 import fsspec
 import pyarrow as pa
 
-from ..schema import conform, set_column
+from ..schema import conform
 from ..stats import StageStats
 
 EXPORT_SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz", ".jsonl.zst", ".json", ".json.gz", ".ndjson")
@@ -84,6 +82,11 @@ def open_binary(path: str):
     return fh
 
 
+def open_text(path: str) -> io.TextIOWrapper:
+    """:func:`open_binary` decoded as UTF-8 (undecodable bytes replaced, never an error)."""
+    return io.TextIOWrapper(open_binary(path), encoding="utf-8", errors="replace")
+
+
 def is_export(path: str) -> bool:
     return path.lower().endswith(EXPORT_SUFFIXES)
 
@@ -109,50 +112,4 @@ def batched(rows, batch_size: int, extra: dict[str, pa.DataType]):
     if buf:
         yield build_batch(buf, extra)
 
-
-def _peek_columns(path: str) -> list[str]:
-    if path.lower().endswith(".parquet"):
-        import pyarrow.parquet as pq
-        with fsspec.open(path, "rb") as fh:
-            return pq.ParquetFile(fh).schema_arrow.names
-    from .tabular import _open_text
-    with _open_text(path) as fh:
-        for line in fh:
-            if line.strip():
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    return []
-                return list(rec) if isinstance(rec, dict) else []
-    return []
-
-
-def iter_export_batches(path: str, *, source: str, batch_size: int, stats: StageStats,
-                        text_candidates: Iterable[str], rename: dict[str, str],
-                        extra: dict[str, pa.DataType],
-                        fill: Optional[Callable[[pa.Table], pa.Table]] = None) -> Iterator[pa.Table]:
-    """Read a ``datasets`` export (Parquet/JSONL): the first present of ``text_candidates`` is the
-    text; ``rename`` maps export column names to ours (first present wins); every name in
-    ``extra`` ends up as a column of that type (null when the export lacks it); ``fill`` may
-    derive more columns per batch. ``source`` comes from the config unless the rows have one."""
-    from . import tabular
-    cols = _peek_columns(path)
-    text_field = next((c for c in text_candidates if c in cols), "text")
-    reader = tabular.iter_parquet_batches if path.lower().endswith(".parquet") else tabular.iter_jsonl_batches
-    for tbl in reader(path, source=source, batch_size=batch_size, text_field=text_field, stats=stats):
-        for theirs, ours in rename.items():
-            if theirs in tbl.column_names and ours not in tbl.column_names:
-                tbl = tbl.rename_columns([ours if c == theirs else c for c in tbl.column_names])
-        for name, typ in extra.items():
-            if name not in tbl.column_names:
-                tbl = set_column(tbl, name, pa.nulls(tbl.num_rows, typ))
-            elif tbl.schema.field(name).type != typ:
-                col = tbl[name]
-                if pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
-                    # e.g. The Stack's ``max_stars_repo_licenses``: a list; keep the first entry
-                    col = pa.array([(v[0] if v else None) for v in col.to_pylist()], pa.string())
-                tbl = set_column(tbl, name, col.cast(typ))
-        if fill is not None:
-            tbl = fill(tbl)
-        yield tbl
 

@@ -36,7 +36,8 @@ import fsspec
 import pyarrow as pa
 
 from ..stats import StageStats
-from ._common import batched, count, is_export, iter_export_batches
+from ._common import batched, count, is_export
+from .tabular import iter_export_batches
 
 EXTRA = {"title": pa.string(), "source_detail": pa.string()}
 TARBALL_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".gz", ".tar.bz2")

@@ -25,7 +25,8 @@ import pyarrow as pa
 
 from ..schema import doc_id
 from ..stats import StageStats
-from ._common import build_batch, count, is_export, iter_export_batches, open_binary
+from ._common import build_batch, count, is_export, open_binary
+from .tabular import iter_export_batches
 
 EXTRA = {"title": pa.string(), "author": pa.string(), "lang": pa.string(), "source_detail": pa.string()}
 BOOK_SUFFIXES = (".txt", ".txt.gz", ".txt.bz2", ".txt.zst", ".txt.xz")

@@ -32,7 +32,8 @@ import pyarrow as pa
 
 from ..schema import set_column
 from ..stats import StageStats
-from ._common import batched, count, is_export, iter_export_batches
+from ._common import batched, count, is_export
+from .tabular import iter_export_batches
 
 MAX_FILE_BYTES = 1_000_000
 #: extension (lower case, with dot) or exact file name -> language

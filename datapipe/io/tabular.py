@@ -3,32 +3,23 @@
 Rows get stable ids (an ``id`` field when present, else file + line/row number),
 ``source`` from the config unless the row has one, and base columns cast to the
 document schema. Rows with no usable text are skipped and counted.
+:func:`iter_export_batches` reads a Hugging Face ``datasets`` export whose columns have other
+names than ours (``content`` for code, ``short_book_title`` ...), renamed through a mapping.
 """
 from __future__ import annotations
 
-import gzip
-import io
 import json
 import os
-from typing import Iterator
+from typing import Callable, Iterable, Iterator, Optional
 
 import fsspec
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..schema import conform, doc_id
+from ..schema import conform, doc_id, set_column
 from ..stats import StageStats
-
-
-def _open_text(path: str):
-    fh = fsspec.open(path, "rb").open()
-    if path.endswith(".gz"):
-        fh = gzip.GzipFile(fileobj=fh)
-    elif path.endswith(".zst"):
-        import zstandard
-        fh = zstandard.ZstdDecompressor().stream_reader(fh)
-    return io.TextIOWrapper(fh, encoding="utf-8", errors="replace")
+from ._common import open_text
 
 
 def _finish(rows: list[dict], path: str, source: str) -> pa.Table:
@@ -38,7 +29,7 @@ def _finish(rows: list[dict], path: str, source: str) -> pa.Table:
 def iter_jsonl_batches(path: str, *, source: str, batch_size: int, text_field: str, stats: StageStats) -> Iterator[pa.Table]:
     rows: list[dict] = []
     base = os.path.basename(path)
-    with _open_text(path) as fh:
+    with open_text(path) as fh:
         for lineno, line in enumerate(fh):
             if not line.strip():
                 continue
@@ -111,7 +102,7 @@ def iter_parquet_batches(path: str, *, source: str, batch_size: int, text_field:
 def iter_text_batches(path: str, *, source: str, batch_size: int, stats: StageStats) -> Iterator[pa.Table]:
     """A plain-text file is one document."""
     stats.rows_in += 1
-    with _open_text(path) as fh:
+    with open_text(path) as fh:
         text = fh.read()
     if not text.strip():
         stats.dropped["no_text"] = stats.dropped.get("no_text", 0) + 1
@@ -120,3 +111,48 @@ def iter_text_batches(path: str, *, source: str, batch_size: int, stats: StageSt
     stats.bytes_out += len(text.encode("utf-8", "replace"))
     yield conform(pa.table({"id": [doc_id(path)], "text": pa.array([text], pa.large_string()),
                             "source": [source], "url": pa.array([None], pa.string())}))
+
+
+def _peek_columns(path: str) -> list[str]:
+    if path.lower().endswith(".parquet"):
+        import pyarrow.parquet as pq
+        with fsspec.open(path, "rb") as fh:
+            return pq.ParquetFile(fh).schema_arrow.names
+    with open_text(path) as fh:
+        for line in fh:
+            if line.strip():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    return []
+                return list(rec) if isinstance(rec, dict) else []
+    return []
+
+
+def iter_export_batches(path: str, *, source: str, batch_size: int, stats: StageStats,
+                        text_candidates: Iterable[str], rename: dict[str, str],
+                        extra: dict[str, pa.DataType],
+                        fill: Optional[Callable[[pa.Table], pa.Table]] = None) -> Iterator[pa.Table]:
+    """Read a ``datasets`` export (Parquet/JSONL): the first present of ``text_candidates`` is the
+    text; ``rename`` maps export column names to ours (first present wins); every name in
+    ``extra`` ends up as a column of that type (null when the export lacks it); ``fill`` may
+    derive more columns per batch. ``source`` comes from the config unless the rows have one."""
+    cols = _peek_columns(path)
+    text_field = next((c for c in text_candidates if c in cols), "text")
+    reader = iter_parquet_batches if path.lower().endswith(".parquet") else iter_jsonl_batches
+    for tbl in reader(path, source=source, batch_size=batch_size, text_field=text_field, stats=stats):
+        for theirs, ours in rename.items():
+            if theirs in tbl.column_names and ours not in tbl.column_names:
+                tbl = tbl.rename_columns([ours if c == theirs else c for c in tbl.column_names])
+        for name, typ in extra.items():
+            if name not in tbl.column_names:
+                tbl = set_column(tbl, name, pa.nulls(tbl.num_rows, typ))
+            elif tbl.schema.field(name).type != typ:
+                col = tbl[name]
+                if pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
+                    # e.g. The Stack's ``max_stars_repo_licenses``: a list; keep the first entry
+                    col = pa.array([(v[0] if v else None) for v in col.to_pylist()], pa.string())
+                tbl = set_column(tbl, name, col.cast(typ))
+        if fill is not None:
+            tbl = fill(tbl)
+        yield tbl

@@ -51,7 +51,8 @@ import pyarrow as pa
 
 from ..schema import parse_time, set_column
 from ..stats import StageStats
-from ._common import batched, count, is_export, iter_export_batches, open_binary, range_spec, split_range_spec
+from ._common import batched, count, is_export, open_binary, range_spec, split_range_spec
+from .tabular import iter_export_batches
 
 log = logging.getLogger(__name__)
 

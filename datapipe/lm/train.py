@@ -23,9 +23,7 @@ Several languages can share one output folder (CCNet's ``lm_sp`` layout).
 """
 from __future__ import annotations
 
-import gzip
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -37,13 +35,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from datapipe.io import tabular_format
+from datapipe.io._common import open_text
+
 from .files import KENLM_MAGIC
 from .normalizer import NORMALIZER_VERSION, normalize_array
 
 DEFAULT_VOCAB_SIZE = 65_536
-_TEXT_EXT = (".txt", ".text")
-_JSON_EXT = (".jsonl", ".json", ".ndjson")
-_PARQUET_EXT = (".parquet",)
 
 
 class LMTrainError(RuntimeError):
@@ -67,28 +65,9 @@ def find_kenlm_binaries() -> tuple[str, str]:
 # ---------------------------------------------------------------------------
 # reading the reference corpus
 
-def _open_text(path: Path) -> io.TextIOBase:
-    if path.name.endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", errors="replace")
-    if path.name.endswith(".zst"):
-        import zstandard
-        return io.TextIOWrapper(zstandard.ZstdDecompressor().stream_reader(open(path, "rb")),
-                                encoding="utf-8", errors="replace")
-    return open(path, encoding="utf-8", errors="replace")
-
-
 def _kind(path: Path) -> str | None:
-    name = path.name.lower()
-    for comp in (".gz", ".zst"):
-        if name.endswith(comp):
-            name = name[: -len(comp)]
-    if name.endswith(_PARQUET_EXT):
-        return "parquet"
-    if name.endswith(_JSON_EXT):
-        return "json"
-    if name.endswith(_TEXT_EXT):
-        return "text"
-    return None
+    """``parquet``, ``json`` or ``text`` by suffix, the same table the pipeline's readers use."""
+    return {"jsonl": "json"}.get(fmt := tabular_format(str(path)), fmt)
 
 
 def _iter_file(path: Path, text_field: str) -> Iterator[str]:
@@ -101,14 +80,14 @@ def _iter_file(path: Path, text_field: str) -> Iterator[str]:
         for rb in pf.iter_batches(columns=[text_field], batch_size=4096):
             yield from (t for t in rb.column(0).to_pylist() if t)
     elif kind == "json":
-        with _open_text(path) as fh:
+        with open_text(str(path)) as fh:
             for line in fh:
                 if line.strip():
                     t = json.loads(line).get(text_field)
                     if isinstance(t, str) and t:
                         yield t
     else:  # plain text: one paragraph per line
-        with _open_text(path) as fh:
+        with open_text(str(path)) as fh:
             for line in fh:
                 if line.strip():
                     yield line.rstrip("\n")
