@@ -6,7 +6,8 @@
     datapipe sample-crawl OUT_DIR
 
 Config and input problems print one line naming the file and key and exit 2;
-Ray connection problems exit 3. No tracebacks for user errors.
+Ray connection problems exit 3; a stage that raises on some input stops the run with exit 1,
+naming the stage, shard and input file with the exception's last frames. No tracebacks for user errors.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from .commands import EXIT_ENGINE, EXIT_STORAGE, EXIT_USAGE, error as _err
+from .commands import EXIT_ENGINE, EXIT_FAILED, EXIT_STORAGE, EXIT_USAGE, error as _err
 
 DEFAULT_SAMPLE_DIR = Path("runs") / "_sample_crawl"
 
@@ -37,7 +38,7 @@ def default_sample_crawl(out_dir: Path = DEFAULT_SAMPLE_DIR) -> list[str]:
 def cmd_run(args) -> int:
     from .config import ConfigError, load_config
     from .io import InputError
-    from .ray_backend import EngineError
+    from .ray_backend import EngineError, WorkFailed
     from .runner import RunError, StorageError, run_pipeline
     try:
         cfg = load_config(args.config)
@@ -47,13 +48,17 @@ def cmd_run(args) -> int:
     if not inputs:
         inputs = default_sample_crawl()
     try:
-        res = run_pipeline(cfg, inputs=inputs, run_dir=args.run_dir, quiet=args.quiet, fresh=args.fresh)
+        res = run_pipeline(cfg, inputs=inputs, run_dir=args.run_dir, quiet=args.quiet, fresh=args.fresh,
+                           verbose=args.verbose)
     except StorageError as e:
         return _err(str(e), EXIT_STORAGE)
     except (InputError, RunError) as e:
         return _err(str(e), EXIT_USAGE)
     except EngineError as e:
         return _err(str(e), EXIT_ENGINE)
+    except WorkFailed as e:
+        return _err(f"{e}\nfinished shards are kept: fix the cause and run the same command to resume",
+                    EXIT_FAILED)
     print(f"\nrun directory: {res.run_dir}")
     print(f"output: {len(res.output_files)} Parquet file(s) in {res.run_dir / 'output'}"
           + (f"  (resumed: {res.shards_skipped} shard(s) were already done)" if res.shards_skipped else ""))
@@ -145,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--run-dir", help="run directory (default: runs/<config name>)")
     r.add_argument("--fresh", action="store_true", help="delete the run directory first")
     r.add_argument("--quiet", action="store_true", help="no progress output")
+    r.add_argument("--verbose", action="store_true",
+                   help="Ray's own log lines and progress bars too (default: datapipe's progress and problems only)")
     r.add_argument("--no-mix", action="store_true", help="skip the mixture step of the config")
     r.set_defaults(fn=cmd_run)
 

@@ -89,14 +89,25 @@ class EngineConfig(_Strict):
     num_workers: Optional[int] = Field(default=None, gt=0)
     #: input shards executed together before their completion markers are written
     shards_per_wave: Optional[int] = Field(default=None, gt=0)
-    #: run the whole stage chain in one actor pool (best on small machines);
-    #: False gives each stage its own Ray Data operator
+    #: run the whole stage chain in one pool of actors, each reading, processing and writing whole
+    #: shards (least memory and overhead); False streams through Ray Data with an operator per
+    #: stage (a GPU stage's own pool on a cluster)
     fuse: bool = True
     #: object store size for the embedded local Ray, bytes (default: twice the read-ahead
     #: budget + 256 MiB, what a wave keeps in flight; Ray's own default is 30% of RAM)
     object_store_memory: Optional[int] = None
+    #: a shard whose worker died (OOM killer, memory monitor, a crash) or hung is redone up to this
+    #: many times, then failed by name while the rest of the step is committed
+    shard_retries: int = Field(default=3, ge=0)
+    #: seconds without progress (no batch of the shard finished) before a shard counts as hung;
+    #: default max(hang_floor_s, 10 x the longest batch gap or shard time seen in the step)
+    hang_after_s: Optional[float] = Field(default=None, gt=0)
+    hang_floor_s: float = Field(default=300.0, gt=0)
+    #: on a hang: report it (stage, shard, input, node, Python stack) and then ``retry`` (cancel
+    #: the worker, redo the shard; counts against shard_retries) or ``wait``
+    on_hang: Literal["retry", "wait"] = "retry"
     #: MiB of blocks in flight between reading, the stages and writing (Ray Data's object-store
-    #: budget); default 64 per stage worker, at least 256
+    #: budget, so only with fuse: false); default 64 per stage worker, at least 256
     read_ahead_mb: Optional[int] = Field(default=None, gt=0)
 
 

@@ -3,18 +3,24 @@
 Ray's API has churned (``compute`` -> ``concurrency`` -> ``compute``); this
 adapter absorbs that, so stages and workflows never see Ray.
 
-Execution of a streaming step (one *wave* of input shards)::
+Execution of a streaming step (one *wave* of input shards), fused (the default)::
 
-    from_items(shards) -> map_batches(_ReadShard)        tasks, one per shard, yields batches
-                       -> map_batches(_StageChain)        actor pool: models load once per actor
-                       -> map_batches(_WriteParts)        tasks: Parquet parts into _tmp/
-    driver: consumes the small (shard, file, rows) tables, then the runner commits the wave.
+    driver: ActorPool(_ShardWorker x workers).map_unordered(shards)
+    _ShardWorker.run(shard): read the shard batch by batch -> the stage chain -> Parquet parts
+                             into _tmp/ -> returns (shard, file, rows) descriptors
+    driver: the runner commits the wave from the descriptors and the stats files.
 
-The stage chain is *fused* into one actor pool by default: on a 2-core machine a
-separate actor pool per stage would pin a CPU per stage and leave none to the
-others, and moving Arrow batches between operators costs more than it buys. With
-``engine.fuse: false`` every stage gets its own operator (actor pool for
-``needs_model`` stages, tasks otherwise), which suits clusters with GPU stages.
+One process per worker does all of a shard's work, as datatrove's tasks do: no Ray Data
+operators, no reader/writer processes, nothing between stages in the object store. The actors
+(models loaded once) live for the step, across its waves. Shards are small enough to balance
+(byte ranges of big WARCs, :func:`datapipe.io.split_crawl_files`).
+
+With ``engine.fuse: false`` the step streams through Ray Data instead, an operator per stage
+(actor pools for ``needs_model`` stages, tasks otherwise), for GPU stages that should scale
+apart from the CPU stages on a cluster::
+
+    from_items(shards) -> map_batches(_ReadShard) -> map_batches(_StageChain) per stage
+                       -> map_batches(_WriteParts)
 
 Resources: a stage declares what one worker needs (``Stage.resources``: CPUs, GPUs,
 memory); the stage actors ask Ray for exactly that (a fused chain for the most any of
@@ -24,13 +30,16 @@ actors that live for that map only (one per GPU; the model loads once per actor 
 memory is freed when the map ends).
 
 A local Ray (no ``RAY_ADDRESS``) is trimmed to what a batch job uses: no API server,
-autoscaler monitor or (when quiet) log monitor, no prestarted or lingering idle workers,
+autoscaler monitor or (unless verbose) log monitor, no prestarted or lingering idle workers,
 and an object store sized to what a wave keeps in flight (``_LOCAL_SYSTEM_CONFIG``,
 ``_trim_local_ray``; figures: ``bench/ray_footprint.py``).
 
 Workers report stats and reject samples by writing small JSON files under the
 wave's temp folder (synchronously, before the batch is returned), so the runner
-can merge them from disk once the wave finishes; nothing goes through actors.
+can merge them from disk once the wave finishes; the driver reads the same files for
+its progress line (``_WaveWatch``). A stage that raises is reported once by name, shard
+and input file with the exception's last frames (``TaskFailure`` -> ``WorkFailed``). By
+default Ray's own console output is kept off the driver's terminal (``Engine.__init__``).
 """
 from __future__ import annotations
 
@@ -38,7 +47,9 @@ import functools
 import json
 import logging
 import os
+import sys
 import time
+import traceback
 import uuid
 from collections import defaultdict
 from pathlib import Path
@@ -48,6 +59,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .schema import SHARD_COL
+from .progress import Poller, Progress
 from .stage import Resources
 from .stats import StageStats
 
@@ -104,6 +116,29 @@ def _batch_key(batch: pa.Table, salt: str) -> str:
     return h.hexdigest()[:24]
 
 
+def _maybe_inject_fault_in_shard(shard: str, batch_no: int) -> None:
+    """Fault injection for the watchdog tests, deterministic per shard:
+    ``DATAPIPE_FAULT_KILL_ONCE_DIR=<dir>``: SIGKILL the worker at a shard's second batch, once
+    per shard (a marker file in ``dir`` records it, so the retry runs through);
+    ``DATAPIPE_FAULT_HANG_SHARD=<text>``: block forever in the first batch of shards whose key
+    contains ``text``."""
+    import signal
+    hang = os.environ.get("DATAPIPE_FAULT_HANG_SHARD")
+    if hang and hang in shard and batch_no == 0:
+        while True:
+            time.sleep(3600)
+    once = os.environ.get("DATAPIPE_FAULT_KILL_ONCE_DIR")
+    if once and batch_no == 1:
+        import hashlib
+        marker = Path(once) / hashlib.sha1(shard.encode()).hexdigest()
+        try:
+            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return
+        os.close(fd)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _maybe_inject_fault() -> None:
     """Fault injection for the crash-resume tests: ``DATAPIPE_FAULT_KILL_WORKER=<probability>``
     SIGKILLs the worker process at the start of a batch (seeded by ``DATAPIPE_FAULT_SEED``)."""
@@ -143,8 +178,11 @@ class _StageChain:
         from .stage import build_stage
         self.stages = [build_stage(s["name"], s.get("options") or {}) for s in specs]
         self.labels = [s.get("label") or s["name"] for s in specs]
-        for st in self.stages:
-            st.ensure_setup()  # once per worker, before the first batch
+        for st, label in zip(self.stages, self.labels):
+            try:
+                st.ensure_setup()  # once per worker, before the first batch
+            except Exception as e:
+                raise TaskFailure(_last_frames(e), "setting the stage up", label) from None
         self.parts = _PartWriter(parts_dir, samples_per_reason, excerpt_chars)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -156,7 +194,11 @@ class _StageChain:
         for st, label in zip(self.stages, self.labels):
             before = _group_counts(batch)
             t0 = time.process_time()
-            res = apply_stage(st, batch)
+            try:
+                res = apply_stage(st, batch)
+            except Exception as e:
+                raise TaskFailure(_last_frames(e), f"a batch of {batch.num_rows} document(s)", label,
+                                  tuple(pc.unique(batch[SHARD_COL]).to_pylist())) from None
             dt = time.process_time() - t0
             after = _group_counts(res.kept)
             dropped_by_shard: dict[str, dict[str, int]] = defaultdict(dict)
@@ -200,11 +242,67 @@ def _chain_fn(specs: list[dict], **chain_kwargs):
     return run
 
 
+class _ShardWorker:
+    """One worker of a fused streaming step: builds and sets up the stage chain once, then per
+    call reads one shard, runs the chain batch by batch and writes the kept rows as Parquet
+    parts of up to ``rows_per_file`` rows; returns their descriptors (as ``_WriteParts``)."""
+
+    def __init__(self, input_cfg: dict, specs: list[dict], batch_size: int, rows_per_file: int, compression: str,
+                 partition_by: str | None, samples_per_reason: int, excerpt_chars: int, stack_dir: str | None = None):
+        self.stack_file = None
+        if stack_dir:  # the watchdog's SIGUSR1 dumps every thread's Python stack here, even in C code
+            import faulthandler
+            import signal
+            try:
+                Path(stack_dir).mkdir(parents=True, exist_ok=True)
+                self.stack_file = open(Path(stack_dir) / f"worker-{os.getpid()}.txt", "a")
+                faulthandler.register(signal.SIGUSR1, file=self.stack_file, all_threads=True)
+            except (OSError, AttributeError, ValueError):
+                self.stack_file = None
+        self.reader = _ReadShard(input_cfg, batch_size, "")
+        self.chain = _StageChain(specs, "", samples_per_reason, excerpt_chars) if specs else None
+        self.rows_per_file, self.compression, self.partition_by = rows_per_file, compression, partition_by
+
+    def where(self) -> tuple[int, str, str | None]:
+        """pid, node id and stack file: how the driver reaches this process when it hangs."""
+        import ray
+        return os.getpid(), ray.get_runtime_context().get_node_id(), getattr(self.stack_file, "name", None)
+
+    def run(self, shard: str, paths: list[str], parts_dir: str, out_dir: str) -> list[dict]:
+        self.reader.parts.parts_dir = Path(parts_dir)
+        if self.chain is not None:
+            self.chain.parts.parts_dir = Path(parts_dir)
+        writer = _WriteParts(out_dir, self.compression, self.partition_by)
+        out: list[dict] = []
+        buf: list[pa.Table] = []
+        n = 0
+
+        def flush(final: bool) -> None:  # files of exactly rows_per_file rows, the rest at the end
+            nonlocal buf, n
+            if not buf:
+                return
+            tbl = pa.concat_tables(buf, promote_options="default")
+            while tbl.num_rows >= self.rows_per_file or (final and tbl.num_rows):
+                out.extend(writer(tbl.slice(0, self.rows_per_file)).to_pylist())
+                tbl = tbl.slice(self.rows_per_file)
+            buf, n = ([tbl] if tbl.num_rows else []), tbl.num_rows
+        for i, batch in enumerate(self.reader(pa.table({"shard": [shard], "paths": [json.dumps(paths)]}))):
+            _maybe_inject_fault_in_shard(shard, i)
+            kept = self.chain(batch) if self.chain is not None else batch
+            if kept.num_rows:
+                buf.append(kept)
+                n += kept.num_rows
+                if n >= self.rows_per_file:
+                    flush(False)
+        flush(True)
+        return out
+
+
 class _MapActor:
     """One worker of an actor map (:meth:`Engine.map` of GPU or model work): runs ``fn(x)``."""
 
     def run(self, fn, x):
-        return fn(x)
+        return _apply_impl(fn, x)
 
 
 class _ReadShard:
@@ -232,6 +330,8 @@ class _ReadShard:
                 # an unreadable file is a counted, logged skip, not a lost run
                 log.warning("shard %s: %s: %s", shard, type(e).__name__, e)
                 stats.counters["unreadable_file"] = stats.counters.get("unreadable_file", 0) + 1
+            except Exception as e:  # a reader bug: name the shard, not Ray's wrappers
+                raise TaskFailure(_last_frames(e), "reading", "read", (shard,)) from None
             stats.seconds += time.process_time() - t0
             stats.shards = 1
             self.parts.write(f"read-{shard}", [stats.to_dict() | {"shard": shard}], [])
@@ -278,7 +378,19 @@ class Engine:
     """Owns the Ray connection. ``RAY_ADDRESS`` set: join that cluster; else a local Ray."""
 
     def __init__(self, *, object_store_memory: int | None = None, read_ahead_mb: int | None = None,
-                 num_workers: int | None = None, quiet: bool = False):
+                 num_workers: int | None = None, quiet: bool = False, verbose: bool = False,
+                 log_dir: str | Path | None = None, guard: Guard | None = None):
+        """``quiet``: no progress lines. ``verbose``: Ray's own log lines and progress on the
+        console as Ray prints them. Otherwise (the default) the console gets datapipe's progress
+        and problems only: worker output stays in Ray's session logs, Ray Data logs to its file,
+        and what Ray's C++ core writes to the driver's stderr goes to ``driver-stderr.log`` in
+        Ray's session log folder (or ``log_dir`` when that is not on this machine)."""
+        self.show_progress = not quiet
+        self.verbose = verbose
+        self.step_label = ""
+        self._restore_stderr: Callable[[], None] | None = None
+        self.guard = guard or Guard(log_dir=log_dir)
+        self.failed: dict[str, str] = {}  # shards failed by name in the current wave (-> why)
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         os.environ.setdefault("RAY_DEDUP_LOGS", "1")
@@ -288,8 +400,9 @@ class Engine:
         self.started_here = False
         self._placements: dict[str, tuple[Resources, bool]] = {}
         if not ray.is_initialized():
-            kwargs: dict[str, Any] = dict(include_dashboard=False, logging_level=logging.WARNING,
-                                          log_to_driver=not quiet)
+            kwargs: dict[str, Any] = dict(include_dashboard=False,
+                                          logging_level=logging.INFO if verbose else logging.WARNING,
+                                          log_to_driver=verbose)
             if self.address:
                 _check_reachable(self.address)
                 kwargs["address"] = self.address
@@ -317,19 +430,33 @@ class Engine:
                 raise
             self.started_here = True
             if not self.address:
-                _trim_local_ray(ray, keep_log_monitor=not quiet)
+                _trim_local_ray(ray, keep_log_monitor=verbose)
+            session = _session_log_dir(ray)
+            if verbose:
+                print(f"Ray's logs: {session or '(on the head node)'}", file=sys.stderr)
+            else:
+                self._restore_stderr = _divert_native_stderr(session or log_dir)
         global _apply
         if _apply is None:
             _apply = ray.remote(_apply_impl)
+        self._pool: tuple[str, list] | None = None  # the stage-chain actors of the running step
+
+    def _ray_data(self):
+        """Ray Data, set up on first use (only ``engine.fuse: false`` streams through it)."""
         import ray.data
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True  # deterministic output order, same as a re-run
-        ctx.enable_progress_bars = not quiet
+        ctx.enable_progress_bars = self.verbose  # datapipe's own progress lines replace Ray Data's
         try:
-            ctx.enable_operator_progress_bars = not quiet
+            ctx.enable_operator_progress_bars = self.verbose
             ctx.print_on_execution_start = False
         except Exception:  # pragma: no cover - attribute churn across Ray versions
             pass
+        if not self.verbose:  # Ray Data's console handler; its file log (ray-data.log) keeps everything
+            for h in logging.getLogger("ray.data").handlers:
+                if not isinstance(h, logging.FileHandler) and type(h).__name__ != "SessionFileHandler":
+                    h.setLevel(logging.ERROR)
+        return ray.data
 
     @property
     def num_cpus(self) -> int:
@@ -341,8 +468,13 @@ class Engine:
         return int(self._ray.cluster_resources().get("GPU", 0))
 
     def shutdown(self) -> None:
-        if self.started_here and self._ray.is_initialized():
-            self._ray.shutdown()
+        try:
+            if self.started_here and self._ray.is_initialized():
+                self._ray.shutdown()
+        finally:
+            if self._restore_stderr is not None:
+                self._restore_stderr()
+                self._restore_stderr = None
 
     # resources -----------------------------------------------------------
     def fit(self, res: Resources, *, label: str = "work") -> int:
@@ -372,31 +504,147 @@ class Engine:
     def run_stream(self, *, shards: list[tuple[str, list[str]]], input_cfg: dict, specs: list[dict],
                    tmp_dir: str, batch_size: int, rows_per_file: int, compression: str,
                    partition_by: str | None, num_workers: int | None, fuse: bool,
-                   samples_per_reason: int, excerpt_chars: int, read_ahead_mb: int | None = None) -> list[dict]:
-        """Run read -> stages -> write for ``shards``; returns written part descriptors."""
-        import ray.data
+                   samples_per_reason: int, excerpt_chars: int, read_ahead_mb: int | None = None,
+                   progress: Progress | None = None) -> list[dict]:
+        """Run read -> stages -> write for ``shards``; returns written part descriptors.
+        ``progress`` is fed from the per-batch stats files the workers write (``_WaveWatch``).
+
+        Fused (the default): each shard is one call on a stage-chain actor that reads it, runs
+        the stages batch by batch and writes its Parquet parts (``_ShardWorker``): one process
+        per worker, as datatrove runs, nothing between stages in the object store. Unfused:
+        a Ray Data pipeline with an operator per stage (``_stream_ray_data``)."""
         parts_dir = str(Path(tmp_dir) / "parts")
         out_dir = str(Path(tmp_dir) / "out")
         workers = num_workers or max(1, self.num_cpus)
+        labels = [sp.get("label") or sp["name"] for sp in specs] or ["read"]
+        watch = _WaveWatch(parts_dir, shards, labels[0], labels[-1], progress)
+        self.failed = {}
+        try:
+            with Poller(watch.poll, period=1.0 if progress is None or progress.tty else 5.0):
+                if fuse:
+                    written = self._stream_actors(shards, dict(
+                        input_cfg=input_cfg, specs=specs, batch_size=batch_size, rows_per_file=rows_per_file,
+                        compression=compression, partition_by=partition_by, samples_per_reason=samples_per_reason,
+                        excerpt_chars=excerpt_chars), parts_dir, out_dir, workers, watch)
+                else:
+                    written = self._stream_ray_data(shards, input_cfg, specs, parts_dir, out_dir, workers, batch_size,
+                                                    rows_per_file, compression, partition_by, samples_per_reason,
+                                                    excerpt_chars, read_ahead_mb)
+        except Exception as e:
+            f = _find_failure(e)
+            if f is None:
+                raise
+            paths = dict(shards)
+            inputs = sorted({p for sh in f.shards for p in paths.get(sh, [])})
+            raise WorkFailed(
+                f"stage {f.stage or '?'} failed" + (f" on shard {', '.join(f.shards)}" if f.shards else "")
+                + (f" (input: {', '.join(inputs)})" if inputs else "") + f", {f.where}:\n{f.detail}") from None
+        watch.finish()
+        return written
+
+    def _stream_actors(self, shards: list[tuple[str, list[str]]], chain: dict, parts_dir: str, out_dir: str,
+                       workers: int, watch: "_WaveWatch") -> list[dict]:
+        """Shards to the stage-chain actors, one at a time each, with a watchdog: a worker that
+        dies (OOM killer, Ray's memory monitor, a crash in C) is reported with its shard and the
+        shard is redone, up to ``guard.retries`` times; a shard that makes no progress (no batch
+        finished) for ``guard.hang_after()`` seconds is reported with the worker's Python stack,
+        then waited on or cancelled and retried (``guard.on_hang``). A shard out of retries is
+        failed by name (``self.failed``) while the others go on."""
+        ray = self._ray
+        key = json.dumps(chain, sort_keys=True, default=str)
+        if self._pool is None or self._pool[0] != key:
+            self.end_stream()
+            res = functools.reduce(Resources.merge, [self._placement(s)[0] for s in chain["specs"]], Resources())
+            n = max(1, min(workers, self.fit(res, label="stage " + "+".join(s["name"] for s in chain["specs"]))))
+            # restarts are ours to count (per shard, below), so Ray restarts a dead actor forever
+            # and never retries a call itself
+            cls = ray.remote(_ShardWorker).options(max_restarts=-1, max_task_retries=0, **_remote_args(res))
+            actors = [cls.remote(**chain, stack_dir=self.guard.stack_dir) for _ in range(n)]
+            self._pool = (key, actors)
+            self._where = dict(zip(range(n), ray.get([a.where.remote() for a in actors])))
+        actors = self._pool[1]
+        guard = self.guard
+        queue = list(reversed(shards))  # pop() from the end: input order
+        idle = list(range(len(actors)))
+        running: dict = {}  # ref -> (actor index, shard, paths, started)
+        hung: dict[str, int] = {}  # shard -> times reported without progress since
+        out: list[dict] = []
+        while queue or running:
+            while idle and queue:
+                i = idle.pop()
+                sh, paths = queue.pop()
+                running[actors[i].run.remote(sh, paths, parts_dir, out_dir)] = (i, sh, paths, time.monotonic())
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=guard.check_s)
+            for ref in ready:
+                i, sh, paths, t0 = running.pop(ref)
+                idle.append(i)
+                try:
+                    out.extend(ray.get(ref))
+                    watch.shard_done(time.monotonic() - t0)
+                    hung.pop(sh, None)
+                except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError) as e:
+                    pid = self._where[i][0]
+                    self._where[i] = _refresh_where(actors[i], self._where[i])
+                    if self._where[i][0] == pid and sh not in hung:
+                        queue.append((sh, paths))  # sent while it restarted: not this shard's doing
+                        continue
+                    cause = f"pid {pid} " + ("cancelled after it hung" if sh in hung else _death_cause(e))
+                    n = guard.attempts[sh] = guard.attempts.get(sh, 0) + 1
+                    if n > guard.retries:
+                        self.failed[sh] = f"worker {cause}; failed {n} time(s)"
+                        guard.report("failed", sh, paths, f"worker {cause}; out of retries ({guard.retries})")
+                    else:
+                        guard.report("worker_died", sh, paths, f"worker {cause}; redoing the shard "
+                                     f"(retry {n} of {guard.retries})")
+                        queue.append((sh, paths))
+                    hung.pop(sh, None)
+            now = time.monotonic()
+            for ref, (i, sh, paths, t0) in list(running.items()):
+                quiet_for = now - max(t0, watch.last_batch.get(sh, 0.0))
+                limit = guard.hang_after(watch)
+                if quiet_for < limit * (1 + hung.get(sh, 0)):
+                    continue
+                hung[sh] = hung.get(sh, 0) + 1
+                pid, node, stack_file = self._where[i]
+                where = _dump_stack(ray, pid, node, stack_file)
+                action = "still waiting" if guard.on_hang == "wait" else "cancelling it to retry"
+                guard.report("hang", sh, paths, f"no progress for {quiet_for:.0f}s (limit {limit:.0f}s) on worker "
+                             f"pid {pid}{where}; {action}", pid=pid, node=node, stack_file=stack_file)
+                if guard.on_hang == "retry":
+                    ray.kill(actors[i], no_restart=False)  # the call fails with RayActorError: redone above
+        return out
+
+    def end_stream(self) -> None:
+        """Stop the stage-chain actors of the step that ended (their models' memory with them)."""
+        if self._pool is not None:
+            for a in self._pool[1]:
+                try:
+                    self._ray.kill(a)
+                except Exception:
+                    pass
+            self._pool = None
+
+    def _stream_ray_data(self, shards, input_cfg, specs, parts_dir, out_dir, workers, batch_size, rows_per_file,
+                         compression, partition_by, samples_per_reason, excerpt_chars, read_ahead_mb) -> list[dict]:
+        ray_data = self._ray_data()
         # Ray Data lets readers run ahead of the stage workers up to a share of the whole object
         # store (GBs): readers are ~50x faster than extraction, so they fill it and every reader
         # process maps the pages. A budget of a few batches per worker keeps them all busy.
         budget = _read_ahead_bytes(read_ahead_mb, workers)
-        ctx = ray.data.DataContext.get_current()
+        ctx = ray_data.DataContext.get_current()
         ctx.execution_options.resource_limits = ctx.execution_options.resource_limits.copy(
             object_store_memory=budget)
         items = [{"shard": k, "paths": json.dumps(p)} for k, p in shards]
-        ds = ray.data.from_items(items, override_num_blocks=len(items))
+        ds = ray_data.from_items(items, override_num_blocks=len(items))
         # read and write tasks ask for no CPU slot: the stage actors hold one each, and a
         # fractional request would wait forever for a free slot on a machine with N actors on N CPUs
         # ...and a zero-CPU task has no concurrency limit: Ray would start one worker process per
         # shard (~150 MB and ~2 CPU-s of imports each). One reader per stage worker keeps up with them.
-        io_pool = ray.data.TaskPoolStrategy(size=max(1, min(workers, len(items))))
+        io_pool = ray_data.TaskPoolStrategy(size=max(1, min(workers, len(items))))
         ds = ds.map_batches(_read_fn(input_cfg, batch_size, parts_dir), batch_size=1,
                             batch_format="pyarrow", num_cpus=0, compute=io_pool)
         chain_kwargs = dict(parts_dir=parts_dir, samples_per_reason=samples_per_reason, excerpt_chars=excerpt_chars)
-        groups = [specs] if fuse else [[s] for s in specs]
-        groups = [g for g in groups if g]
+        groups = [[s] for s in specs]
         for group in groups:
             placed = [self._placement(s) for s in group]
             res = functools.reduce(Resources.merge, [r for r, _ in placed])
@@ -407,15 +655,15 @@ class Engine:
             cpus = res.cpus if len(groups) == 1 else res.cpus / len(groups)
             args = _remote_args(Resources(cpus=cpus, gpus=res.gpus, memory_mb=res.memory_mb))
             size = min(workers, self.fit(res, label=label))
-            if fuse or any(m for _, m in placed) or res.gpus:
+            if any(m for _, m in placed) or res.gpus:
                 # models load once per actor and stay loaded for the whole wave
                 ds = ds.map_batches(
                     _StageChain, fn_constructor_kwargs=dict(specs=group, **chain_kwargs),
                     batch_size=batch_size, batch_format="pyarrow",
-                    compute=ray.data.ActorPoolStrategy(size=size), **args)
+                    compute=ray_data.ActorPoolStrategy(size=size), **args)
             else:
                 ds = ds.map_batches(_chain_fn(group, **chain_kwargs), batch_size=batch_size,
-                                    batch_format="pyarrow", compute=ray.data.TaskPoolStrategy(size=size), **args)
+                                    batch_format="pyarrow", compute=ray_data.TaskPoolStrategy(size=size), **args)
         ds = ds.map_batches(_write_fn(out_dir, compression, partition_by), batch_size=rows_per_file,
                             batch_format="pyarrow", num_cpus=0, compute=io_pool)
         written: list[dict] = []
@@ -442,12 +690,27 @@ class Engine:
             return []
         # fn may be a partial or a bound method, which ray.remote rejects: wrap it in a task
         fn_ref = ray.put(fn)
-        fit = self.fit(resources, label=getattr(fn, "__name__", "map"))
-        if resources.gpus or needs_model:
-            return self._map_actors(fn_ref, items, resources, min(fit, len(items)))
+        name = getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", "map")
+        fit = self.fit(resources, label=name)
+        prog = Progress(f"{self.step_label}: {name.strip('_')}" if self.step_label else name.strip("_"), len(items),
+                        unit="tasks", enabled=self.show_progress)
+        try:
+            if resources.gpus or needs_model:
+                return self._map_actors(fn_ref, items, resources, min(fit, len(items)), prog)
+            return self._map_tasks(fn_ref, items, resources, max_in_flight or fit * 2, prog)
+        except Exception as e:
+            f = _find_failure(e)
+            if f is None:
+                raise
+            raise WorkFailed(f"{self.step_label or 'workflow'}: {name} failed on {f.where}:\n{f.detail}") from None
+        finally:
+            prog.close(only_if_long=True)
+
+    def _map_tasks(self, fn_ref, items: list, resources: Resources, limit: int, prog: Progress) -> list:
+        ray = self._ray
         remote = _apply.options(max_retries=2, **_remote_args(resources))
-        limit = max_in_flight or fit * 2
         results = [None] * len(items)
+        finished = 0
         pending: dict = {}
         it = iter(enumerate(items))
         for i, x in it:
@@ -458,21 +721,96 @@ class Engine:
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
                 results[pending.pop(ref)] = ray.get(ref)
+                finished += 1
+            prog.update(done=finished)
             for i, x in it:
                 pending[remote.remote(fn_ref, x)] = i
                 break
         return results
 
-    def _map_actors(self, fn_ref, items: list, res: Resources, n: int) -> list:
+    def _map_actors(self, fn_ref, items: list, res: Resources, n: int, prog: Progress) -> list:
         ray = self._ray
         from ray.util import ActorPool
         cls = ray.remote(_MapActor).options(max_restarts=2, max_task_retries=2, **_remote_args(res))
         actors = [cls.remote() for _ in range(n)]
         try:
-            return list(ActorPool(actors).map(lambda a, x: a.run.remote(fn_ref, x), items))
+            out = []
+            for r in ActorPool(actors).map(lambda a, x: a.run.remote(fn_ref, x), items):
+                out.append(r)
+                prog.update(done=len(out))
+            return out
         finally:
             for a in actors:
                 ray.kill(a)
+
+
+class _WaveWatch:
+    """The driver's view of a running wave, read from the stats files workers write under
+    ``parts/``: one per stage-chain batch (docs into the chain, docs kept by its last stage)
+    and ``read-<shard>.json`` per shard read. Each file is read once."""
+
+    def __init__(self, parts_dir: str, shards: list[tuple[str, list[str]]], first_label: str, last_label: str,
+                 progress: Progress | None):
+        from .io import shard_weight
+        self.dir = Path(parts_dir)
+        self.progress = progress
+        self.first, self.last = first_label, last_label
+        self.weights = {k: shard_weight(p) for k, p in shards} if progress is not None else {}
+        self.wave_weight = sum(self.weights.values()) or 1
+        self.seen: set[str] = set()
+        self.shards_read = self.read_weight = self.docs_read = 0
+        self.docs_in = self.docs_out = 0
+        self.last_batch: dict[str, float] = {}  # shard -> when its latest batch was seen done
+        self.longest_gap = 0.0  # the longest a shard went without a batch (or a whole shard took)
+        # a step of several waves: this wave adds to what the earlier ones did
+        p = progress
+        self.base = (p.done, p.docs_in, p.docs_out, p.weight_done) if p is not None else (0, 0, 0, 0)
+
+    def shard_done(self, seconds: float) -> None:
+        self.longest_gap = max(self.longest_gap, min(seconds, self._gap_cap))
+
+    _gap_cap = 3600.0
+
+    def poll(self) -> None:
+        if not self.dir.is_dir():
+            return
+        now = time.monotonic()
+        for f in self.dir.glob("*.json"):
+            if f.name in self.seen:
+                continue
+            try:
+                d = json.loads(f.read_text())
+            except (OSError, ValueError):
+                continue  # being replaced: read it next time
+            self.seen.add(f.name)
+            for st in d.get("stats", []):
+                if st["stage"] == "read":
+                    self.shards_read += 1
+                    self.docs_read += st.get("rows_out", 0)
+                    self.read_weight += self.weights.get(st.get("shard"), 0)
+                    continue
+                if st["stage"] == self.first:
+                    self.docs_in += st.get("rows_in", 0)
+                    sh = st.get("shard")
+                    if sh in self.last_batch:
+                        self.longest_gap = max(self.longest_gap, now - self.last_batch[sh])
+                    self.last_batch[sh] = now
+                if st["stage"] == self.last:
+                    self.docs_out += st.get("rows_out", 0)
+        if self.progress is None:
+            return
+        p, (done0, in0, out0, w0) = self.progress, self.base
+        frac = None
+        if self.read_weight and self.docs_read:  # docs in the wave, estimated from the shards read
+            est_total = self.docs_read * self.wave_weight / self.read_weight
+            frac = (w0 + min(1.0, self.docs_in / est_total) * self.wave_weight) / (p.weight_total or 1)
+        p.update(done=done0 + self.shards_read, docs_in=in0 + self.docs_in, docs_out=out0 + self.docs_out, frac=frac)
+
+    def finish(self) -> None:
+        """The wave is committed: its whole weight is done."""
+        if self.progress is not None:
+            self.poll()
+            self.progress.weight_done = self.base[3] + self.wave_weight
 
 
 def _remote_args(res: Resources) -> dict:
@@ -521,7 +859,180 @@ def _trim_local_ray(ray, *, keep_log_monitor: bool) -> None:
 
 
 def _apply_impl(fn, x):
-    return fn(x)
+    try:
+        return fn(x)
+    except Exception as e:
+        raise TaskFailure(_last_frames(e), repr(x)[:300]) from None
+
+
+def _last_frames(e: BaseException, n: int = 4) -> str:
+    """The exception's own last ``n`` frames and message, the part a person reads first."""
+    return "".join(traceback.format_exception(type(e), e, e.__traceback__, limit=-n)).rstrip()
+
+
+class TaskFailure(Exception):
+    """Raised in a worker: the code that failed (``detail``: last frames) and where. Plain
+    strings, so it pickles across Ray and the driver can print it without Ray's wrappers."""
+
+    def __init__(self, detail: str, where: str = "", stage: str = "", shards: tuple[str, ...] = ()):
+        super().__init__(detail, where, stage, shards)
+        self.detail, self.where, self.stage, self.shards = detail, where, stage, tuple(shards)
+
+    def __str__(self) -> str:
+        return self.detail
+
+
+class WorkFailed(RuntimeError):
+    """A stage or workflow raised on some input: the run stops (finished shards are kept and a
+    re-run resumes); the message names the stage, shard and input and ends with the frames."""
+
+
+def _find_failure(e: BaseException) -> TaskFailure | None:
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, TaskFailure):
+            return e
+        cause = getattr(e, "cause", None)
+        if isinstance(cause, TaskFailure):
+            return cause
+        e = e.__cause__ or e.__context__ or (cause if isinstance(cause, BaseException) else None)
+    return None
+
+
+class Guard:
+    """The watchdog's settings and its reports for one run: ``retries`` per shard after a worker
+    died or hung; ``hang_s`` a fixed no-progress limit, else ``max(floor_s, 10 x`` the longest
+    a batch has taken in this step so far``)``; ``on_hang``: ``retry`` or ``wait``. Every report
+    goes to the console once and to ``problems.jsonl`` in ``log_dir``."""
+
+    def __init__(self, *, retries: int = 3, hang_s: float | None = None, floor_s: float = 300.0,
+                 on_hang: str = "retry", log_dir: str | Path | None = None, check_s: float = 2.0):
+        self.retries, self.hang_s, self.floor_s, self.on_hang = retries, hang_s, floor_s, on_hang
+        self.log_dir = Path(log_dir) if log_dir else None
+        self.stack_dir = str(self.log_dir / "stacks") if self.log_dir else None
+        self.check_s = check_s
+        self.attempts: dict[str, int] = {}
+        self.step = ""
+
+    def hang_after(self, watch: "_WaveWatch") -> float:
+        if self.hang_s is not None:
+            return self.hang_s
+        return max(self.floor_s, 10 * watch.longest_gap)
+
+    def report(self, kind: str, shard: str, paths: list[str], msg: str, **extra) -> None:
+        line = f"[{self.step}] {kind.replace('_', ' ')}: shard {shard} (input {', '.join(paths)}): {msg}"
+        print(line, file=sys.stderr, flush=True)
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            rec = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "kind": kind, "step": self.step, "shard": shard,
+                   "inputs": paths, "message": msg, **extra}
+            with open(self.log_dir / "problems.jsonl", "a") as fh:
+                fh.write(json.dumps(rec, default=str) + "\n")
+
+
+def _death_cause(e: BaseException) -> str:
+    text = str(e)
+    if "OutOfMemoryError" in text or "memory monitor" in text:
+        return "was killed by Ray's memory monitor (out of memory)"
+    if "OOM" in text:
+        return "was killed, likely by the OOM killer"
+    return "was killed or crashed (a signal, the OOM killer, a crash in C code)"
+
+
+def _refresh_where(actor, old, wait_s: float = 300.0):
+    """The restarted actor's pid, once Ray has restarted it (calls fail while it restarts)."""
+    import ray
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            return ray.get(actor.where.remote(), timeout=max(1.0, deadline - time.monotonic()))
+        except ray.exceptions.ActorUnavailableError:
+            time.sleep(0.5)
+        except Exception:
+            return old
+    return old
+
+
+def _signal_pid(pid: int) -> None:
+    import signal
+    os.kill(pid, signal.SIGUSR1)
+
+
+def _dump_stack(ray, pid: int, node: str, stack_file: str | None) -> str:
+    """Ask the hung worker for its Python stack (SIGUSR1 -> faulthandler, on its node); returns
+    a note for the report: the innermost datapipe frame and where the dump is."""
+    if not stack_file:
+        return ""
+    try:
+        if node == ray.get_runtime_context().get_node_id():
+            _signal_pid(pid)
+        else:
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+            ray.get(ray.remote(_signal_pid).options(
+                num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(pid), timeout=30)
+        time.sleep(1.0)
+    except Exception as e:
+        return f" (stack not dumped: {type(e).__name__})"
+    frame = ""
+    try:
+        dump = Path(stack_file).read_text(errors="replace").rsplit("Current thread", 1)[-1]
+        for line in dump.splitlines():  # innermost first
+            if "/stages/" in line or "/datapipe/" in line or "/classifiers/" in line:
+                frame = line.strip()
+                break
+    except OSError:
+        pass
+    return f"; {('in ' + frame + '; ') if frame else ''}stack in {stack_file}"
+
+
+def _session_log_dir(ray) -> str | None:
+    try:
+        d = ray._private.worker._global_node.get_logs_dir_path()
+        return d if d and os.path.isdir(d) else None
+    except Exception:
+        return None
+
+
+def _divert_native_stderr(log_dir: str | Path | None) -> Callable[[], None] | None:
+    """Point file descriptor 2 (where Ray's C++ core logs from inside the driver) at
+    ``log_dir/driver-stderr.log``; Python's ``sys.stderr`` and the handlers that wrote to it
+    keep the console. Returns the function that undoes it."""
+    if log_dir is None:
+        return None
+    try:
+        Path(log_dir).mkdir(parents=True, exist_ok=True)
+        sys.stderr.flush()
+        console_fd = os.dup(2)
+        fd = os.open(str(Path(log_dir) / "driver-stderr.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    except (OSError, ValueError, AttributeError):
+        return None
+    old = sys.stderr
+    new = os.fdopen(os.dup(console_fd), "w", buffering=1, encoding=getattr(old, "encoding", None) or "utf-8",
+                    errors="backslashreplace")
+    moved = []
+    for lg in [logging.getLogger()] + [logging.getLogger(n) for n in list(logging.root.manager.loggerDict)
+                                        if not n.startswith("ray")]:
+        for h in getattr(lg, "handlers", []):
+            if isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) is old:
+                h.setStream(new)
+                moved.append(h)
+    os.dup2(fd, 2)
+    os.close(fd)
+    sys.stderr = new
+
+    def restore() -> None:
+        try:
+            new.flush()
+        except (OSError, ValueError):
+            pass
+        os.dup2(console_fd, 2)
+        os.close(console_fd)
+        sys.stderr = old
+        for h in moved:
+            h.setStream(old)
+        new.close()
+    return restore
 
 
 _apply = None

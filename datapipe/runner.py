@@ -35,7 +35,8 @@ import pyarrow as pa
 import yaml
 
 from .config import PipelineConfig
-from .io import apply_storage_options, resolve_inputs, split_crawl_files
+from .io import apply_storage_options, resolve_inputs, shard_weight, split_crawl_files
+from .progress import Progress
 from .resume import digest, fingerprint_fields, fingerprint_record, resume_refusal, run_config
 from .rejects import reject_rows
 from .rundir import RunDir, atomic_write_json, atomic_write_text, safe_name, shard_key
@@ -144,9 +145,10 @@ def _remove_shard_files(step_dir: Path, shard: str) -> None:
 
 class Runner:
     def __init__(self, cfg: PipelineConfig, *, inputs: list[str] | None = None, run_dir: str | Path | None = None,
-                 quiet: bool = False, fresh: bool = False):
+                 quiet: bool = False, fresh: bool = False, verbose: bool = False):
         self.cfg = cfg
         self.quiet = quiet
+        self.verbose = verbose
         specs = inputs if inputs else cfg.input.paths
         if not specs:
             raise RunError("no input: give --input (files, folders, globs, *.paths.gz, URLs) or input.paths in the config")
@@ -188,7 +190,7 @@ class Runner:
 
     # ------------------------------------------------------------------
     def run(self, *, stop_after_waves: int | None = None) -> RunResult:
-        from .ray_backend import Engine
+        from .ray_backend import Engine, Guard, WorkFailed
         t0 = time.time()
         check_free_space(self.rd.root)
         try:
@@ -200,7 +202,11 @@ class Runner:
             raise
         ecfg = self.cfg.engine
         engine = Engine(object_store_memory=ecfg.object_store_memory, read_ahead_mb=ecfg.read_ahead_mb,
-                        num_workers=ecfg.num_workers, quiet=self.quiet)
+                        num_workers=ecfg.num_workers, quiet=self.quiet, verbose=self.verbose,
+                        log_dir=self.rd.root / "logs",
+                        guard=Guard(retries=ecfg.shard_retries, hang_s=ecfg.hang_after_s, floor_s=ecfg.hang_floor_s,
+                                    on_hang=ecfg.on_hang, log_dir=self.rd.root / "logs"))
+        failed: dict[str, str] = {}
         cores = engine.num_cpus
         waves_done = 0
         run_count = skipped = 0
@@ -218,9 +224,9 @@ class Runner:
                 done = self.rd.done_shards(step.name)
                 pending = [s for s in shards if s[0] not in done]
                 skipped += len(shards) - len(pending)
+                engine.step_label = engine.guard.step = step.name
                 if step.kind == "workflow":
                     if not self.rd.step_complete(step.name):
-                        self._say(f"[{step.name}] workflow over {len(shards)} shard(s)")
                         self._run_workflow(step, [p for _, ps in shards for p in ps], out_dir, engine)
                         run_count += len(shards)
                 else:
@@ -228,15 +234,21 @@ class Runner:
                         _remove_shard_files(out_dir, shard)
                     per_wave = self.cfg.engine.shards_per_wave or max(8, 4 * cores)
                     n_waves = (len(pending) + per_wave - 1) // per_wave
-                    self._say(f"[{step.name}] {len(pending)} shard(s) to run, {len(shards) - len(pending)} already done"
-                              + (f", {n_waves} wave(s)" if n_waves > 1 else ""))
+                    if len(shards) > len(pending):
+                        self._say(f"[{step.name}] {len(shards) - len(pending)} of {len(shards)} shard(s) already done")
+                    prog = Progress(step.name, len(pending), unit="shards", enabled=not self.quiet and bool(pending))
+                    prog.weight_total = sum(shard_weight(ps) for _, ps in pending)
                     for w in range(n_waves):
                         if stop_after_waves is not None and waves_done >= stop_after_waves:
                             raise _Stopped()
                         wave = pending[w * per_wave:(w + 1) * per_wave]
-                        self._run_wave(step, wave, input_cfg, out_dir, engine, final)
+                        failed.update(self._run_wave(step, wave, input_cfg, out_dir, engine, final, prog))
                         waves_done += 1
                         run_count += len(wave)
+                    engine.end_stream()
+                    prog.close()
+                    if failed:  # the shards that did finish are committed; a re-run redoes the rest
+                        break
                     self.rd.mark_step_complete(step.name)
                 prev_files = _step_files(out_dir)
         except _Stopped:
@@ -254,6 +266,10 @@ class Runner:
             engine.shutdown()
             shutil.rmtree(self.rd.tmp, ignore_errors=True)
         stats = self.finalize()
+        if failed:
+            raise WorkFailed(f"{len(failed)} shard(s) failed, the rest of the step is committed:\n" + "\n".join(
+                f"  {sh}: {why}" for sh, why in sorted(failed.items()))
+                + f"\n(details: {self.rd.root / 'logs' / 'problems.jsonl'})")
         wall = time.time() - t0
         summary = {"wall_seconds": round(wall, 3), "cores": cores, "shards_run": run_count,
                    "shards_skipped": skipped, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
@@ -262,7 +278,8 @@ class Runner:
 
     # ------------------------------------------------------------------
     def _run_wave(self, step: Step, wave: list[tuple[str, list[str]]], input_cfg: dict, out_dir: Path,
-                  engine, final: bool) -> None:
+                  engine, final: bool, progress: Progress | None = None) -> dict[str, str]:
+        """Run one wave and commit its shards; returns the shards the engine failed (not committed)."""
         tmp = self.rd.tmp / f"wave-{uuid.uuid4().hex[:8]}"
         e = self.cfg.engine
         t0 = time.time()
@@ -273,6 +290,7 @@ class Runner:
             partition_by=self.cfg.output.partition_by if final else None,
             num_workers=e.num_workers, fuse=e.fuse, read_ahead_mb=e.read_ahead_mb,
             samples_per_reason=self.cfg.rejects.samples_per_reason, excerpt_chars=self.cfg.rejects.excerpt_chars,
+            progress=progress,
         )
         # ---- commit: stats, rejects, files, then the marker (crash before the marker = redo)
         stats_parts: dict[tuple[str, str], StageStats] = {}
@@ -289,7 +307,10 @@ class Runner:
         for w in written:
             by_shard_files[w["shard"]].append(w)
         order = ["read"] + step.stage_names if step.index == 1 else step.stage_names
+        failed = dict(engine.failed)
         for shard, _ in wave:
+            if shard in failed:
+                continue
             for stage in order:
                 st = stats_parts.get((shard, stage))
                 if st is None:
@@ -311,7 +332,9 @@ class Runner:
                 os.replace(w["file"], dest_dir / f"{shard}-{n:05d}.parquet")
             self.rd.mark_done(step.name, shard, {"files": len(files), "rows": wst.rows_out})
         shutil.rmtree(tmp, ignore_errors=True)
-        self._say(f"[{step.name}] committed {len(wave)} shard(s) in {time.time() - t0:.1f}s")
+        if self.verbose:
+            self._say(f"[{step.name}] committed {len(wave) - len(failed)} shard(s) in {time.time() - t0:.1f}s")
+        return failed
 
     def _write_reject_parts(self, step: str, shard: str, rows: list[dict]) -> None:
         by_key: dict[tuple[str, str], list[dict]] = defaultdict(list)
@@ -362,7 +385,7 @@ class Runner:
             stage="write", rows_in=rows, rows_out=rows, bytes_out=sum(f.stat().st_size for f in files),
             shards=1).to_dict())
         self.rd.mark_step_complete(step.name)
-        self._say(f"[{step.name}] workflow done in {time.time() - t0:.1f}s")
+        self._say(f"[{step.name}] {len(result)} shard(s), {rows:,} docs kept  done in {time.time() - t0:.1f}s")
 
     # ------------------------------------------------------------------
     def finalize(self) -> list[StageStats]:
@@ -406,8 +429,10 @@ def merge_rejects(rd: RunDir, cap: int) -> None:
 
 
 def run_pipeline(cfg: PipelineConfig, *, inputs: list[str] | None = None, run_dir: str | Path | None = None,
-                 quiet: bool = False, fresh: bool = False, stop_after_waves: int | None = None) -> RunResult:
-    return Runner(cfg, inputs=inputs, run_dir=run_dir, quiet=quiet, fresh=fresh).run(stop_after_waves=stop_after_waves)
+                 quiet: bool = False, fresh: bool = False, stop_after_waves: int | None = None,
+                 verbose: bool = False) -> RunResult:
+    return Runner(cfg, inputs=inputs, run_dir=run_dir, quiet=quiet, fresh=fresh,
+                  verbose=verbose).run(stop_after_waves=stop_after_waves)
 
 
 def load_stats(run_dir: str | Path) -> list[StageStats]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 
+EXIT_FAILED = 1   # a stage or workflow raised on some input (the message names it; re-run resumes)
 EXIT_USAGE = 2    # bad config, input, arguments or run directory
 EXIT_ENGINE = 3   # the Ray cluster cannot be reached
 EXIT_STORAGE = 4  # the run directory's disk is full or not writable

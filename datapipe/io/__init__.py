@@ -225,6 +225,21 @@ def _size(path: str) -> int | None:
         return None
 
 
+def shard_weight(paths: list[str]) -> int:
+    """A shard's bytes (a range's length, a local file's size): what progress estimates time
+    left from. Remote files count 1 MiB each rather than cost a request."""
+    total = 0
+    for spec in paths:
+        path, start, end = split_range_spec(spec)
+        if start is not None:
+            total += end - start
+        elif not _is_remote(path) and os.path.isfile(path):
+            total += os.path.getsize(path)
+        else:
+            total += 1 << 20
+    return max(1, total)
+
+
 def _cut(path: str, size: int, target: int) -> list[tuple[int, int]]:
     from .framing import record_ranges
     n = math.ceil(size / target)
