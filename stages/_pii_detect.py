@@ -43,9 +43,10 @@ PREFILTER = {
     "phone": r"[0-9][0-9 ()./-]{5,}[0-9]",
 }
 
-_EMAIL = re.compile(
-    r"(?<![\w.%+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@"
-    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+([A-Za-z]{2,24})(?![\w-]|\.[A-Za-z0-9])")
+#: an address is found from each "@": its local part before, its host after
+_EMAIL_LOCAL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}$")
+_EMAIL_HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+([A-Za-z]{2,24})(?![\w-]|\.[A-Za-z0-9])")
+_EMAIL_BEFORE = re.compile(r"[\w.%+-]")
 _NOT_TLD = frozenset("png jpg jpeg gif svg webp bmp ico css js mjs json xml html htm php pdf zip mp4 mp3".split())
 
 _IBAN = re.compile(r"(?<![A-Za-z0-9])([A-Z]{2})(\d{2})((?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?)(?![A-Za-z0-9])")
@@ -58,20 +59,23 @@ _IBAN_LEN = dict(
     RO=24, RS=22, SA=24, SC=31, SE=24, SI=19, SK=24, SM=27, ST=25, SV=28, TL=23, TN=24, TR=26, UA=29, VA=22,
     VG=24, XK=20)
 
-_CARD = re.compile(r"(?<![\w.,/-])\d{4}(?:([ -]?)\d{4}){2}(?:\1\d{1,7})?(?![\w/-]|[.,]\d)|"
-                   r"(?<![\w.,/-])\d{4}([ -])\d{6}\2\d{4,5}(?![\w/-]|[.,]\d)")
+# every digit-led pattern starts with a digit and checks what precedes it with a 2-character
+# look-behind: Python's ``re`` then scans for the first digit quickly (10x faster than a leading
+# look-behind on real pages)
+_CARD = re.compile(r"\d(?<![\w.,/-]\d)\d{3}(?:(?:([ -]?)\d{4}){2}(?:\1\d{1,7})?|([ -])\d{6}\2\d{4,5})"
+                   r"(?![\w/-]|[.,]\d)")
 
-_SSN = re.compile(r"(?<![\w./-])(\d{3})-(\d{2})-(\d{4})(?![\w/-]|[.,]\d)")
+_SSN = re.compile(r"(\d(?<![\w./-]\d)\d\d)-(\d{2})-(\d{4})(?![\w/-]|[.,]\d)")
 _SSN_ADVERTISED = frozenset({"078051120", "219099999", "123456789"})
 
-_IPV4 = re.compile(r"(?<![\w.:-])(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})(?![\w-]|\.\d)")
+_IPV4 = re.compile(r"(\d(?<![\w.:-]\d)\d{0,2})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})(?![\w-]|\.\d)")
 _IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{1,4}:|:)(?::?[0-9A-Fa-f]{1,4}|:){1,8}(?:%\w+)?(?![\w:]|\.\w)")
 _VERSION_BEFORE = re.compile(
     r"(?i)(?:\bv|\bver\.?|version|release|build|firmware|update|\brev\.?|revision|driver|patch|\bsdk|\bapi|"
     r"kb|ios|android|windows|chrome|firefox|python|node|java)\s*[:#]?\s*$")
 
 _PHONE = re.compile(
-    r"(?<![\w+/.,:-])(?:(?:\+|\b00)\d{1,3}[ .-]?)?(?:\(\d{1,5}\)[ .-]?)?\d{1,5}(?:(?:[ .-]|/ ?)\d{1,8}){0,6}"
+    r"(?=[+(\d])(?<![\w+/.,:-])(?:(?:\+|\b00)\d{1,3}[ .-]?)?(?:\(\d{1,5}\)[ .-]?)?\d{1,5}(?:(?:[ .-]|/ ?)\d{1,8}){0,6}"
     r"(?![\w/-]|[.,:]\d)")
 _DATE = re.compile(r"^(?:\d{4}[./-]\d{1,2}[./-]\d{1,2}|\d{1,2}[./-]\d{1,2}[./-]\d{2,4}|(?:19|20)\d\d ?[-/] ?(?:19|20)\d\d)$")
 _ISBN_BEFORE = re.compile(r"(?i)(?:isbn(?:-1[03])?|issn|doi|arxiv)\s*[:#]?\s*$")
@@ -79,6 +83,9 @@ _PHONE_SEP = re.compile(r"[ .()/-]")
 #: an international prefix or area code right before a candidate: it is part of a phone number
 _PHONE_PREFIX = re.compile(r"(?:\+\d{1,3}|\b00\d{1,3}|\(\d{1,5}\))[ .-]?$")
 _DECIMAL = re.compile(r"^\d+[.,]\d+$")
+_IPV4_SHAPE = re.compile(r"^\d{1,3}(?:\.\d{1,3}){3}$")
+#: the SSN layout (3-2-4 with dashes) is not how any country writes its national phone numbers
+_SSN_SHAPE = re.compile(r"^\d{3}-\d{2}-\d{4}$")
 
 #: a document's language -> the region its national-format numbers are read in
 LANG_REGION = dict(en="US", de="DE", fr="FR", es="ES", it="IT", pt="PT", pl="PL", nl="NL", ru="RU", zh="CN",
@@ -171,7 +178,7 @@ def phone_ok(s: str, text: str, start: int, region: str) -> bool:
     intl = s[0] == "+" or s.startswith("00")
     if not intl:
         # a bare digit run is an order or account number far more often than a phone number
-        if not _PHONE_SEP.search(s) or _DATE.match(s) or _DECIMAL.match(s):
+        if not _PHONE_SEP.search(s) or _DATE.match(s) or _DECIMAL.match(s) or _IPV4_SHAPE.match(s) or _SSN_SHAPE.match(s):
             return False
         if _ISBN_BEFORE.search(text, max(0, start - 16), start) or _VERSION_BEFORE.search(text, max(0, start - 24), start):
             return False
@@ -185,6 +192,21 @@ def phone_ok(s: str, text: str, start: int, region: str) -> bool:
     return pn.is_valid_number(num)
 
 
+def _emails(text: str) -> list[tuple[int, int, str]]:
+    out = []
+    at = text.find("@")
+    while at > 0:
+        loc = _EMAIL_LOCAL.search(text, max(0, at - 64), at)
+        host = _EMAIL_HOST.match(text, at + 1) if loc else None
+        if host and host.group(1).lower() not in _NOT_TLD:
+            a = loc.start()
+            # a longer local part than 64 characters, or one glued to other word characters, is not an address
+            if a == 0 or not _EMAIL_BEFORE.match(text, a - 1):
+                out.append((a, host.end(), "email"))
+        at = text.find("@", at + 1)
+    return out
+
+
 def find_spans(text: str, types: frozenset[str] | set[str] = frozenset(TYPES), region: str = "US",
                prefiltered: frozenset[str] | set[str] | None = None) -> list[tuple[int, int, str]]:
     """Non-overlapping ``(start, end, type)`` PII spans of ``text``, sorted by start.
@@ -194,9 +216,12 @@ def find_spans(text: str, types: frozenset[str] | set[str] = frozenset(TYPES), r
     look = types if prefiltered is None else prefiltered
     found: list[tuple[int, int, str]] = []
     if "email" in look:
-        found += [(m.start(), m.end(), "email") for m in _EMAIL.finditer(text) if m.group(1).lower() not in _NOT_TLD]
+        found += _emails(text)
     if "iban" in look:
-        found += [(m.start(), m.end(), "iban") for m in _IBAN.finditer(text) if iban_ok(m.group(0))]
+        # an IBAN-shaped run that fails its checksum is a mistyped IBAN, not a card or phone
+        # number inside one: it blocks the other types and is not reported
+        found += [(m.start(), m.end(), "iban" if iban_ok(m.group(0)) else "_iban_like")
+                  for m in _IBAN.finditer(text) if m.group(1) in _IBAN_LEN]
     if "card" in look:
         found += [(m.start(), m.end(), "card") for m in _CARD.finditer(text) if card_ok(m.group(0))]
     if "ssn" in look:
@@ -213,10 +238,10 @@ def find_spans(text: str, types: frozenset[str] | set[str] = frozenset(TYPES), r
                 found.append((m.start(), m.start() + len(s), "phone"))
     if not found:
         return found
-    rank = {t: i for i, t in enumerate(TYPES)}
+    rank = {t: i for i, t in enumerate(("email", "iban", "_iban_like", *TYPES[2:]))}
     found.sort(key=lambda f: (rank[f[2]], f[0]))
     taken: list[tuple[int, int, str]] = []
     for f in found:  # a handful of spans per document: quadratic is fine
         if all(f[1] <= a or f[0] >= b for a, b, _ in taken):
             taken.append(f)
-    return sorted(taken)
+    return sorted(f for f in taken if f[2] != "_iban_like")

@@ -79,6 +79,13 @@ def test_checksums():
     assert not iban_ok("DE8937040044053201300")  # one character short for DE
 
 
+def test_ssn_shaped_and_iban_shaped_runs_are_not_phones_or_cards():
+    # 3-2-4 dashed digits are valid Spanish numbers when read as digits, but nobody writes phones so;
+    # digits inside an IBAN with a bad checksum are neither a card nor a phone number
+    assert find_spans("Code 912-34-5678 is not valid.", region="ES") == []
+    assert find_spans("Ref FR76 3000 6000 0112 3456 7890 180", region="FR") == []
+
+
 def test_national_number_needs_the_region():
     text = "Telefon 0211 1234567"
     assert find_spans(text, region="DE") and not find_spans(text, region="US")
