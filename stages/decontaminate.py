@@ -73,14 +73,14 @@ def ngram_hashes(text: pa.Array, n: int) -> tuple[np.ndarray, np.ndarray, np.nda
     empty = (np.zeros(0, np.uint64), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64))
     if len(words) == 0:
         return empty
-    norm = D.normalize(words)
-    keep = pc.greater(pc.utf8_length(norm), 0).to_numpy(zero_copy_only=False)
+    # each distinct word is normalised and hashed once (a few times fewer than the words)
+    enc = pc.dictionary_encode(words)
+    norm = D.normalize(enc.dictionary)
+    codes = enc.indices.to_numpy(zero_copy_only=False)
+    keep = pc.greater(pc.utf8_length(norm), 0).to_numpy(zero_copy_only=False)[codes]
     word_no = (np.arange(len(parent)) - np.concatenate([[0], np.cumsum(counts)[:-1]])[parent])[keep]
     parent = parent[keep]
-    enc = pc.dictionary_encode(norm.filter(pa.array(keep)))
-    if len(enc.dictionary) == 0:
-        return empty
-    wh = D.hash64(enc.dictionary)[enc.indices.to_numpy(zero_copy_only=False)]
+    wh = D.hash64(norm)[codes[keep]]
     m = len(wh)
     if m < n:
         return empty
@@ -94,18 +94,20 @@ def ngram_hashes(text: pa.Array, n: int) -> tuple[np.ndarray, np.ndarray, np.nda
     return D.mix64(acc), parent[idx], word_no[idx], word_no[idx + n - 1]
 
 
-def _word_offsets(text: str) -> tuple[list[int], list[int]]:
-    """Character offsets of the ``split_words`` words of one text (they are substrings, in order)."""
-    words, _ = T.split_words(pa.array([text], pa.large_string()))
-    starts, ends, pos = [], [], 0
-    for w in words.to_pylist():
-        a = text.find(w, pos)
+def _word_offsets(texts: list[str]) -> list[tuple[list[int], list[int]]]:
+    """Character offsets (starts, ends) of the ``split_words`` words of each text (one call for all:
+    the words are substrings of their text, in order)."""
+    words, parent = T.split_words(pa.array(texts, pa.large_string()))
+    out = [([], []) for _ in texts]
+    pos = [0] * len(texts)
+    for w, r in zip(words.to_pylist(), parent.tolist()):
+        a = texts[r].find(w, pos[r])
         if a < 0:  # pragma: no cover - split_words only trims and isolates: words are substrings
-            a = pos
-        starts.append(a)
-        ends.append(a + len(w))
-        pos = a + len(w)
-    return starts, ends
+            a = pos[r]
+        out[r][0].append(a)
+        out[r][1].append(a + len(w))
+        pos[r] = a + len(w)
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -251,18 +253,21 @@ def _decide(table: pa.Table, si: int, *, index: str, n: int, min_ngrams: int, ac
         h, row, word, last = ngram_hashes(part, n)
         if len(h) == 0 or len(hashes) == 0:
             continue
-        pos = np.minimum(np.searchsorted(hashes, h), len(hashes) - 1)
+        # sorted queries: the index is read front to back instead of at random
+        order = np.argsort(h, kind="stable")
+        pos = np.empty(len(h), np.int64)
+        pos[order] = np.minimum(np.searchsorted(hashes, h[order]), len(hashes) - 1)
         hit = hashes[pos] == h
         if not hit.any():
             continue
         hit_rows = np.bincount(row[hit], minlength=len(part))
+        flagged = np.flatnonzero(hit_rows >= min_ngrams).tolist()
+        texts = [part[r].as_py() for r in flagged]
         # per contaminated document (rare): which items, which words, which characters
-        for r in np.flatnonzero(hit_rows >= min_ngrams).tolist():
+        for r, s_text, (starts, ends) in zip(flagged, texts, _word_offsets(texts)):
             sel = hit & (row == r)
             first_words, last_words, hit_items = word[sel], last[sel], items[pos[sel]].astype(np.int64)
             doc = s + r
-            s_text = part[r].as_py()
-            starts, ends = _word_offsets(s_text)
             covered = np.zeros(len(starts) + 1, np.int64)
             np.add.at(covered, first_words, 1)
             np.add.at(covered, last_words + 1, -1)
