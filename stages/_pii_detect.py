@@ -7,8 +7,9 @@ Each type is a regular expression for *candidates*, then a check that a look-ali
   ``logo@2x.png`` are not addresses (image/script extensions are refused as TLDs).
 * ``phone``: digit groups with separators. ``+``/``00`` numbers are parsed internationally,
   other numbers in the document's region (URL country TLD, else its language, else
-  ``default_region``), and a number counts only when libphonenumber (``phonenumbers``)
-  says it is a valid number. Dates (``2023-10-15``, ``15.10.2023``), ISBNs, version
+  ``default_region``) and must have its national shape (NANP 3-3-4 groups, the trunk prefix
+  ``0`` where the region has one); a number counts only when libphonenumber
+  (``phonenumbers``) says it is a valid number. Dates (``2023-10-15``, ``15.10.2023``), ISBNs, version
   strings and bare digit runs (order numbers) are not phone numbers.
 * ``ip``: IPv4 dotted quads without leading zeros and IPv6 addresses that parse, and only
   global (public) ones: ``192.168.1.1``, ``127.0.0.1``, ``::1`` are not personal data.
@@ -77,7 +78,8 @@ _VERSION_BEFORE = re.compile(
 _PHONE = re.compile(
     r"(?=[+(\d])(?<![\w+/.,:-])(?:(?:\+|\b00)\d{1,3}[ .-]?)?(?:\(\d{1,5}\)[ .-]?)?\d{1,5}(?:(?:[ .-]|/ ?)\d{1,8}){0,6}"
     r"(?![\w/-]|[.,:]\d)")
-_DATE = re.compile(r"^(?:\d{4}[./-]\d{1,2}[./-]\d{1,2}|\d{1,2}[./-]\d{1,2}[./-]\d{2,4}|(?:19|20)\d\d ?[-/] ?(?:19|20)\d\d)$")
+_DATE = re.compile(r"^(?:\d{4}[./-]\d{1,2}[./-]\d{1,2}|\d{1,2}[./-]\d{1,2}[./-]\d{2,4}|(?:19|20)\d\d ?[-/] ?(?:19|20)\d\d)"
+                   r"(?:$|[ T]\d)")  # a date, or a date and a time ("05.12.1972 00 UTC")
 _ISBN_BEFORE = re.compile(r"(?i)(?:isbn(?:-1[03])?|issn|doi|arxiv)\s*[:#]?\s*$")
 _PHONE_SEP = re.compile(r"[ .()/-]")
 #: an international prefix or area code right before a candidate: it is part of a phone number
@@ -170,6 +172,31 @@ def _phonenumbers():
     return phonenumbers
 
 
+_NANP = re.compile(r"(?:1[ .-]?)?(?:\(\d{3}\) ?|\d{3}[ .-])\d{3}[ .-]\d{4}")
+
+
+@functools.lru_cache(maxsize=256)
+def _national_prefix(region: str) -> str | None:
+    meta = _phonenumbers().PhoneMetadata.metadata_for_region(region)
+    return None if meta is None else (meta.national_prefix or "")
+
+
+def _national_shape_ok(pn, s: str, region: str) -> bool:
+    """A number without a country code must look as its region writes them: NANP 3-3-4 groups;
+    in regions with a trunk prefix (``0`` in most of Europe and Asia) it starts with it; else
+    at least 9 digits. Tables of page numbers, times and addresses fail this; libphonenumber
+    alone accepts many of them (Austria's numbers have almost any length)."""
+    prefix = _national_prefix(region)
+    if prefix is None:
+        return False
+    if region in ("US", "CA") or pn.country_code_for_region(region) == 1:
+        return bool(_NANP.fullmatch(s))
+    digits = s.lstrip("(")
+    if prefix:
+        return digits.startswith(prefix)
+    return sum(c.isdigit() for c in s) >= 9
+
+
 def phone_ok(s: str, text: str, start: int, region: str) -> bool:
     """Is the candidate ``s`` (at ``text[start:]``) a valid phone number? See the module docstring."""
     digits = sum(c.isdigit() for c in s)
@@ -184,7 +211,12 @@ def phone_ok(s: str, text: str, start: int, region: str) -> bool:
             return False
         if s.count(".") >= 2 and s.count(".") == len(_PHONE_SEP.findall(s)) and digits < 9:
             return False  # dotted groups: a version or a date, not a number
+    groups = [int(g) for g in re.findall(r"\d+", s)]
+    if len(groups) >= 4 and all(b == a + 1 for a, b in zip(groups, groups[1:])):
+        return False  # a calendar row or a numbered list: 01 02 03 04 ...
     pn = _phonenumbers()
+    if not intl and not _national_shape_ok(pn, s, region):
+        return False
     try:
         num = pn.parse("+" + s[2:] if s.startswith("00") else s, None if intl else region)
     except pn.NumberParseException:
