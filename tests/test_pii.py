@@ -136,6 +136,17 @@ def test_stage_columns_masking_counters_and_drops():
     assert st.counters() == {}  # reset after each read
 
 
+def test_refilter_retunes_density_without_rescoring():
+    from datapipe.refilter import refilter
+    text = "Mail a@example.org now. " + "Some ordinary words to pad the page out. " * 3
+    scored = apply_stage(build_stage("pii", {"max_density": None}).ensure_setup(), _rows([text])).kept
+    dens = scored["pii_density"][0].as_py()
+    kept, reasons = refilter(scored, "pii", {"max_density": dens / 2}, scored_with={"max_density": None})
+    assert kept.num_rows == 0 and reasons.to_pylist() == ["pii_v1:density_email"]
+    kept, _ = refilter(scored, "pii", {"max_density": min(1.0, dens * 2)}, scored_with={"max_density": None})
+    assert kept.num_rows == 1
+
+
 def test_stage_without_masking_and_type_subset():
     text = "Mail a@example.org or call +1 212 736 5000."
     st = build_stage("pii", {"mask": False, "types": ["phone"], "max_density": None}).ensure_setup()
