@@ -50,7 +50,7 @@ _EMAIL_HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+(
 _EMAIL_BEFORE = re.compile(r"[\w.%+-]")
 _NOT_TLD = frozenset("png jpg jpeg gif svg webp bmp ico css js mjs json xml html htm php pdf zip mp4 mp3".split())
 
-_IBAN = re.compile(r"(?<![A-Za-z0-9])([A-Z]{2})(\d{2})((?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?)(?![A-Za-z0-9])")
+_IBAN = re.compile(r"[A-Z](?<![A-Za-z0-9][A-Z])[A-Z]\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?![A-Za-z0-9])")
 #: IBAN lengths by country (SWIFT IBAN registry)
 _IBAN_LEN = dict(
     AD=24, AE=23, AL=28, AT=20, AZ=28, BA=20, BE=16, BG=22, BH=22, BR=29, BY=28, CH=21, CR=22, CY=28, CZ=24,
@@ -66,17 +66,24 @@ _IBAN_LEN = dict(
 _CARD = re.compile(r"\d(?<![\w.,/-]\d)\d{3}(?:(?:([ -]?)\d{4}){2}(?:\1\d{1,7})?|([ -])\d{6}\2\d{4,5})"
                    r"(?![\w/-]|[.,]\d)")
 
-_SSN = re.compile(r"(\d(?<![\w./-]\d)\d\d)-(\d{2})-(\d{4})(?![\w/-]|[.,]\d)")
+_SSN = re.compile(r"\d(?<![\w./-]\d)\d\d-\d\d-\d{4}(?![\w/-]|[.,]\d)")
 _SSN_ADVERTISED = frozenset({"078051120", "219099999", "123456789"})
 
-_IPV4 = re.compile(r"(\d(?<![\w.:-]\d)\d{0,2})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})(?![\w-]|\.\d)")
-_IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{1,4}:|:)(?::?[0-9A-Fa-f]{1,4}|:){1,8}(?:%\w+)?(?![\w:]|\.\w)")
+_IPV4 = re.compile(r"\d(?<![\w.:-]\d)\d{0,2}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?![\w-]|\.\d)")
+#: IPv6 candidates are grown around every ":hex:" (a literal ":" is quick to scan for; a pattern
+#: starting with a hex digit would try every a-f letter of the text)
+_IPV6_SEED = re.compile(r":[0-9A-Fa-f]{0,4}:")
+_IPV6 = re.compile(r"(?:[0-9A-Fa-f]{1,4}:|:)(?::?[0-9A-Fa-f]{1,4}|:){1,8}(?:%\w+)?(?![\w:]|\.\w)")
+_HEXCOLON = frozenset("0123456789abcdefABCDEF:")
 _VERSION_BEFORE = re.compile(
     r"(?i)(?:\bv|\bver\.?|version|release|build|firmware|update|\brev\.?|revision|driver|patch|\bsdk|\bapi|"
     r"kb|ios|android|windows|chrome|firefox|python|node|java)\s*[:#]?\s*$")
 
+#: with a country code, groups are optional; without one, at least one separator is needed
+#: (a bare digit run is never read as a national number), which keeps years and counts out early
 _PHONE = re.compile(
-    r"(?=[+(\d])(?<![\w+/.,:-])(?:(?:\+|\b00)\d{1,3}[ .-]?)?(?:\(\d{1,5}\)[ .-]?)?\d{1,5}(?:(?:[ .-]|/ ?)\d{1,8}){0,6}"
+    r"(?=[+(\d])(?<![\w+/.,:-])(?:(?:\+|\b00)\d{1,3}[ .-]?(?:\(\d{1,5}\)[ .-]?)?\d{1,5}(?:(?:[ .-]|/ ?)\d{1,8}){0,6}"
+    r"|(?:\(\d{1,5}\)[ .-]?)?\d{1,5}(?:(?:[ .-]|/ ?)\d{1,8}){1,6})"
     r"(?![\w/-]|[.,:]\d)")
 _DATE = re.compile(r"^(?:\d{4}[./-]\d{1,2}[./-]\d{1,2}|\d{1,2}[./-]\d{1,2}[./-]\d{2,4}|(?:19|20)\d\d ?[-/] ?(?:19|20)\d\d)"
                    r"(?:$|[ T]\d)")  # a date, or a date and a time ("05.12.1972 00 UTC")
@@ -148,7 +155,7 @@ def ssn_ok(area: str, group: str, serial: str) -> bool:
 
 
 def _ipv4_ok(m: re.Match, text: str) -> bool:
-    parts = m.groups()
+    parts = m.group(0).split(".")
     if any(len(p) > 1 and p[0] == "0" for p in parts) or any(int(p) > 255 for p in parts):
         return False
     if _VERSION_BEFORE.search(text, max(0, m.start() - 24), m.start()):
@@ -224,6 +231,23 @@ def phone_ok(s: str, text: str, start: int, region: str) -> bool:
     return pn.is_valid_number(num)
 
 
+def _ipv6_spans(text: str) -> list[tuple[int, int, str]]:
+    out, done = [], -1
+    for seed in _IPV6_SEED.finditer(text):
+        a = seed.start()
+        if a < done:
+            continue
+        while a > 0 and text[a - 1] in _HEXCOLON:
+            a -= 1
+        if a > 0 and (text[a - 1].isalnum() or text[a - 1] in "_."):
+            continue
+        m = _IPV6.match(text, a)
+        if m and m.end() > seed.start() and _ipv6_ok(m.group(0)):
+            out.append((m.start(), m.end(), "ip"))
+            done = m.end()
+    return out
+
+
 def _emails(text: str) -> list[tuple[int, int, str]]:
     out = []
     at = text.find("@")
@@ -253,16 +277,16 @@ def find_spans(text: str, types: frozenset[str] | set[str] = frozenset(TYPES), r
         # an IBAN-shaped run that fails its checksum is a mistyped IBAN, not a card or phone
         # number inside one: it blocks the other types and is not reported
         found += [(m.start(), m.end(), "iban" if iban_ok(m.group(0)) else "_iban_like")
-                  for m in _IBAN.finditer(text) if m.group(1) in _IBAN_LEN]
+                  for m in _IBAN.finditer(text) if m.group(0)[:2] in _IBAN_LEN]
     if "card" in look:
         found += [(m.start(), m.end(), "card") for m in _CARD.finditer(text) if card_ok(m.group(0))]
     if "ssn" in look:
         found += [(m.start(), m.end(), "ssn") for m in _SSN.finditer(text)
-                  if ssn_ok(*m.groups()) and not _PHONE_PREFIX.search(text, max(0, m.start() - 8), m.start())]
+                  if ssn_ok(*m.group(0).split("-")) and not _PHONE_PREFIX.search(text, max(0, m.start() - 8), m.start())]
     if "ip" in look:
         found += [(m.start(), m.end(), "ip") for m in _IPV4.finditer(text) if _ipv4_ok(m, text)]
         if ":" in text:
-            found += [(m.start(), m.end(), "ip") for m in _IPV6.finditer(text) if _ipv6_ok(m.group(0))]
+            found += _ipv6_spans(text)
     if "phone" in look:
         for m in _PHONE.finditer(text):
             s = m.group(0).rstrip(" .-/")
