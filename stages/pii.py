@@ -146,7 +146,7 @@ class PII(Filter):
                               + shown[b:b + _CONTEXT]).replace("\n", " ")
         n_chars = pc.utf8_length(text).to_numpy(zero_copy_only=False)
         if new_text:
-            vals = text.to_pylist()
+            vals = batch.column("text").to_pylist()  # nulls stay null
             for i, s in new_text.items():
                 vals[i] = s
             batch = set_column(batch, "text", pa.array(vals, pa.large_string()))
