@@ -22,6 +22,9 @@ with ``save_to_disk`` (every split), each with the text ``fields`` to index (eac
 and an optional ``id_field``. Items shorter than ``ngram`` words cannot be matched and are counted in the index
 summary.
 
+On a cluster of several machines, put ``index_dir`` on storage every node sees (the shard tasks
+memory-map it; the default cache folder is local to each machine).
+
 Index memory: 12 bytes per distinct evaluation n-gram (8-byte hash + 4-byte item number), i.e.
 12 MB per million n-grams, memory-mapped. A false match needs a 64-bit hash collision.
 Report: ``contamination_report.tsv`` (benchmark, item id, document id, URL, overlap in words

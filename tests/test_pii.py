@@ -147,6 +147,16 @@ def test_refilter_retunes_density_without_rescoring():
     assert kept.num_rows == 1
 
 
+def test_null_text_stays_null_when_the_batch_is_masked():
+    rows = _rows(["", "Mail a@example.org please, and some more words here to keep it short."])
+    import pyarrow as pa
+    rows = rows.set_column(rows.schema.get_field_index("text"), "text",
+                           pa.array([None, rows["text"][1].as_py()], pa.large_string()))
+    out = apply_stage(build_stage("pii", {"max_density": None}).ensure_setup(), rows).kept
+    assert out["text"].to_pylist()[0] is None and "<EMAIL>" in out["text"].to_pylist()[1]
+    assert out["pii_count"].to_pylist() == [0, 1]
+
+
 def test_stage_without_masking_and_type_subset():
     text = "Mail a@example.org or call +1 212 736 5000."
     st = build_stage("pii", {"mask": False, "types": ["phone"], "max_density": None}).ensure_setup()
