@@ -1,11 +1,13 @@
 """``datapipe`` command line.
 
     datapipe run CONFIG [--input PATH ...] [--run-dir DIR] [--fresh]
+    datapipe check CONFIG [--input PATH ...] [--run-dir DIR] [--estimate]
     datapipe stats RUN_DIR
     datapipe inspect RUN_DIR --stage S [--reason R] [--n N]
     datapipe sample-crawl OUT_DIR
 
-Config and input problems print one line naming the file and key and exit 2;
+Config and input problems print one line each naming the file and key (every problem the
+fast pre-flight check finds, ``datapipe/preflight.py``) and exit 2;
 Ray connection problems exit 3. No tracebacks for user errors.
 """
 from __future__ import annotations
@@ -35,17 +37,22 @@ def default_sample_crawl(out_dir: Path = DEFAULT_SAMPLE_DIR) -> list[str]:
 
 
 def cmd_run(args) -> int:
+    from .commands.check import fail_fast
     from .config import ConfigError, load_config
     from .io import InputError
     from .ray_backend import EngineError
     from .runner import RunError, StorageError, run_pipeline
     try:
         cfg = load_config(args.config)
-    except ConfigError as e:
-        return _err(str(e), EXIT_USAGE)
-    inputs = args.input or cfg.input.paths
-    if not inputs:
+    except ConfigError:
+        cfg = None  # the check below lists every problem, not only this one
+    inputs = args.input or (cfg.input.paths if cfg else None)
+    if not inputs and cfg is not None:
         inputs = default_sample_crawl()
+    # the fast pre-flight check (datapipe/preflight.py): every config, input and run-dir problem at once
+    cfg, code = fail_fast(cfg or args.config, inputs, args.run_dir)
+    if code is not None:
+        return code
     try:
         res = run_pipeline(cfg, inputs=inputs, run_dir=args.run_dir, quiet=args.quiet, fresh=args.fresh)
     except StorageError as e:

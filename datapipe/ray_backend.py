@@ -139,8 +139,10 @@ def _group_counts(batch: pa.Table) -> dict[str, tuple[int, int]]:
 class _StageChain:
     """Runs a list of stages on each batch; counts everything per (shard, stage)."""
 
-    def __init__(self, specs: list[dict], parts_dir: str, samples_per_reason: int, excerpt_chars: int):
-        from .stage import build_stage
+    def __init__(self, specs: list[dict], parts_dir: str, samples_per_reason: int, excerpt_chars: int,
+                 plugin_paths: tuple = ()):
+        from .stage import add_plugin_paths, build_stage
+        add_plugin_paths(list(plugin_paths))  # where the driver imported module:Class stages from
         self.stages = [build_stage(s["name"], s.get("options") or {}) for s in specs]
         self.labels = [s.get("label") or s["name"] for s in specs]
         for st in self.stages:
@@ -344,6 +346,27 @@ class Engine:
         if self.started_here and self._ray.is_initialized():
             self._ray.shutdown()
 
+    def nodes(self) -> list[dict]:
+        """The cluster's live nodes (Ray's node records)."""
+        return [n for n in self._ray.nodes() if n.get("Alive")]
+
+    def probe_nodes(self, path: str, expect: str, timeout: float = 120.0) -> dict[str, str | None]:
+        """Read ``path`` in a task pinned to every live node: {node address: None when it read
+        ``expect``, else why not} (``datapipe check``: every node sees the run directory)."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+        task = self._ray.remote(num_cpus=0, max_retries=0)(_read_probe)
+        refs = {n["NodeManagerAddress"] + f" ({n['NodeID'][:8]})": task.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(path)
+            for n in self.nodes()}
+        out: dict[str, str | None] = {}
+        for node, ref in refs.items():
+            try:
+                got = self._ray.get(ref, timeout=timeout)
+                out[node] = None if got == expect else (got or "other content")
+            except Exception as e:  # noqa: BLE001 - a node that cannot run the probe is reported
+                out[node] = f"probe task failed: {type(e).__name__}: {e}"
+        return out
+
     # resources -----------------------------------------------------------
     def fit(self, res: Resources, *, label: str = "work") -> int:
         """How many workers needing ``res`` the cluster holds at once (GPU work: one per GPU).
@@ -394,7 +417,9 @@ class Engine:
         io_pool = ray.data.TaskPoolStrategy(size=max(1, min(workers, len(items))))
         ds = ds.map_batches(_read_fn(input_cfg, batch_size, parts_dir), batch_size=1,
                             batch_format="pyarrow", num_cpus=0, compute=io_pool)
-        chain_kwargs = dict(parts_dir=parts_dir, samples_per_reason=samples_per_reason, excerpt_chars=excerpt_chars)
+        from .stage import plugin_paths
+        chain_kwargs = dict(parts_dir=parts_dir, samples_per_reason=samples_per_reason, excerpt_chars=excerpt_chars,
+                            plugin_paths=tuple(plugin_paths()))
         groups = [specs] if fuse else [[s] for s in specs]
         groups = [g for g in groups if g]
         for group in groups:
@@ -518,6 +543,14 @@ def _trim_local_ray(ray, *, keep_log_monitor: bool) -> None:
             node.kill_log_monitor(check_alive=False)
     except Exception as e:  # noqa: BLE001 - private API: a Ray upgrade may move it; the run goes on
         log.debug("could not stop Ray's unused helper processes: %s", e)
+
+
+def _read_probe(path: str) -> str:
+    try:
+        with open(path) as fh:
+            return fh.read()
+    except OSError as e:
+        return f"{type(e).__name__}: {e}"
 
 
 def _apply_impl(fn, x):

@@ -1,0 +1,519 @@
+"""Pre-flight check of a run: every problem found before any work, in one list.
+
+``datapipe check CONFIG --input ... [--run-dir ...]`` runs all of it; ``datapipe run`` (and
+``datapipe.Pipeline.run``) runs the fast part first (``fast=True``) and does not start when it
+finds a problem. What is checked, in order:
+
+- **config**: every key and type, unknown keys, stages and options with a "did you mean"
+  (:func:`datapipe.config.check_config`), and every stage built once (a missing model file);
+- **models** (not fast): every stage's ``setup()`` runs here once (the model files load);
+- **inputs**: each ``--input`` resolves, and the first record of each file (of a spread sample
+  of at most :data:`FIRST_RECORD_FILES` files) parses with the configured ``input.format``;
+  a file that yields no record (a junk ``.warc.gz``: one ``corrupt`` record) is a problem;
+- **run directory**: writable, and its disk's free space against an estimate of what the run
+  writes (outputs and intermediates; measured with ``estimate=True``, else a rough ratio);
+- **Ray** (not fast; fast only checks that ``RAY_ADDRESS`` answers): the cluster is reachable
+  and holds what each stage declares (``Stage.resources``), and every node reads a probe file
+  that the driver wrote into the run directory (workers that cannot see it would fail hours in).
+
+``estimate=True`` runs the streaming stages in this process on a sample of the input's records
+and projects CPU-hours, documents surviving each stage and the output size for the whole input
+(:class:`Estimate`). Global passes (dedup, percentiles) are not sampled: they count as keeping
+every document and their cost is not in the figure.
+
+Problems carry a ``kind`` (``usage``, ``storage``, ``engine``): the command maps it to ``run``'s
+exit codes (2, 4, 3); a usage problem wins, since it is the one to fix first.
+"""
+from __future__ import annotations
+
+import io
+import math
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import pyarrow as pa
+
+from .config import ConfigError, InputConfig, PipelineConfig, check_config, read_config_file
+from .stage import Filter, Stage, StageError, Workflow, apply_stage, build_stage, get_stage_class
+from .stats import StageStats
+
+#: files whose first record is read (spread over the input list): all of a small input
+FIRST_RECORD_FILES = 32
+FIRST_RECORD_FILES_FAST = 4
+#: rough bytes written per input byte and step when nothing was measured (extracted text of a
+#: WARC is ~10-20% of its gzipped size; JSONL/Parquet text passes through)
+_ROUGH_OUTPUT_RATIO = {"warc": 0.15}
+_REMOTE_SIZE_LOOKUPS = 200  # size lookups of remote files; the rest are taken as their mean
+
+
+@dataclass
+class Problem:
+    """One thing that would fail the run. ``kind``: usage (config, input, run dir contents),
+    storage (run dir not writable or too small), engine (Ray cluster)."""
+    check: str
+    message: str
+    kind: str = "usage"
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass
+class StageEstimate:
+    stage: str
+    sample_in: int
+    sample_out: int
+    sample_cpu_s: float
+    docs_in: float      # projected over the whole input
+    docs_out: float
+    cpu_hours: float
+    sampled: bool = True  # False: a global pass, counted as keeping everything
+
+
+@dataclass
+class Estimate:
+    """Projection of a run from a sample (see the module docstring)."""
+    sample_docs: int
+    sample_bytes: int
+    sample_files: int
+    input_bytes: int
+    input_files: int
+    stages: list[StageEstimate]
+    output_bytes: float
+    compression: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def docs_total(self) -> float:
+        return self.stages[0].docs_in if self.stages else 0.0
+
+    @property
+    def cpu_hours(self) -> float:
+        return sum(s.cpu_hours for s in self.stages)
+
+    def table(self) -> str:
+        def n(x: float) -> str:
+            return f"{x:,.0f}"
+        lines = [f"estimate from {self.sample_docs:,} sampled record(s) in {self.sample_files} of {self.input_files} "
+                 f"input file(s) ({_mib(self.sample_bytes)} of {_mib(self.input_bytes)}): whole input ~{n(self.docs_total)} records",
+                 f"{'stage':<22}{'docs in':>14}{'docs out':>14}{'kept':>8}{'CPU ms/doc':>12}{'CPU-hours':>12}"]
+        for s in self.stages:
+            kept = f"{s.docs_out / s.docs_in:.1%}" if s.docs_in else "-"
+            cpu = f"{s.cpu_hours:.3g}" if s.sampled else "n/a"
+            per = f"{1000 * s.sample_cpu_s / s.sample_in:.2f}" if s.sampled and s.sample_in else "n/a"
+            lines.append(f"{s.stage:<22}{n(s.docs_in):>14}{n(s.docs_out):>14}{kept:>8}{per:>12}{cpu:>12}"
+                         + ("" if s.sampled else "  (global pass: not sampled)"))
+        lines.append(f"total ~{self.cpu_hours:.3g} CPU-hours; output ~{_mib(self.output_bytes)} "
+                     f"({self.compression} Parquet), ~{n(self.stages[-1].docs_out if self.stages else 0)} documents")
+        lines.extend(f"note: {x}" for x in self.notes)
+        return "\n".join(lines)
+
+
+@dataclass
+class CheckReport:
+    config: Optional[PipelineConfig]
+    inputs: list[str]
+    run_dir: Optional[Path]
+    problems: list[Problem] = field(default_factory=list)
+    #: one line per check that passed (what was looked at, with its figures)
+    passed: list[str] = field(default_factory=list)
+    estimate: Optional[Estimate] = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def kinds(self) -> set[str]:
+        return {p.kind for p in self.problems}
+
+    def text(self) -> str:
+        out = [f"ok    {x}" for x in self.passed]
+        out += [f"FAIL  [{p.check}] {p.message}" for p in self.problems]
+        return "\n".join(out)
+
+
+def _mib(b: float) -> str:
+    return f"{b / 2**30:.2f} GiB" if b >= 2**30 else f"{b / 2**20:.1f} MiB"
+
+
+# ---------------------------------------------------------------------------
+
+def preflight(config: "str | Path | PipelineConfig | dict", *, inputs: Optional[Sequence[str]] = None,
+              run_dir: "str | Path | None" = None, fast: bool = False, estimate: bool = False,
+              sample_docs: int = 200) -> CheckReport:
+    """Check a run before it starts; returns every problem found (see the module docstring).
+
+    ``config``: a config file, its data, or a validated :class:`PipelineConfig`. ``inputs``:
+    as ``--input`` (default ``input.paths``). ``fast``: what ``datapipe run`` checks first
+    (no model loading, no Ray, fewer first records). ``estimate``: sample and project the run."""
+    t0 = time.time()
+    rep = CheckReport(config=None, inputs=[], run_dir=None)
+    cfg, construct_failed = _check_config(config, rep)
+    if cfg is None:
+        cfg = PipelineConfig()  # a config so broken that nothing is left: check the rest with defaults
+    else:
+        rep.config = cfg
+    if not fast and rep.config is not None:
+        _check_models(cfg, construct_failed, rep)
+    files = _check_inputs(cfg, inputs, rep, fast=fast)
+    rep.inputs = files
+    if estimate and files and rep.config is not None:
+        try:
+            rep.estimate = estimate_run(cfg, files, sample_docs=sample_docs, skip=construct_failed)
+            rep.passed.append(f"estimate: {rep.estimate.sample_docs} record(s) sampled")
+        except Exception as e:  # noqa: BLE001 - the estimate is advice; its failure is a finding
+            rep.problems.append(Problem("estimate", f"sampling the stages failed: {type(e).__name__}: {e}"))
+    root = Path(run_dir) if run_dir else Path("runs") / cfg.name
+    rep.run_dir = root
+    _check_run_dir(cfg, root, files, rep)
+    if fast:
+        _check_ray_address(rep)
+    elif rep.config is not None:
+        _check_ray(cfg, root, rep)
+    rep.seconds = time.time() - t0
+    return rep
+
+
+def _check_config(config, rep: CheckReport) -> tuple[Optional[PipelineConfig], set[int]]:
+    """The config's problems; returns the config (bad parts at their defaults) and an empty set
+    that :func:`_check_models` fills with the positions of stages that cannot be set up."""
+    if isinstance(config, PipelineConfig):
+        cfg, problems, file = config, [], config.source_file
+    else:
+        file = str(config) if isinstance(config, (str, Path)) else None
+        try:
+            data = read_config_file(config) if isinstance(config, (str, Path)) else config
+        except ConfigError as e:
+            rep.problems.append(Problem("config", str(e)))
+            return None, set()
+        cfg, problems = check_config(data, file=file)
+    for e in problems:
+        rep.problems.append(Problem("config", str(e)))
+    failed: set[int] = set()
+    if cfg is not None:
+        rep.passed.append(f"config {file or '(in code)'}: {len(cfg.stages)} stage(s)" + (" valid" if not problems else ""))
+    return cfg, failed
+
+
+def _check_models(cfg: PipelineConfig, failed: set[int], rep: CheckReport) -> None:
+    """Every stage's ``setup()`` once, in this process: its models and lists load."""
+    loaded = 0
+    for i, s in enumerate(cfg.stages):
+        if i in failed:
+            continue
+        try:
+            st = build_stage(s.name, s.resolved())
+        except StageError:
+            failed.add(i)
+            continue
+        if isinstance(st, Stage):
+            try:
+                st.ensure_setup()
+                loaded += 1
+            except Exception as e:  # noqa: BLE001 - any failure to load is the finding
+                failed.add(i)
+                rep.problems.append(Problem("models", f"{cfg.source_file or 'config'}: stages[{i}].{s.name}: "
+                                            f"setup failed: {type(e).__name__}: {e}"))
+    rep.passed.append(f"models: {loaded} stage(s) set up (models and lists load)")
+
+
+def _check_inputs(cfg: PipelineConfig, inputs: Optional[Sequence[str]], rep: CheckReport, *, fast: bool) -> list[str]:
+    from .io import InputError, apply_storage_options, read_shard, resolve_inputs
+    specs = list(inputs or cfg.input.paths)
+    if not specs:
+        rep.problems.append(Problem("input", "no input: give --input (files, folders, globs, *.paths.gz, URLs) "
+                                    "or input.paths in the config"))
+        return []
+    apply_storage_options(cfg.input.storage_options)
+    files: list[str] = []
+    for spec in specs:
+        try:
+            files.extend(resolve_inputs([spec], base_url=cfg.input.base_url, format=cfg.input.format))
+        except (InputError, OSError, ValueError) as e:
+            rep.problems.append(Problem("input", str(e) if str(spec) in str(e) else f"{spec}: {e}"))
+    files = list(dict.fromkeys(files))
+    if not files:
+        return []
+    limit = FIRST_RECORD_FILES_FAST if fast else FIRST_RECORD_FILES
+    bad = 0
+    quiet = _Quiet("datapipe.io")  # the reader's own warning would say it again: the problem names it
+    for f in _spread(files, limit):
+        stats = StageStats(stage="read")
+        try:
+            gen = read_shard([f], input_cfg=cfg.input, batch_size=1, stats=stats)
+            try:
+                batch = next(gen, None)
+            finally:
+                gen.close()
+        except Exception as e:  # noqa: BLE001 - what the reader raises is the finding
+            rep.problems.append(Problem("input", f"{f}: cannot be read as {cfg.input.format}: {type(e).__name__}: {e}"))
+            bad += 1
+            continue
+        if batch is None or batch.num_rows == 0:
+            why = ", ".join(f"{k}: {v}" for k, v in {**stats.dropped, **stats.counters}.items()) or "the file is empty"
+            rep.problems.append(Problem("input", f"{f}: no record parses as input.format {cfg.input.format} ({why})"))
+            bad += 1
+    quiet.restore()
+    checked = min(limit, len(files))
+    rep.passed.append(f"inputs: {len(files)} file(s) resolved; first record of {checked - bad} of {checked} "
+                      f"checked file(s) parses")
+    return files
+
+
+class _Quiet:
+    def __init__(self, logger: str):
+        import logging
+        self.log = logging.getLogger(logger)
+        self.level = self.log.level
+        self.log.setLevel(logging.ERROR)
+
+    def restore(self) -> None:
+        self.log.setLevel(self.level)
+
+
+def _spread(items: list, n: int) -> list:
+    """At most ``n`` of ``items``, evenly spread, first and last included."""
+    if len(items) <= n:
+        return list(items)
+    step = (len(items) - 1) / (n - 1) if n > 1 else 0
+    return list(dict.fromkeys(items[round(i * step)] for i in range(n)))
+
+
+def input_bytes(files: list[str]) -> int:
+    """Total size of the input files (remote sizes looked up for a sample, the rest taken as their mean)."""
+    from .io._common import split_range_spec
+    local, remote = [], []
+    for f in files:
+        real, start, end = split_range_spec(f)
+        if start is not None and end is not None:
+            local.append(end - start)
+        elif "://" in real and not real.startswith("file://"):
+            remote.append(real)
+        else:
+            try:
+                local.append(os.path.getsize(real.removeprefix("file://")))
+            except OSError:
+                pass
+    total = sum(local)
+    if remote:
+        import fsspec
+        sizes = []
+        for r in _spread(remote, _REMOTE_SIZE_LOOKUPS):
+            try:
+                fs, p = fsspec.core.url_to_fs(r)
+                sizes.append(int(fs.size(p)))
+            except Exception:  # noqa: BLE001 - a size we cannot see is left out of the mean
+                pass
+        if sizes:
+            total += int(sum(sizes) / len(sizes) * len(remote))
+    return total
+
+
+def _check_run_dir(cfg: PipelineConfig, root: Path, files: list[str], rep: CheckReport) -> None:
+    from .runner import MIN_FREE_BYTES, plan_steps
+    from .io import detect_format
+    probe = root
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        rep.problems.append(Problem("run_dir", f"{root}: {probe} is not a folder", kind="storage"))
+        return
+    try:
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".datapipe-check-"):
+            pass
+    except OSError as e:
+        rep.problems.append(Problem("run_dir", f"{root}: not writable ({probe}: {e.strerror or e})", kind="storage"))
+        return
+    free = shutil.disk_usage(probe).free
+    try:
+        n_steps = len(plan_steps(cfg)) if rep.config is not None else 1
+    except Exception:  # noqa: BLE001 - an unplannable config is reported by the config check
+        n_steps = 1
+    in_bytes = input_bytes(files) if files else 0
+    if rep.estimate is not None and rep.estimate.sample_docs:
+        need = rep.estimate.output_bytes * n_steps
+        how = "measured by --estimate"
+    else:
+        fmt = detect_format(files[0], cfg.input.format) if files else cfg.input.format
+        need = in_bytes * _ROUGH_OUTPUT_RATIO.get(fmt, 1.0) * n_steps
+        how = f"rough: {_ROUGH_OUTPUT_RATIO.get(fmt, 1.0):.0%} of the input per step; --estimate measures it"
+    need = max(need, MIN_FREE_BYTES)
+    line = (f"run dir {root}: writable, {_mib(free)} free; the run writes ~{_mib(need)} "
+            f"({n_steps} step(s) over {_mib(in_bytes)} of input, {how})")
+    if free < need:
+        rep.problems.append(Problem("run_dir", f"{root}: only {_mib(free)} free on its disk; the run writes ~{_mib(need)} "
+                                    f"({how})", kind="storage"))
+    else:
+        rep.passed.append(line)
+
+
+def _check_ray_address(rep: CheckReport) -> None:
+    from .ray_backend import EngineError, _check_reachable
+    addr = os.environ.get("RAY_ADDRESS")
+    if not addr:
+        return
+    try:
+        _check_reachable(addr)
+        rep.passed.append(f"ray: RAY_ADDRESS={addr} answers")
+    except EngineError as e:
+        rep.problems.append(Problem("ray", str(e), kind="engine"))
+
+
+def _check_ray(cfg: PipelineConfig, root: Path, rep: CheckReport) -> None:
+    """Start (or join) Ray as the run would; every stage's resources fit; every node sees the run dir."""
+    from .ray_backend import Engine, EngineError
+    e = cfg.engine
+    try:
+        engine = Engine(object_store_memory=e.object_store_memory, read_ahead_mb=e.read_ahead_mb,
+                        num_workers=e.num_workers, quiet=True)
+    except EngineError as err:
+        rep.problems.append(Problem("ray", str(err), kind="engine"))
+        return
+    created = not root.exists()
+    try:
+        fits = 0
+        for i, s in enumerate(cfg.stages):
+            try:
+                st = build_stage(s.name, s.resolved())
+            except StageError:
+                continue
+            try:
+                engine.fit(st.resources, label=f"stages[{i}].{s.name}")
+                fits += 1
+            except EngineError as err:
+                rep.problems.append(Problem("ray", str(err), kind="engine"))
+        nodes = engine.nodes()
+        rep.passed.append(f"ray: {'RAY_ADDRESS=' + engine.address if engine.address else 'local Ray'}, "
+                          f"{len(nodes)} node(s), {engine.num_cpus} CPU(s), {engine.num_gpus} GPU(s); "
+                          f"{fits} stage(s) fit")
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            token = uuid.uuid4().hex
+            probe = root / f".datapipe-probe-{token[:8]}"
+            probe.write_text(token)
+        except OSError as err:
+            rep.problems.append(Problem("run_dir", f"{root}: cannot write a probe file: {err}", kind="storage"))
+            return
+        try:
+            seen = engine.probe_nodes(str(probe.resolve()), token)
+        finally:
+            probe.unlink(missing_ok=True)
+        blind = {n: why for n, why in seen.items() if why}
+        for node, why in blind.items():
+            rep.problems.append(Problem("nodes", f"node {node} cannot read the run directory {root} ({why}): "
+                                        "use a folder every node mounts, or an object store URL", kind="storage"))
+        if not blind:
+            rep.passed.append(f"nodes: all {len(seen)} node(s) read a probe file written to {root}")
+    finally:
+        engine.shutdown()
+        if created:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------
+# estimate
+
+def sample_records(cfg: PipelineConfig, files: list[str], n: int, *, max_files: int = 8
+                   ) -> tuple[Optional[pa.Table], StageStats, int, int]:
+    """About ``n`` records read from up to ``max_files`` input files spread over the list:
+    (records, read stats, files read, input bytes those records took)."""
+    from .io import read_shard
+    from .io._common import split_range_spec
+    picked = _spread(files, max_files)
+    quiet = _Quiet("datapipe.io")  # damaged records are counted in the read row, not logged here
+    quota = max(1, math.ceil(n / len(picked)))
+    tables, total = [], StageStats(stage="read")
+    used = 0
+    for f in picked:
+        st = StageStats(stage="read")
+        got = 0
+        t0 = time.process_time()
+        gen = read_shard([f], input_cfg=cfg.input, batch_size=min(quota, cfg.engine.batch_size), stats=st)
+        exhausted = True
+        try:
+            for b in gen:
+                tables.append(b)
+                got += b.num_rows
+                if got >= quota:
+                    exhausted = False
+                    break
+        finally:
+            gen.close()
+        st.seconds = time.process_time() - t0
+        if exhausted:
+            real, start, end = split_range_spec(f)
+            size = (end - start) if start is not None and end is not None else input_bytes([real])
+            used += size or st.bytes_in
+        else:
+            used += st.bytes_in or st.bytes_out
+        total = total + st
+    quiet.restore()
+    if not tables:
+        return None, total, len(picked), used
+    from .schema import conform
+    try:
+        table = pa.concat_tables(tables, promote_options="permissive")
+    except Exception:  # noqa: BLE001 - readers agree on the schema; be lenient with extra columns
+        table = pa.concat_tables([conform(t) for t in tables], promote_options="permissive")
+    return table, total, len(picked), used
+
+
+def estimate_run(cfg: PipelineConfig, files: list[str], *, sample_docs: int = 200,
+                 skip: Optional[set[int]] = None) -> Estimate:
+    """Run the streaming stages on a sample (in this process) and project the whole run."""
+    import pyarrow.parquet as pq
+    sample, read_st, n_files, used = sample_records(cfg, files, sample_docs)
+    total_in = input_bytes(files)
+    notes: list[str] = []
+    scale = total_in / used if used else 0.0
+    comp = cfg.output.compression
+    if sample is None:
+        return Estimate(0, used, n_files, total_in, len(files), [], 0.0, comp, ["no record could be read"])
+    stages = [StageEstimate("read", read_st.rows_in, sample.num_rows, read_st.seconds,
+                            read_st.rows_in * scale, sample.num_rows * scale, read_st.seconds * scale / 3600)]
+    batch = sample
+    for i, s in enumerate(cfg.stages):
+        n_in = batch.num_rows
+        if skip and i in skip:
+            notes.append(f"stages[{i}].{s.name} could not be built: counted as keeping everything")
+            continue
+        if issubclass(get_stage_class(s.name), Workflow):
+            stages.append(StageEstimate(s.name, n_in, n_in, 0.0, n_in * scale, n_in * scale, 0.0, sampled=False))
+            continue
+        try:
+            st = build_stage(s.name, s.resolved()).ensure_setup()
+        except StageError as e:
+            notes.append(f"stages[{i}].{s.name} could not be built ({e}): counted as keeping everything")
+            continue
+        t0 = time.process_time()
+        kept = []
+        try:
+            for off in range(0, n_in, cfg.engine.batch_size):
+                kept.append(apply_stage(st, batch.slice(off, cfg.engine.batch_size)).kept)
+        except StageError as e:
+            # e.g. a column a global pass before it would have written
+            notes.append(f"stages[{i}].{s.name} not sampled ({e}); later stages count as keeping everything")
+            stages.append(StageEstimate(s.name, n_in, n_in, 0.0, n_in * scale, n_in * scale, 0.0, sampled=False))
+            break
+        dt = time.process_time() - t0
+        batch = pa.concat_tables(kept) if kept else batch.slice(0, 0)
+        stages.append(StageEstimate(s.name, n_in, batch.num_rows, dt, n_in * scale, batch.num_rows * scale,
+                                    dt * scale / 3600))
+        if not isinstance(st, Filter) and batch.num_rows == 0:
+            break
+    out_bytes = 0.0
+    if batch.num_rows:
+        buf = io.BytesIO()
+        pq.write_table(batch, buf, compression=None if comp == "none" else comp)
+        out_bytes = buf.tell() * scale
+    if sample.num_rows < 50:
+        notes.append(f"only {sample.num_rows} record(s) sampled: the figures are rough (--sample-docs raises it)")
+    notes.append("CPU-hours are this machine's single-core time; a cluster divides the wall time, not the CPU-hours")
+    return Estimate(sample.num_rows, used, n_files, total_in, len(files), stages, out_bytes, comp, notes)
