@@ -545,6 +545,13 @@ def _trim_local_ray(ray, *, keep_log_monitor: bool) -> None:
         log.debug("could not stop Ray's unused helper processes: %s", e)
 
 
+def read_parquet(paths: list[str]):
+    """Parquet files as a Ray Dataset (``datapipe.Result.to_ray``): joins the Ray already started,
+    or ``RAY_ADDRESS``, else starts a local one."""
+    import ray.data
+    return ray.data.read_parquet(paths)
+
+
 def _read_probe(path: str) -> str:
     try:
         with open(path) as fh:

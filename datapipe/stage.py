@@ -349,27 +349,43 @@ def _import_class(ref: str) -> type:
     mod_name, _, qual = ref.partition(":")
     if not mod_name or not qual:
         raise KeyError(ref)
+    hint = " (is its folder the current folder or on PYTHONPATH?)"
     try:
         mod = importlib.import_module(mod_name)
     except ModuleNotFoundError as e:
         cwd = os.getcwd()
         if e.name != mod_name.split(".")[0] or cwd in sys.path:
-            raise StageError(f"cannot import {mod_name!r} for stage {ref!r}: {e}") from None
+            raise StageError(f"cannot import module {mod_name!r}: {e}{hint}") from None
         add_plugin_paths([cwd])
         try:
             mod = importlib.import_module(mod_name)
         except ModuleNotFoundError as e2:
-            raise StageError(f"cannot import {mod_name!r} for stage {ref!r}: {e2} (is its folder on "
-                             "PYTHONPATH?)") from None
+            raise StageError(f"cannot import module {mod_name!r}: {e2}{hint}") from None
     except Exception as e:  # noqa: BLE001 - the user's module failed while importing: say so
-        raise StageError(f"importing {mod_name!r} for stage {ref!r} failed: {type(e).__name__}: {e}") from None
+        raise StageError(f"importing module {mod_name!r} failed: {type(e).__name__}: {e}") from None
+    _note_module_root(mod)
     obj: Any = mod
     for part in qual.split("."):
         if not hasattr(obj, part):
-            raise StageError(f"module {mod_name!r} has no {qual!r} (stage {ref!r})")
+            raise StageError(f"module {mod_name!r} has no {qual!r}")
         obj = getattr(obj, part)
     _check_stage_class(obj, ref)
     return obj
+
+
+def _note_module_root(mod: Any) -> None:
+    """Remember the ``sys.path`` folder ``mod`` was imported from, for the engine's workers (whose
+    ``sys.path`` is not the driver's when the user added to it in code)."""
+    import os
+    f = getattr(mod, "__file__", None)
+    if not f:
+        return
+    up = mod.__name__.count(".") + (1 if os.path.basename(f).startswith("__init__.") else 0)
+    root = os.path.dirname(os.path.abspath(f))
+    for _ in range(up):
+        root = os.path.dirname(root)
+    if root not in _PLUGIN_PATHS:
+        _PLUGIN_PATHS.append(root)
 
 
 def get_stage_class(name: str) -> type:
@@ -399,6 +415,8 @@ def spec_name(stage: Any) -> str:
         raise StageError(f"{cls.__qualname__} is defined in {'a function' if '<locals>' in cls.__qualname__ else '__main__'}: "
                          "the engine's workers import stages by name; define it in a module (a .py file "
                          "on PYTHONPATH) and import it from there")
+    import sys
+    _note_module_root(sys.modules.get(cls.__module__))
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
