@@ -442,7 +442,7 @@ def sample_records(cfg: PipelineConfig, files: list[str], n: int, *, max_files: 
                 tables.append(b)
                 got += b.num_rows
                 if got >= quota:
-                    exhausted = False
+                    exhausted = next(gen, None) is None  # read to its end: its size is what it took
                     break
         finally:
             gen.close()
