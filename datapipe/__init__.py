@@ -16,17 +16,11 @@ imported on first use, so ``import datapipe`` stays cheap (Ray workers import it
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 __version__ = "0.1.0"
 
-if TYPE_CHECKING:
-    from .api import Pipeline, PreflightError, Result, open_run, spec
-    from .config import ConfigError, PipelineConfig, load_config
-    from .preflight import CheckReport, Estimate, preflight
-    from .stage import Filter, Resources, Stage, StageError, Workflow, WorkflowContext, register
-    from .stats import StageStats
-
+# the names' types: datapipe/__init__.pyi (importing them here would tie every module to the API)
 _EXPORTS = {
     "Pipeline": "api", "PreflightError": "api", "Result": "api", "open_run": "api", "spec": "api",
     "ConfigError": "config", "PipelineConfig": "config", "load_config": "config",

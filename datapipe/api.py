@@ -37,7 +37,6 @@ from .stats import StageStats, format_table
 if TYPE_CHECKING:  # heavy imports, only where they are used
     import datasets
     import pyarrow.dataset
-    import ray.data
 
     from .preflight import CheckReport
 
@@ -190,8 +189,8 @@ class Result:
             return datasets.Dataset(self.to_arrow().to_table())
         return datasets.Dataset.from_parquet([str(p) for p in self.output_files], **from_parquet)
 
-    def to_ray(self) -> "ray.data.Dataset":
-        """The output as a Ray Dataset (joins ``RAY_ADDRESS``, or the Ray already started, or a local one)."""
+    def to_ray(self) -> Any:
+        """The output as a ``ray.data.Dataset`` (joins ``RAY_ADDRESS``, or the Ray already started, or a local one)."""
         from .ray_backend import read_parquet
         return read_parquet([str(p) for p in self.output_files])
 

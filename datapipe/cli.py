@@ -20,7 +20,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from .commands import EXIT_ENGINE, EXIT_STORAGE, EXIT_USAGE, error as _err
+from .commands import EXIT_ENGINE, EXIT_STORAGE, EXIT_USAGE, error as _err, problems_exit_code
 
 DEFAULT_SAMPLE_DIR = Path("runs") / "_sample_crawl"
 
@@ -37,7 +37,6 @@ def default_sample_crawl(out_dir: Path = DEFAULT_SAMPLE_DIR) -> list[str]:
 
 
 def cmd_run(args) -> int:
-    from .commands.check import fail_fast
     from .config import ConfigError, load_config
     from .io import InputError
     from .ray_backend import EngineError
@@ -50,9 +49,12 @@ def cmd_run(args) -> int:
     if not inputs and cfg is not None:
         inputs = default_sample_crawl()
     # the fast pre-flight check (datapipe/preflight.py): every config, input and run-dir problem at once
-    cfg, code = fail_fast(cfg or args.config, inputs, args.run_dir)
-    if code is not None:
-        return code
+    from .preflight import preflight
+    rep = preflight(cfg or args.config, inputs=inputs, run_dir=args.run_dir, fast=True)
+    for p in rep.problems:
+        _err(p.message)
+    if rep.problems:
+        return problems_exit_code(rep.problems)
     try:
         res = run_pipeline(cfg, inputs=inputs, run_dir=args.run_dir, quiet=args.quiet, fresh=args.fresh)
     except StorageError as e:

@@ -297,7 +297,8 @@ class Engine:
                 kwargs["address"] = self.address
                 # ship our code to workers that may not have it installed
                 import datapipe, stages, classifiers  # noqa: E401
-                kwargs["runtime_env"] = {"py_modules": [datapipe, stages, classifiers],
+                from .stage import plugin_packages  # and the user's own stage packages (module:Class)
+                kwargs["runtime_env"] = {"py_modules": [datapipe, stages, classifiers, *plugin_packages()],
                                          "env_vars": {"RAY_USAGE_STATS_ENABLED": "0"}}
             else:
                 # "local": always a new embedded Ray, never a cluster someone left running here;

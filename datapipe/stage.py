@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import pkgutil
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -269,6 +270,7 @@ ENTRY_POINT_GROUP = "datapipe.stages"
 #: folders added to ``sys.path`` to import plugin stages (``module:Class``); the engine passes them
 #: to its workers (:func:`plugin_paths`, :func:`add_plugin_paths`)
 _PLUGIN_PATHS: list[str] = []
+_PLUGIN_MODULES: set[str] = set()
 
 
 def register(cls: type) -> type:
@@ -331,6 +333,21 @@ def plugin_paths() -> list[str]:
     return list(_PLUGIN_PATHS)
 
 
+def plugin_packages() -> list[Any]:
+    """The top-level packages of the ``module:Class`` stages this process imported from outside
+    its installed packages: a cluster's workers get them shipped (Ray's ``py_modules``)."""
+    import sys
+    import sysconfig
+    installed = {os.path.realpath(sysconfig.get_paths()[k]) for k in ("purelib", "platlib")}
+    out = []
+    for name in dict.fromkeys(n.split(".")[0] for n in _PLUGIN_MODULES):
+        mod = sys.modules.get(name)
+        path = getattr(mod, "__path__", None)  # a package; a single-file module cannot be shipped so
+        if path and os.path.realpath(os.path.dirname(list(path)[0])) not in installed:
+            out.append(mod)
+    return out
+
+
 def add_plugin_paths(paths: list[str]) -> None:
     """Put ``paths`` on ``sys.path`` (a worker does this before it builds plugin stages)."""
     import sys
@@ -344,7 +361,6 @@ def add_plugin_paths(paths: list[str]) -> None:
 def _import_class(ref: str) -> type:
     """``"package.module:Class"`` -> the class, imported as ``python`` would from the current
     folder (or ``PYTHONPATH``); a user's stage runs without being registered in this repository."""
-    import os
     import sys
     mod_name, _, qual = ref.partition(":")
     if not mod_name or not qual:
@@ -376,10 +392,10 @@ def _import_class(ref: str) -> type:
 def _note_module_root(mod: Any) -> None:
     """Remember the ``sys.path`` folder ``mod`` was imported from, for the engine's workers (whose
     ``sys.path`` is not the driver's when the user added to it in code)."""
-    import os
     f = getattr(mod, "__file__", None)
     if not f:
         return
+    _PLUGIN_MODULES.add(mod.__name__)
     up = mod.__name__.count(".") + (1 if os.path.basename(f).startswith("__init__.") else 0)
     root = os.path.dirname(os.path.abspath(f))
     for _ in range(up):

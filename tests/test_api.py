@@ -71,6 +71,9 @@ def test_user_filter_runs_from_python_through_the_engine(tmp_path, plugin_pkg, r
     assert pipe.config.stages[0].name == "dp_userplug.filters:MinWords"
     assert pipe.config.stages[0].options == {"min_words": 5}
     assert "dp_userplug.filters:MinWords" in pipe.to_yaml()
+    # workers find the package: its folder (local Ray) or the package itself (a cluster's py_modules)
+    from datapipe.stage import plugin_packages, plugin_paths
+    assert str(plugin_pkg) in plugin_paths() and "dp_userplug" in [m.__name__ for m in plugin_packages()]
     res = pipe.run()
     f = res["dp_userplug.filters:MinWords"]
     assert (f.rows_in, f.rows_out, f.dropped) == (12, 8, {"min_words:too_few": 4})
@@ -146,6 +149,8 @@ def test_stage_defined_in_main_is_refused_with_a_reason():
 
 def test_package_is_typed_and_exports_the_api():
     assert (REPO / "datapipe" / "py.typed").is_file()
-    assert '"datapipe" = ["py.typed"]' in (REPO / "pyproject.toml").read_text()
+    assert '"datapipe" = ["py.typed", "*.pyi"]' in (REPO / "pyproject.toml").read_text()
+    stub = (REPO / "datapipe" / "__init__.pyi").read_text()
+    assert all(f"{n} as {n}" in stub for n in datapipe.__all__)
     for name in ("Pipeline", "Result", "spec", "open_run", "Stage", "Filter", "Workflow", "preflight"):
         assert name in datapipe.__all__ and getattr(datapipe, name) is not None

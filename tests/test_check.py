@@ -1,12 +1,10 @@
 """``datapipe check`` (datapipe/preflight.py): every problem of a run in one list, before any
 work, with ``run``'s exit codes; ``datapipe run`` does the fast part first; ``--estimate``."""
 import json
-import shutil
 import textwrap
 from collections import namedtuple
 from pathlib import Path
 
-import pytest
 
 from datapipe.cli import main
 from datapipe.config import check_config

@@ -4,15 +4,13 @@ of a run found before any work, in one list (see ``datapipe/preflight.py`` for w
 Exit codes are ``run``'s: 2 for a config, input or run-directory problem, 4 when the run
 directory's disk is not writable or too small, 3 when the Ray cluster cannot be reached or
 lacks what a stage needs; with problems of several kinds, 2 wins (fix the config first).
-``datapipe run`` runs the fast part (:func:`fail_fast`) before it starts.
+``datapipe run`` runs the fast part (``fast=True``) before it starts.
 """
 from __future__ import annotations
 
 import sys
 
-from . import EXIT_ENGINE, EXIT_STORAGE, EXIT_USAGE, error as _err
-
-_EXIT = {"usage": EXIT_USAGE, "storage": EXIT_STORAGE, "engine": EXIT_ENGINE}
+from . import problems_exit_code
 
 
 def register(subparsers) -> None:
@@ -26,27 +24,6 @@ def register(subparsers) -> None:
     p.add_argument("--sample-docs", type=int, default=200, help="records sampled by --estimate (default 200)")
     p.add_argument("--fast", action="store_true", help="only what `datapipe run` checks first (no models, no Ray)")
     p.set_defaults(fn=cmd_check)
-
-
-def exit_code(report) -> int:
-    """``run``'s exit code for the problems of ``report`` (0 when there are none)."""
-    codes = [_EXIT.get(p.kind, EXIT_USAGE) for p in report.problems]
-    if not codes:
-        return 0
-    return EXIT_USAGE if EXIT_USAGE in codes else min(codes)
-
-
-def fail_fast(config, inputs, run_dir):
-    """What ``datapipe run`` does first: the fast check of ``config`` (a file, or the config
-    already loaded). Returns (config, None) when the run may start, else (None, exit code) after
-    printing every problem, one line each."""
-    from datapipe.preflight import preflight
-    rep = preflight(config, inputs=inputs, run_dir=run_dir, fast=True)
-    if rep.problems:
-        for p in rep.problems:
-            _err(p.message, _EXIT.get(p.kind, EXIT_USAGE))
-        return None, exit_code(rep)
-    return rep.config, None
 
 
 def cmd_check(args) -> int:
@@ -66,7 +43,7 @@ def cmd_check(args) -> int:
     if rep.estimate is not None:
         print()
         print(rep.estimate.table())
-    code = exit_code(rep)
+    code = problems_exit_code(rep.problems)
     if code:
         print(f"datapipe check: {len(rep.problems)} problem(s) in {rep.seconds:.1f}s; the run would not start "
               f"(exit {code})", file=sys.stderr)
