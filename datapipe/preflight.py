@@ -107,7 +107,7 @@ def preflight(config: "str | Path | PipelineConfig | dict", *, inputs: Optional[
     if estimate and files and rep.config is not None:
         try:
             rep.estimate = estimate_run(cfg, files, sample_docs=sample_docs, skip=construct_failed)
-            rep.passed.append(f"estimate: {rep.estimate.sample_docs} record(s) sampled")
+            rep.passed.append(f"estimate: {rep.estimate.sample_docs} document(s) sampled")
         except Exception as e:  # noqa: BLE001 - the estimate is advice; its failure is a finding
             rep.problems.append(Problem("estimate", f"sampling the stages failed: {type(e).__name__}: {e}"))
     root = Path(run_dir) if run_dir else Path("runs") / cfg.name

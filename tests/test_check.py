@@ -141,4 +141,4 @@ def test_estimate_projects_survivors_and_output(tmp_path, capsys):
     assert main(["check", str(cfg), "--fast", "--estimate", "--input", *map(str, files),
                  "--run-dir", str(tmp_path / "run")]) == 0
     out = capsys.readouterr().out
-    assert "CPU-hours" in out and "(global pass: not sampled)" in out and "whole input ~40 records" in out
+    assert "CPU-hours" in out and "(global pass: not sampled)" in out and "whole input ~40 documents" in out
