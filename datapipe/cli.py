@@ -50,7 +50,9 @@ def cmd_run(args) -> int:
         inputs = default_sample_crawl()
     # the fast pre-flight check (datapipe/preflight.py): every config, input and run-dir problem at once
     from .preflight import preflight
-    rep = preflight(cfg or args.config, inputs=inputs, run_dir=args.run_dir, fast=True)
+    rep = preflight(cfg or args.config, inputs=inputs, run_dir=args.run_dir, fast=True, no_input_ok=True)
+    for w in rep.warnings:
+        print(f"datapipe: warning: {w}", file=sys.stderr)
     for p in rep.problems:
         _err(p.message)
     if rep.problems:

@@ -9,9 +9,12 @@ finds a problem. What is checked, in order:
 - **models** (not fast): every stage's ``setup()`` runs here once (the model files load);
 - **inputs**: each ``--input`` resolves, and the first record of each file (of a spread sample
   of at most :data:`FIRST_RECORD_FILES` files) parses with the configured ``input.format``;
-  a file that yields no record (a junk ``.warc.gz``: one ``corrupt`` record) is a problem;
+  a file that yields no record (a junk ``.warc.gz``: one ``corrupt`` record) is a problem (in
+  ``run``'s fast part, only when no file read parses: a bad file among good ones is a warning,
+  and the run counts it as unreadable, as it always has);
 - **run directory**: writable, and its disk's free space against an estimate of what the run
-  writes (outputs and intermediates; measured with ``estimate=True``, else a rough ratio);
+  writes (outputs and intermediates; measured with ``estimate=True``, else a rough ratio; in
+  the fast part only the runner's own floor, ``DATAPIPE_MIN_FREE_MB``, stops the run);
 - **Ray** (not fast; fast only checks that ``RAY_ADDRESS`` answers): the cluster is reachable
   and holds what each stage declares (``Stage.resources``), and every node reads a probe file
   that the driver wrote into the run directory (workers that cannot see it would fail hours in).
@@ -65,6 +68,8 @@ class CheckReport:
     inputs: list[str]
     run_dir: Optional[Path]
     problems: list[Problem] = field(default_factory=list)
+    #: findings that do not stop a run (``fast``: a bad input file among good ones, a tight disk)
+    warnings: list[str] = field(default_factory=list)
     #: one line per check that passed (what was looked at, with its figures)
     passed: list[str] = field(default_factory=list)
     estimate: Optional[Estimate] = None
@@ -78,7 +83,7 @@ class CheckReport:
         return {p.kind for p in self.problems}
 
     def text(self) -> str:
-        out = [f"ok    {x}" for x in self.passed]
+        out = [f"ok    {x}" for x in self.passed] + [f"warn  {x}" for x in self.warnings]
         out += [f"FAIL  [{p.check}] {p.message}" for p in self.problems]
         return "\n".join(out)
 
@@ -87,12 +92,13 @@ class CheckReport:
 
 def preflight(config: "str | Path | PipelineConfig | dict", *, inputs: Optional[Sequence[str]] = None,
               run_dir: "str | Path | None" = None, fast: bool = False, estimate: bool = False,
-              sample_docs: int = 200) -> CheckReport:
+              sample_docs: int = 200, no_input_ok: bool = False) -> CheckReport:
     """Check a run before it starts; returns every problem found (see the module docstring).
 
     ``config``: a config file, its data, or a validated :class:`PipelineConfig`. ``inputs``:
     as ``--input`` (default ``input.paths``). ``fast``: what ``datapipe run`` checks first
-    (no model loading, no Ray, fewer first records). ``estimate``: sample and project the run."""
+    (no model loading, no Ray, fewer first records). ``estimate``: sample and project the run.
+    ``no_input_ok``: no input anywhere is not a problem (the caller has a default: ``run``'s sample crawl)."""
     t0 = time.time()
     rep = CheckReport(config=None, inputs=[], run_dir=None)
     cfg, construct_failed = _check_config(config, rep)
@@ -102,7 +108,7 @@ def preflight(config: "str | Path | PipelineConfig | dict", *, inputs: Optional[
         rep.config = cfg
     if not fast and rep.config is not None:
         _check_models(cfg, construct_failed, rep)
-    files = _check_inputs(cfg, inputs, rep, fast=fast)
+    files = _check_inputs(cfg, inputs, rep, fast=fast, no_input_ok=no_input_ok)
     rep.inputs = files
     if estimate and files and rep.config is not None:
         try:
@@ -112,7 +118,7 @@ def preflight(config: "str | Path | PipelineConfig | dict", *, inputs: Optional[
             rep.problems.append(Problem("estimate", f"sampling the stages failed: {type(e).__name__}: {e}"))
     root = Path(run_dir) if run_dir else Path("runs") / cfg.name
     rep.run_dir = root
-    _check_run_dir(cfg, root, files, rep)
+    _check_run_dir(cfg, root, files, rep, fast=fast)
     if fast:
         _check_ray_address(rep)
     elif rep.config is not None:
@@ -164,9 +170,12 @@ def _check_models(cfg: PipelineConfig, failed: set[int], rep: CheckReport) -> No
     rep.passed.append(f"models: {loaded} stage(s) set up (models and lists load)")
 
 
-def _check_inputs(cfg: PipelineConfig, inputs: Optional[Sequence[str]], rep: CheckReport, *, fast: bool) -> list[str]:
-    from .io import InputError, apply_storage_options, read_shard, resolve_inputs
+def _check_inputs(cfg: PipelineConfig, inputs: Optional[Sequence[str]], rep: CheckReport, *, fast: bool,
+                  no_input_ok: bool = False) -> list[str]:
+    from .io import InputError, apply_storage_options, resolve_inputs
     specs = list(inputs or cfg.input.paths)
+    if not specs and no_input_ok:
+        return []
     if not specs:
         rep.problems.append(Problem("input", "no input: give --input (files, folders, globs, *.paths.gz, URLs) "
                                     "or input.paths in the config"))
@@ -181,33 +190,51 @@ def _check_inputs(cfg: PipelineConfig, inputs: Optional[Sequence[str]], rep: Che
     files = list(dict.fromkeys(files))
     if not files:
         return []
-    limit = FIRST_RECORD_FILES_FAST if fast else FIRST_RECORD_FILES
-    bad = 0
+    # `check` reports every file whose first record does not parse. `run` (fast) reads a few and
+    # refuses only when none of the files it read parses (a run over nothing); a bad file among
+    # good ones is a warning, and the run counts it (an unreadable file is a counted, logged skip)
+    order = spread(files, FIRST_RECORD_FILES_FAST if fast else FIRST_RECORD_FILES)
+    if fast:
+        order += [f for f in spread(files, FIRST_RECORD_FILES) if f not in order]
+    bad: list[str] = []
+    checked = 0
     quiet = QuietLogger("datapipe.io")  # the reader's own warning would say it again: the problem names it
-    for f in spread(files, limit):
-        stats = StageStats(stage="read")
-        try:
-            gen = read_shard([f], input_cfg=cfg.input, batch_size=1, stats=stats)
-            try:
-                batch = next(gen, None)
-            finally:
-                gen.close()
-        except Exception as e:  # noqa: BLE001 - what the reader raises is the finding
-            rep.problems.append(Problem("input", f"{f}: cannot be read as {cfg.input.format}: {type(e).__name__}: {e}"))
-            bad += 1
-            continue
-        if batch is None or batch.num_rows == 0:
-            why = ", ".join(f"{k}: {v}" for k, v in {**stats.dropped, **stats.counters}.items()) or "the file is empty"
-            rep.problems.append(Problem("input", f"{f}: no record parses as input.format {cfg.input.format} ({why})"))
-            bad += 1
+    for f in order:
+        if fast and checked >= FIRST_RECORD_FILES_FAST and len(bad) < checked:
+            break  # one parses: enough for the fast part
+        checked += 1
+        why = _first_record_problem(cfg, f)
+        if why:
+            bad.append(why)
     quiet.restore()
-    checked = min(limit, len(files))
-    rep.passed.append(f"inputs: {len(files)} file(s) resolved; first record of {checked - bad} of {checked} "
+    if fast and len(bad) < checked:
+        rep.warnings.extend(bad)
+    else:
+        rep.problems.extend(Problem("input", m) for m in bad)
+    rep.passed.append(f"inputs: {len(files)} file(s) resolved; first record of {checked - len(bad)} of {checked} "
                       f"checked file(s) parses")
     return files
 
 
-def _check_run_dir(cfg: PipelineConfig, root: Path, files: list[str], rep: CheckReport) -> None:
+def _first_record_problem(cfg: PipelineConfig, f: str) -> Optional[str]:
+    """Why the first record of input ``f`` does not parse with ``input.format`` (None: it does)."""
+    from .io import read_shard
+    stats = StageStats(stage="read")
+    try:
+        gen = read_shard([f], input_cfg=cfg.input, batch_size=1, stats=stats)
+        try:
+            batch = next(gen, None)
+        finally:
+            gen.close()
+    except Exception as e:  # noqa: BLE001 - what the reader raises is the finding
+        return f"{f}: cannot be read as {cfg.input.format}: {type(e).__name__}: {e}"
+    if batch is None or batch.num_rows == 0:
+        why = ", ".join(f"{k}: {v}" for k, v in {**stats.dropped, **stats.counters}.items()) or "the file is empty"
+        return f"{f}: no record parses as input.format {cfg.input.format} ({why})"
+    return None
+
+
+def _check_run_dir(cfg: PipelineConfig, root: Path, files: list[str], rep: CheckReport, *, fast: bool) -> None:
     from .runner import MIN_FREE_BYTES, plan_steps
     from .io import detect_format
     probe = root
@@ -238,9 +265,11 @@ def _check_run_dir(cfg: PipelineConfig, root: Path, files: list[str], rep: Check
     need = max(need, MIN_FREE_BYTES)
     line = (f"run dir {root}: writable, {fmt_bytes(free)} free; the run writes ~{fmt_bytes(need)} "
             f"({n_steps} step(s) over {fmt_bytes(in_bytes)} of input, {how})")
-    if free < need:
-        rep.problems.append(Problem("run_dir", f"{root}: only {fmt_bytes(free)} free on its disk; the run writes ~{fmt_bytes(need)} "
-                                    f"({how})", kind="storage"))
+    short = f"{root}: only {fmt_bytes(free)} free on its disk; the run writes ~{fmt_bytes(need)} ({how})"
+    if free < MIN_FREE_BYTES or (free < need and not fast):
+        rep.problems.append(Problem("run_dir", short, kind="storage"))
+    elif free < need:  # `run`: the estimate is rough; the run stops cleanly (exit 4, resumable) if the disk fills
+        rep.warnings.append(short)
     else:
         rep.passed.append(line)
 

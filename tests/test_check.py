@@ -88,6 +88,19 @@ def test_run_does_the_fast_check_first_and_lists_every_problem(tmp_path, capsys)
     assert not run_dir.exists() and "run directory" not in out
 
 
+def test_run_warns_about_a_bad_file_among_good_ones_and_starts(tmp_path):
+    """A junk file among readable ones is counted by the run (as before); `check` names it."""
+    good, junk = _docs(tmp_path / "d.jsonl"), tmp_path / "junk.jsonl"
+    junk.write_text("not json\n{also not\n")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("name: c\ninput: {format: jsonl}\nstages:\n  - length: {min_chars: 10}\n")
+    rep = preflight(cfg, inputs=[str(good), str(junk)], run_dir=tmp_path / "run", fast=True)
+    assert rep.problems == [] and len(rep.warnings) == 1
+    assert "junk.jsonl: no record parses as input.format jsonl (bad_json: 2)" in rep.warnings[0]
+    only_junk = preflight(cfg, inputs=[str(junk)], run_dir=tmp_path / "run", fast=True)
+    assert [p.check for p in only_junk.problems] == ["input"] and not only_junk.warnings
+
+
 def test_config_problems_are_all_collected_with_did_you_mean():
     cfg, problems = check_config({
         "nmae": "x",
