@@ -139,7 +139,9 @@ class Pipeline:
 
     def run(self, *, fresh: bool = False, quiet: bool = True, check: bool = True) -> "Result":
         """Run (or resume) the pipeline on Ray; returns the whole run's stats. ``check``: the fast
-        pre-flight check first (:class:`PreflightError` with every problem; nothing started)."""
+        pre-flight check first (:class:`PreflightError` with every problem; nothing started).
+        The curation run only: the CLI's after-run steps are ``datapipe.report.build_report(run_dir)``
+        and ``datapipe.mix.run_mix(run_dir, spec)``."""
         from .runner import run_pipeline
         if check:
             rep = self.check(fast=True)
