@@ -104,7 +104,7 @@ def spread(items: list, n: int) -> list:
     return list(dict.fromkeys(items[round(i * step)] for i in range(n)))
 
 
-def input_bytes(files: list[str]) -> int:
+def input_bytes(files: list[str], *, remote_lookups: int = _REMOTE_SIZE_LOOKUPS) -> int:
     """Total size of the input files (remote sizes looked up for a sample, the rest taken as their mean)."""
     from .io._common import split_range_spec
     local, remote = [], []
@@ -123,7 +123,7 @@ def input_bytes(files: list[str]) -> int:
     if remote:
         import fsspec
         sizes = []
-        for r in spread(remote, _REMOTE_SIZE_LOOKUPS):
+        for r in spread(remote, remote_lookups):
             try:
                 fs, p = fsspec.core.url_to_fs(r)
                 sizes.append(int(fs.size(p)))

@@ -254,7 +254,7 @@ def _check_run_dir(cfg: PipelineConfig, root: Path, files: list[str], rep: Check
         n_steps = len(plan_steps(cfg)) if rep.config is not None else 1
     except Exception:  # noqa: BLE001 - an unplannable config is reported by the config check
         n_steps = 1
-    in_bytes = input_bytes(files) if files else 0
+    in_bytes = input_bytes(files, remote_lookups=8 if fast else 200) if files else 0  # `run` waits on few
     if rep.estimate is not None and rep.estimate.sample_docs:
         need = rep.estimate.output_bytes * n_steps
         how = "measured by --estimate"
