@@ -155,3 +155,29 @@ def test_estimate_projects_survivors_and_output(tmp_path, capsys):
                  "--run-dir", str(tmp_path / "run")]) == 0
     out = capsys.readouterr().out
     assert "CPU-hours" in out and "(global pass: not sampled)" in out and "whole input ~40 documents" in out
+
+
+def test_every_node_of_a_cluster_reads_the_probe(tmp_path):
+    """Two Ray nodes on this machine: `check` joins with RAY_ADDRESS and pins a probe task to each."""
+    import os
+    import subprocess
+    import sys
+    from ray.cluster_utils import Cluster
+    from tests.conftest import REPO
+    docs = _docs(tmp_path / "d.jsonl")
+    cfg = tmp_path / "ok.yaml"
+    cfg.write_text("name: ok\ninput: {format: jsonl}\nstages:\n  - length: {min_chars: 10}\n")
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        address = cluster.address
+        r = subprocess.run([sys.executable, "-m", "datapipe.cli", "check", str(cfg), "--input", str(docs),
+                            "--run-dir", str(tmp_path / "run")], cwd=REPO, capture_output=True, text=True,
+                           timeout=600, env=dict(os.environ, RAY_ADDRESS=address))
+    finally:
+        cluster.shutdown()
+    assert r.returncode == 0, r.stdout + r.stderr[-3000:]
+    assert f"ok    ray: RAY_ADDRESS={address}, 2 node(s), 2 CPU(s)" in r.stdout, r.stdout
+    assert "ok    nodes: all 2 node(s) read a probe file" in r.stdout, r.stdout
+    assert not (tmp_path / "run").exists()
