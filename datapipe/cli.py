@@ -1,13 +1,16 @@
 """``datapipe`` command line.
 
     datapipe run CONFIG [--input PATH ...] [--run-dir DIR] [--fresh]
+    datapipe check CONFIG [--input PATH ...] [--run-dir DIR] [--estimate]
     datapipe stats RUN_DIR
     datapipe inspect RUN_DIR --stage S [--reason R] [--n N]
     datapipe sample-crawl OUT_DIR
 
-Config and input problems print one line naming the file and key and exit 2;
-Ray connection problems exit 3; a stage that raises on some input stops the run with exit 1,
-naming the stage, shard and input file with the exception's last frames. No tracebacks for user errors.
+Config and input problems print one line each naming the file and key (every problem the
+fast pre-flight check finds, ``datapipe/preflight.py``) and exit 2; Ray connection problems
+exit 3; a stage that raises on some input, or a shard whose worker died or hung more often
+than ``engine.shard_retries``, stops the run with exit 1, naming the stage, shard and input
+file (with the exception's last frames). No tracebacks for user errors.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from .commands import EXIT_ENGINE, EXIT_FAILED, EXIT_STORAGE, EXIT_USAGE, error as _err
+from .commands import EXIT_ENGINE, EXIT_FAILED, EXIT_STORAGE, EXIT_USAGE, error as _err, problems_exit_code
 
 DEFAULT_SAMPLE_DIR = Path("runs") / "_sample_crawl"
 
@@ -42,11 +45,20 @@ def cmd_run(args) -> int:
     from .runner import RunError, StorageError, run_pipeline
     try:
         cfg = load_config(args.config)
-    except ConfigError as e:
-        return _err(str(e), EXIT_USAGE)
-    inputs = args.input or cfg.input.paths
-    if not inputs:
+    except ConfigError:
+        cfg = None  # the check below lists every problem, not only this one
+    inputs = args.input or (cfg.input.paths if cfg else None)
+    if not inputs and cfg is not None:
         inputs = default_sample_crawl()
+    # the fast pre-flight check (datapipe/preflight.py): every config, input and run-dir problem at once
+    from .preflight import preflight
+    rep = preflight(cfg or args.config, inputs=inputs, run_dir=args.run_dir, fast=True, no_input_ok=True)
+    for w in rep.warnings:
+        print(f"datapipe: warning: {w}", file=sys.stderr)
+    for p in rep.problems:
+        _err(p.message)
+    if rep.problems:
+        return problems_exit_code(rep.problems)
     try:
         res = run_pipeline(cfg, inputs=inputs, run_dir=args.run_dir, quiet=args.quiet, fresh=args.fresh,
                            verbose=args.verbose)

@@ -207,18 +207,77 @@ def format_key(loc: tuple) -> str:
     return out
 
 
-def parse_config(data: Any, *, file: str | None = None) -> PipelineConfig:
+def _did_you_mean(word: str, choices) -> str:
+    import difflib
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The field names of the (sub)model that holds ``loc``'s last key (for "did you mean")."""
+    for part in loc[:-1]:
+        f = model.model_fields.get(part) if isinstance(part, str) else None
+        ann = f.annotation if f is not None else None
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return []
+        model = ann
+    return list(model.model_fields)
+
+
+def _pydantic_problems(e: ValidationError, model: type[BaseModel], file: str | None, prefix: str,
+                       noun: str) -> list[ConfigError]:
+    out = []
+    for err in e.errors():
+        loc = tuple(err["loc"])
+        sub = format_key(loc)
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown {noun}" + _did_you_mean(loc[-1], _fields_at(model, loc)) if loc else f"unknown {noun}"
+        else:
+            msg = err["msg"]
+        key = f"{prefix}.{sub}" if prefix and sub else (prefix or sub)
+        out.append(ConfigError(file, key or None, msg))
+    return out
+
+
+def _drop_key(data: dict, loc: tuple) -> bool:
+    """Remove what ``loc`` points at (a list item: the whole list), so the rest can be validated."""
+    if loc and isinstance(loc[-1], int):
+        loc = loc[:-1]
+    node: Any = data
+    for part in loc[:-1]:
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node[part] = dict(node[part]) if isinstance(node[part], dict) else node[part]
+        node = node[part]
+    if isinstance(node, dict) and loc and loc[-1] in node:
+        del node[loc[-1]]
+        return True
+    return False
+
+
+def check_config(data: Any, *, file: str | None = None, first_only: bool = False
+                 ) -> tuple[Optional[PipelineConfig], list[ConfigError]]:
+    """Every problem of a config, not only the first: unknown keys, stages and options (with a
+    "did you mean"), wrong types and values, and stages that cannot be built (a missing model
+    file). Returns the config with the bad parts left out (their defaults; bad stages dropped),
+    so later checks (inputs, run directory) can still run, and the problems in file order:
+    stage entries, then the other keys, then stage construction. ``first_only``: stop at the first
+    (what :func:`parse_config` raises)."""
+    problems: list[ConfigError] = []
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(file, None, f"top level must be a mapping, got {type(data).__name__}")
+        return None, [ConfigError(file, None, f"top level must be a mapping, got {type(data).__name__}")]
     data = dict(data)
     raw_stages = data.get("stages") or []
     if not isinstance(raw_stages, list):
-        raise ConfigError(file, "stages", "must be a list of {stage_name: {options}}")
-    specs = []
-    known = registry()
+        problems.append(ConfigError(file, "stages", "must be a list of {stage_name: {options}}"))
+        raw_stages = []
+    specs, positions = [], []
+    known: Optional[dict] = None
     for i, entry in enumerate(raw_stages):
+        if first_only and problems:
+            return None, problems
         key = f"stages[{i}]"
         if isinstance(entry, str):
             name, opts = entry, {}
@@ -226,39 +285,70 @@ def parse_config(data: Any, *, file: str | None = None) -> PipelineConfig:
             name, opts = next(iter(entry.items()))
             opts = opts or {}
         else:
-            raise ConfigError(file, key, "each stage is `name` or `{name: {options}}`")
-        if name not in known:
-            raise ConfigError(file, f"{key}.{name}", f"unknown stage {name!r}; known: {', '.join(sorted(known))}")
-        if not isinstance(opts, dict):
-            raise ConfigError(file, f"{key}.{name}", f"options must be a mapping, got {type(opts).__name__}")
+            problems.append(ConfigError(file, key, "each stage is `name` or `{name: {options}}`"))
+            continue
         try:
-            validated = _options_model(known[name]).model_validate(opts)
+            cls = get_stage_class(str(name))
+        except KeyError:
+            known = known if known is not None else registry()
+            dym = _did_you_mean(name, known)
+            problems.append(ConfigError(file, f"{key}.{name}", f"unknown stage {name!r}" + (f"{dym} " if dym else "; ")
+                                        + f"known: {', '.join(sorted(known))} (or module:Class for your own)"))
+            continue
+        except StageError as e:
+            problems.append(ConfigError(file, f"{key}.{name}", str(e)))
+            continue
+        if not isinstance(opts, dict):
+            problems.append(ConfigError(file, f"{key}.{name}", f"options must be a mapping, got {type(opts).__name__}"))
+            continue
+        model = _options_model(cls)
+        try:
+            validated = model.model_validate(opts)
         except ValidationError as e:
-            err = e.errors()[0]
-            sub = format_key(tuple(err["loc"]))
-            msg = "unknown option" if err["type"] == "extra_forbidden" else err["msg"]
-            raise ConfigError(file, f"{key}.{name}.{sub}" if sub else f"{key}.{name}", msg) from None
+            problems.extend(_pydantic_problems(e, model, file, f"{key}.{name}", "option"))
+            continue
         # keep what the user wrote, with coerced types (StageSpec.resolved() adds the defaults)
-        opts = {k: getattr(validated, k) for k in opts}
-        specs.append({"name": name, "options": opts})
+        specs.append({"name": name, "options": {k: getattr(validated, k) for k in opts}})
+        positions.append(i)
+    if first_only and problems:
+        return None, problems
     data["stages"] = specs
-    try:
-        cfg = PipelineConfig.model_validate(data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        raise ConfigError(file, format_key(tuple(err["loc"])), msg) from None
+    cfg = None
+    for _ in range(64):  # each round leaves out the keys that failed, so the rest is checked too
+        try:
+            cfg = PipelineConfig.model_validate(data)
+            break
+        except ValidationError as e:
+            found = _pydantic_problems(e, PipelineConfig, file, "", "key")
+            problems.extend(found)
+            if first_only or not all([_drop_key(data, tuple(err["loc"])) for err in e.errors()]):
+                return None, problems
+    if cfg is None:
+        return None, problems
     cfg.source_file = file
     # construct every stage once so bad values (thresholds, missing model files) fail now
-    for i, s in enumerate(cfg.stages):
+    for i, s in zip(positions, cfg.stages):
         try:
             build_stage(s.name, s.resolved())
         except StageError as e:
-            raise ConfigError(file, f"stages[{i}].{s.name}", str(e)) from None
+            problems.append(ConfigError(file, f"stages[{i}].{s.name}", str(e)))
+            if first_only:
+                return None, problems
+    return cfg, problems
+
+
+def parse_config(data: Any, *, file: str | None = None) -> PipelineConfig:
+    """The config as a typed model; raises :class:`ConfigError` for its first problem
+    (``datapipe check`` lists them all: :func:`check_config`)."""
+    cfg, problems = check_config(data, file=file, first_only=True)
+    if problems:
+        raise problems[0]
+    assert cfg is not None
     return cfg
 
 
-def load_config(path: str | Path, overrides: dict | None = None) -> PipelineConfig:
+def read_config_file(path: str | Path, overrides: dict | None = None) -> Any:
+    """The YAML data of a config file (with top-level ``overrides``); ConfigError if unreadable."""
     path = str(path)
     p = Path(path)
     if not p.is_file():
@@ -271,4 +361,8 @@ def load_config(path: str | Path, overrides: dict | None = None) -> PipelineConf
         data = dict(data or {})
         for k, v in overrides.items():
             data[k] = v
-    return parse_config(data, file=path)
+    return data
+
+
+def load_config(path: str | Path, overrides: dict | None = None) -> PipelineConfig:
+    return parse_config(read_config_file(path, overrides), file=str(path))

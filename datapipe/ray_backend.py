@@ -174,8 +174,10 @@ def _group_counts(batch: pa.Table) -> dict[str, tuple[int, int]]:
 class _StageChain:
     """Runs a list of stages on each batch; counts everything per (shard, stage)."""
 
-    def __init__(self, specs: list[dict], parts_dir: str, samples_per_reason: int, excerpt_chars: int):
-        from .stage import build_stage
+    def __init__(self, specs: list[dict], parts_dir: str, samples_per_reason: int, excerpt_chars: int,
+                 plugin_paths: tuple = ()):
+        from .stage import add_plugin_paths, build_stage
+        add_plugin_paths(list(plugin_paths))  # where the driver imported module:Class stages from
         self.stages = [build_stage(s["name"], s.get("options") or {}) for s in specs]
         self.labels = [s.get("label") or s["name"] for s in specs]
         for st, label in zip(self.stages, self.labels):
@@ -248,7 +250,8 @@ class _ShardWorker:
     parts of up to ``rows_per_file`` rows; returns their descriptors (as ``_WriteParts``)."""
 
     def __init__(self, input_cfg: dict, specs: list[dict], batch_size: int, rows_per_file: int, compression: str,
-                 partition_by: str | None, samples_per_reason: int, excerpt_chars: int, stack_dir: str | None = None):
+                 partition_by: str | None, samples_per_reason: int, excerpt_chars: int, stack_dir: str | None = None,
+                 plugin_paths: tuple = ()):
         self.stack_file = None
         if stack_dir:  # the watchdog's SIGUSR1 dumps every thread's Python stack here, even in C code
             import faulthandler
@@ -260,7 +263,7 @@ class _ShardWorker:
             except (OSError, AttributeError, ValueError):
                 self.stack_file = None
         self.reader = _ReadShard(input_cfg, batch_size, "")
-        self.chain = _StageChain(specs, "", samples_per_reason, excerpt_chars) if specs else None
+        self.chain = _StageChain(specs, "", samples_per_reason, excerpt_chars, plugin_paths) if specs else None
         self.rows_per_file, self.compression, self.partition_by = rows_per_file, compression, partition_by
 
     def where(self) -> tuple[int, str, str | None]:
@@ -408,7 +411,8 @@ class Engine:
                 kwargs["address"] = self.address
                 # ship our code to workers that may not have it installed
                 import datapipe, stages, classifiers  # noqa: E401
-                kwargs["runtime_env"] = {"py_modules": [datapipe, stages, classifiers],
+                from .stage import plugin_packages  # and the user's own stage packages (module:Class)
+                kwargs["runtime_env"] = {"py_modules": [datapipe, stages, classifiers, *plugin_packages()],
                                          "env_vars": {"RAY_USAGE_STATS_ENABLED": "0"}}
             else:
                 # "local": always a new embedded Ray, never a cluster someone left running here;
@@ -476,6 +480,27 @@ class Engine:
                 self._restore_stderr()
                 self._restore_stderr = None
 
+    def nodes(self) -> list[dict]:
+        """The cluster's live nodes (Ray's node records)."""
+        return [n for n in self._ray.nodes() if n.get("Alive")]
+
+    def probe_nodes(self, path: str, expect: str, timeout: float = 120.0) -> dict[str, str | None]:
+        """Read ``path`` in a task pinned to every live node: {node address: None when it read
+        ``expect``, else why not} (``datapipe check``: every node sees the run directory)."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+        task = self._ray.remote(num_cpus=0, max_retries=0)(_read_probe)
+        refs = {n["NodeManagerAddress"] + f" ({n['NodeID'][:8]})": task.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(path)
+            for n in self.nodes()}
+        out: dict[str, str | None] = {}
+        for node, ref in refs.items():
+            try:
+                got = self._ray.get(ref, timeout=timeout)
+                out[node] = None if got == expect else (got or "other content")
+            except Exception as e:  # noqa: BLE001 - a node that cannot run the probe is reported
+                out[node] = f"probe task failed: {type(e).__name__}: {e}"
+        return out
+
     # resources -----------------------------------------------------------
     def fit(self, res: Resources, *, label: str = "work") -> int:
         """How many workers needing ``res`` the cluster holds at once (GPU work: one per GPU).
@@ -522,10 +547,12 @@ class Engine:
         try:
             with Poller(watch.poll, period=1.0 if progress is None or progress.tty else 5.0):
                 if fuse:
+                    from .stage import plugin_paths
                     written = self._stream_actors(shards, dict(
                         input_cfg=input_cfg, specs=specs, batch_size=batch_size, rows_per_file=rows_per_file,
                         compression=compression, partition_by=partition_by, samples_per_reason=samples_per_reason,
-                        excerpt_chars=excerpt_chars), parts_dir, out_dir, workers, watch)
+                        excerpt_chars=excerpt_chars, plugin_paths=tuple(plugin_paths())),
+                        parts_dir, out_dir, workers, watch)
                 else:
                     written = self._stream_ray_data(shards, input_cfg, specs, parts_dir, out_dir, workers, batch_size,
                                                     rows_per_file, compression, partition_by, samples_per_reason,
@@ -643,7 +670,9 @@ class Engine:
         io_pool = ray_data.TaskPoolStrategy(size=max(1, min(workers, len(items))))
         ds = ds.map_batches(_read_fn(input_cfg, batch_size, parts_dir), batch_size=1,
                             batch_format="pyarrow", num_cpus=0, compute=io_pool)
-        chain_kwargs = dict(parts_dir=parts_dir, samples_per_reason=samples_per_reason, excerpt_chars=excerpt_chars)
+        from .stage import plugin_paths
+        chain_kwargs = dict(parts_dir=parts_dir, samples_per_reason=samples_per_reason, excerpt_chars=excerpt_chars,
+                            plugin_paths=tuple(plugin_paths()))
         groups = [[s] for s in specs]
         for group in groups:
             placed = [self._placement(s) for s in group]
@@ -856,6 +885,21 @@ def _trim_local_ray(ray, *, keep_log_monitor: bool) -> None:
             node.kill_log_monitor(check_alive=False)
     except Exception as e:  # noqa: BLE001 - private API: a Ray upgrade may move it; the run goes on
         log.debug("could not stop Ray's unused helper processes: %s", e)
+
+
+def read_parquet(paths: list[str]):
+    """Parquet files as a Ray Dataset (``datapipe.Result.to_ray``): joins the Ray already started,
+    or ``RAY_ADDRESS``, else starts a local one."""
+    import ray.data
+    return ray.data.read_parquet(paths)
+
+
+def _read_probe(path: str) -> str:
+    try:
+        with open(path) as fh:
+            return fh.read()
+    except OSError as e:
+        return f"{type(e).__name__}: {e}"
 
 
 def _apply_impl(fn, x):

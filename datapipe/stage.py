@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import pkgutil
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -73,7 +74,27 @@ class Resources:
 _PROCESS_TOKEN = object()
 
 
-class Stage:
+class _KeepsOptions:
+    """Remembers the arguments an instance was built with (:meth:`built_with`): a stage object
+    handed to the Python API (``datapipe.Pipeline``) is sent to the engine's workers as its name
+    and these options, and built again there, exactly as a YAML entry is."""
+
+    def __new__(cls, *args: Any, **kwargs: Any):
+        self = super().__new__(cls)
+        self.__dict__["_built_with"] = (args, dict(kwargs))
+        return self
+
+    def built_with(self) -> dict[str, Any]:
+        """The keyword options this instance was built with (positional ones by their names)."""
+        args, kwargs = self.__dict__.get("_built_with", ((), {}))
+        if args:
+            bound = inspect.signature(type(self).__init__).bind(self, *args, **kwargs)
+            bound.arguments.pop(next(iter(bound.arguments)))  # self
+            return dict(bound.arguments)
+        return dict(kwargs)
+
+
+class Stage(_KeepsOptions):
     """Adds or rewrites columns; never drops rows (use :class:`Filter` for that)."""
 
     name: ClassVar[str] = ""
@@ -146,7 +167,7 @@ class Filter(Stage):
         return self.score(batch)
 
 
-class Workflow:
+class Workflow(_KeepsOptions):
     """A global pass over all shards with on-disk intermediates (dedup, percentiles).
 
     ``run(ctx)`` reads ``ctx.inputs`` (Parquet shard files), writes one Parquet file
@@ -244,6 +265,12 @@ def reasons_from_masks(n: int, checks: list[tuple[str, np.ndarray]]) -> pa.Array
 
 _REGISTRY: dict[str, type] = {}
 _LOADED = False
+#: the entry point group through which an installed package offers stages by name
+ENTRY_POINT_GROUP = "datapipe.stages"
+#: folders added to ``sys.path`` to import plugin stages (``module:Class``); the engine passes them
+#: to its workers (:func:`plugin_paths`, :func:`add_plugin_paths`)
+_PLUGIN_PATHS: list[str] = []
+_PLUGIN_MODULES: set[str] = set()
 
 
 def register(cls: type) -> type:
@@ -268,6 +295,31 @@ def _load_all() -> None:
         for mod in pkgutil.walk_packages(pkg.__path__, prefix=pkg_name + "."):
             importlib.import_module(mod.name)
     _LOADED = True
+    _load_entry_points()
+
+
+def _load_entry_points() -> None:
+    """Stages that installed packages offer in the ``datapipe.stages`` entry point group:
+    ``name = "module:Class"``; the entry point's name is the YAML name. A plugin that fails to
+    import is logged and left out (it must not break runs that do not use it)."""
+    import logging
+    from importlib.metadata import entry_points
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in _REGISTRY:
+            continue
+        try:
+            cls = ep.load()
+            _check_stage_class(cls, ep.value)
+        except Exception as e:  # noqa: BLE001 - a broken plugin is named, not fatal
+            logging.getLogger(__name__).warning("entry point %s = %s (%s): %s: %s", ep.name, ep.value,
+                                                ENTRY_POINT_GROUP, type(e).__name__, e)
+            continue
+        _REGISTRY[ep.name] = cls
+
+
+def _check_stage_class(cls: Any, ref: str) -> None:
+    if not (isinstance(cls, type) and issubclass(cls, (Stage, Workflow))):
+        raise StageError(f"{ref} is not a datapipe Stage, Filter or Workflow class")
 
 
 def registry() -> dict[str, type]:
@@ -275,11 +327,113 @@ def registry() -> dict[str, type]:
     return dict(_REGISTRY)
 
 
+def plugin_paths() -> list[str]:
+    """Folders this process put on ``sys.path`` to import ``module:Class`` stages (the engine
+    hands them to its workers, which may not share the driver's ``sys.path``)."""
+    return list(_PLUGIN_PATHS)
+
+
+def plugin_packages() -> list[Any]:
+    """The top-level packages of the ``module:Class`` stages this process imported from outside
+    its installed packages: a cluster's workers get them shipped (Ray's ``py_modules``)."""
+    import sys
+    import sysconfig
+    installed = {os.path.realpath(sysconfig.get_paths()[k]) for k in ("purelib", "platlib")}
+    out = []
+    for name in dict.fromkeys(n.split(".")[0] for n in _PLUGIN_MODULES):
+        mod = sys.modules.get(name)
+        path = getattr(mod, "__path__", None)  # a package; a single-file module cannot be shipped so
+        if path and os.path.realpath(os.path.dirname(list(path)[0])) not in installed:
+            out.append(mod)
+    return out
+
+
+def add_plugin_paths(paths: list[str]) -> None:
+    """Put ``paths`` on ``sys.path`` (a worker does this before it builds plugin stages)."""
+    import sys
+    for p in paths:
+        if p not in sys.path:
+            sys.path.insert(0, p)
+        if p not in _PLUGIN_PATHS:
+            _PLUGIN_PATHS.append(p)
+
+
+def _import_class(ref: str) -> type:
+    """``"package.module:Class"`` -> the class, imported as ``python`` would from the current
+    folder (or ``PYTHONPATH``); a user's stage runs without being registered in this repository."""
+    import sys
+    mod_name, _, qual = ref.partition(":")
+    if not mod_name or not qual:
+        raise KeyError(ref)
+    hint = " (is its folder the current folder or on PYTHONPATH?)"
+    try:
+        mod = importlib.import_module(mod_name)
+    except ModuleNotFoundError as e:
+        cwd = os.getcwd()
+        if e.name != mod_name.split(".")[0] or cwd in sys.path:
+            raise StageError(f"cannot import module {mod_name!r}: {e}{hint}") from None
+        add_plugin_paths([cwd])
+        try:
+            mod = importlib.import_module(mod_name)
+        except ModuleNotFoundError as e2:
+            raise StageError(f"cannot import module {mod_name!r}: {e2}{hint}") from None
+    except Exception as e:  # noqa: BLE001 - the user's module failed while importing: say so
+        raise StageError(f"importing module {mod_name!r} failed: {type(e).__name__}: {e}") from None
+    _note_module_root(mod)
+    obj: Any = mod
+    for part in qual.split("."):
+        if not hasattr(obj, part):
+            raise StageError(f"module {mod_name!r} has no {qual!r}")
+        obj = getattr(obj, part)
+    _check_stage_class(obj, ref)
+    return obj
+
+
+def _note_module_root(mod: Any) -> None:
+    """Remember the ``sys.path`` folder ``mod`` was imported from, for the engine's workers (whose
+    ``sys.path`` is not the driver's when the user added to it in code)."""
+    f = getattr(mod, "__file__", None)
+    if not f:
+        return
+    _PLUGIN_MODULES.add(mod.__name__)
+    up = mod.__name__.count(".") + (1 if os.path.basename(f).startswith("__init__.") else 0)
+    root = os.path.dirname(os.path.abspath(f))
+    for _ in range(up):
+        root = os.path.dirname(root)
+    if root not in _PLUGIN_PATHS:
+        _PLUGIN_PATHS.append(root)
+
+
 def get_stage_class(name: str) -> type:
+    """The class of a stage: a registered name (``length``), an entry point of the
+    ``datapipe.stages`` group, or ``module:Class`` (a user's stage in the user's own module).
+    Raises KeyError for an unknown name and StageError for a ``module:Class`` that cannot be imported."""
     reg = registry()
-    if name not in reg:
-        raise KeyError(name)
-    return reg[name]
+    if name in reg:
+        return reg[name]
+    if ":" in name:
+        return _import_class(name)
+    raise KeyError(name)
+
+
+def spec_name(stage: Any) -> str:
+    """The name a stage object (or class) is built from again, in YAML and in the engine's workers:
+    its registry name when it is registered under it, else ``module:Class``."""
+    cls = stage if isinstance(stage, type) else type(stage)
+    _check_stage_class(cls, repr(cls))
+    reg = registry()
+    if cls.name and reg.get(cls.name) is cls:
+        return cls.name
+    for n, c in reg.items():  # an entry point names it otherwise
+        if c is cls:
+            return n
+    if cls.__module__ == "__main__" or "<locals>" in cls.__qualname__:
+        raise StageError(f"{cls.__qualname__} is defined in {'a function' if '<locals>' in cls.__qualname__ else '__main__'}: "
+                         "the engine's workers import stages by name; define it in a module (a .py file "
+                         "on PYTHONPATH) and import it from there")
+    import sys
+    _note_module_root(sys.modules.get(cls.__module__))
+    return f"{cls.__module__}:{cls.__qualname__}"
 
 
 def stage_options(cls: type) -> dict[str, inspect.Parameter]:
@@ -295,7 +449,7 @@ def stage_options(cls: type) -> dict[str, inspect.Parameter]:
 
 
 def build_stage(name: str, options: dict | None = None):
-    """Instantiate a registered stage; bad options raise StageError."""
+    """Instantiate a stage by name (see :func:`get_stage_class`); bad options raise StageError."""
     cls = get_stage_class(name)
     try:
         return cls(**(options or {}))

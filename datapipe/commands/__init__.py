@@ -15,6 +15,16 @@ EXIT_ENGINE = 3   # the Ray cluster cannot be reached
 EXIT_STORAGE = 4  # the run directory's disk is full or not writable
 
 
+#: the exit code of each kind of pre-flight problem (datapipe/preflight.py)
+EXIT_BY_KIND = {"usage": EXIT_USAGE, "storage": EXIT_STORAGE, "engine": EXIT_ENGINE}
+
+
+def problems_exit_code(problems) -> int:
+    """``run``'s exit code for pre-flight problems (0: none); a usage problem wins (fix it first)."""
+    codes = [EXIT_BY_KIND.get(p.kind, EXIT_USAGE) for p in problems]
+    return 0 if not codes else EXIT_USAGE if EXIT_USAGE in codes else min(codes)
+
+
 def error(msg: str, code: int = EXIT_USAGE, *, prog: str = "datapipe") -> int:
     """Print ``<prog>: error: <msg>`` on stderr and return ``code``, the command's exit status."""
     print(f"{prog}: error: {msg}", file=sys.stderr)
