@@ -625,6 +625,13 @@ class Engine:
                                      f"(retry {n} of {guard.retries})")
                         queue.append((sh, paths))
                     hung.pop(sh, None)
+                except Exception as e:  # a stage raised: no retry (it would raise again); the others go on
+                    f = _find_failure(e)
+                    if f is None:
+                        raise
+                    last = f.detail.strip().splitlines()[-1] if f.detail.strip() else "an error"
+                    self.failed[sh] = f"stage {f.stage or '?'} raised {last}"
+                    guard.report("failed", sh, paths, f"stage {f.stage or '?'} raised on {f.where}:\n{f.detail}")
             now = time.monotonic()
             for ref, (i, sh, paths, t0) in list(running.items()):
                 quiet_for = now - max(t0, watch.last_batch.get(sh, 0.0))
