@@ -119,3 +119,45 @@ def test_index_refuses_other_parameters_and_verify(pages, tmp_path):
         _run("dedup_exact", {"index": index}, _shards(rows, tmp_path / "in3", 2), tmp_path, tag="c")
     with pytest.raises(StageError, match="verify_threshold"):
         build_stage("dedup_minhash", {"index": index, "verify_threshold": 0.8})
+
+
+def test_exact_incremental_drops_what_the_index_holds_and_dedups_the_rest(pages, tmp_path, monkeypatch):
+    from datetime import datetime, timedelta, timezone
+    t0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    a = [{"id": f"a{i:03d}", "url": f"https://site{i}.example/p", "text": d["text"], "fetch_time": t0}
+         for i, d in enumerate(pages[:40])]
+    b = [{"id": f"b{i:03d}", "url": f"https://new{i}.example/p", "text": d["text"], "fetch_time": t0 + timedelta(days=30)}
+         for i, d in enumerate(pages[40:60])]
+    b += [
+        # a later capture of an A URL (other spelling): A's capture stays, whatever the fetch time
+        {"id": "b-url", "url": "http://www.site3.example/p/?utm_source=x", "text": pages[3]["text"] + " new",
+         "fetch_time": t0 + timedelta(days=60)},
+        # A's text at a new URL, in other case and spacing
+        {"id": "b-text", "url": "https://mirror.example/x", "text": "  " + pages[5]["text"].upper(),
+         "fetch_time": t0 + timedelta(days=60)},
+        # a duplicate inside B: the earliest capture of the text stays
+        {"id": "b-copy", "url": "https://mirror.example/y", "text": pages[41]["text"], "fetch_time": t0 + timedelta(days=90)},
+    ]
+    index = tmp_path / "index"
+    out_a, rej_a, _, _ = _run("dedup_exact", {"index": str(index), "partitions": 3}, _shards(a, tmp_path / "A", 2),
+                              tmp_path, tag="A")
+    assert len(out_a) == len(a) and not rej_a
+    in_b = _shards(b, tmp_path / "B", 3)
+    # a crash before the commit leaves the index as it was
+    before = (index / "manifest.json").read_bytes()
+    monkeypatch.setenv(IX.FAULT_ENV, "before_commit")
+    with pytest.raises(IX.IndexFault):
+        _run("dedup_exact", {"index": str(index)}, in_b, tmp_path, tag="B0")
+    assert (index / "manifest.json").read_bytes() == before
+    monkeypatch.delenv(IX.FAULT_ENV)
+    out_b, rej_b, _, _ = _run("dedup_exact", {"index": str(index)}, in_b, tmp_path, tag="B")
+    dropped = {r["id"]: (r["reason"], r["dup_of"]) for r in rej_b}
+    assert dropped == {"b-url": ("dedup_exact_v1:url", "a003"), "b-text": ("dedup_exact_v1:text", "a005"),
+                       "b-copy": ("dedup_exact_v1:text", "b001")}
+    assert {r["id"] for r in out_b} == {r["id"] for r in b} - set(dropped)
+    m = json.loads((index / "manifest.json").read_text())
+    assert m["partitions"] == 3 and [g["docs"] for g in m["generations"]] == [len(a), len(b)]
+    # a third snapshot: B's survivors are in the index now
+    c = [{"id": "c1", "url": "https://other.example/z", "text": pages[45]["text"], "fetch_time": t0}]
+    out_c, rej_c, _, _ = _run("dedup_exact", {"index": str(index)}, _shards(c, tmp_path / "C", 1), tmp_path, tag="C")
+    assert not out_c and rej_c[0]["dup_of"] == "b005"
