@@ -60,3 +60,26 @@ def test_why_without_lineage_is_a_clear_error(tmp_path, capsys):
     from datapipe.cli import main
     assert main(["why", str(tmp_path), "x"]) == 2
     assert "no lineage/kept.parquet" in capsys.readouterr().err
+
+
+def test_lineage_after_an_interrupted_and_resumed_run(ray_session, sample_crawl, tmp_path):
+    """A run stopped after one wave and resumed keeps one fate per document, equal to stats."""
+    from datapipe.config import parse_config
+    from datapipe.runner import load_stats, run_pipeline
+    cfg = parse_config({
+        "name": "lineage-resume",
+        "stages": [{"extract": {}}, {"length": {"min_chars": 400}}, {"dedup_exact": {}}],
+        "output": {"rows_per_file": 40}, "engine": {"batch_size": 32, "shards_per_wave": 1},
+    }, file="<test>")
+    run_pipeline(cfg, inputs=sample_crawl, run_dir=tmp_path / "run", quiet=True, stop_after_waves=1)
+    assert not lineage.has_lineage(tmp_path / "run")            # not finished: no kept record yet
+    assert len(list((tmp_path / "run" / "lineage").glob("*/*.parquet"))) == 1
+    rd = run_pipeline(cfg, inputs=sample_crawl, run_dir=tmp_path / "run", quiet=True).run_dir
+    stats = {s.stage: s for s in load_stats(rd)}
+    drops, kept = lineage.load(rd)
+    ids = drops["id"].to_pylist() + kept["id"].to_pylist()
+    assert len(ids) == len(set(ids)) == stats["read"].rows_out
+    by, n_kept = lineage.totals(rd)
+    assert by == {(s.stage, r): n for s in stats.values() if s.stage not in ("read", "write")
+                  for r, n in s.dropped.items()}
+    assert n_kept == stats["dedup_exact"].rows_out
