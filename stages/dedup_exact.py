@@ -176,7 +176,10 @@ def _indexed(tbl: pa.Table, k1: str, k2: str, files: list[str]) -> tuple[pa.Tabl
     """Split rows into (not in the index, in the index with ``dup_of`` = the indexed id)."""
     if not files or not tbl.num_rows:
         return tbl, tbl.slice(0, 0).append_column("dup_of", pa.array([], pa.string()))
-    idx = pa.concat_tables([pq.read_table(f) for f in files])
+    import pyarrow.dataset as ds
+    # scanned with this partition's keys as a filter: memory follows the run's partition, not the index
+    want = pc.unique(tbl[k1].combine_chunks() if isinstance(tbl[k1], pa.ChunkedArray) else tbl[k1])
+    idx = ds.dataset(files, format="parquet").to_table(filter=ds.field("k1").isin(want))
     idx = pa.table({k1: idx["k1"], k2: idx["k2"], "dup_of": idx["id"]})
     j = tbl.append_column("_row", pa.array(np.arange(tbl.num_rows))).join(idx, keys=[k1, k2], join_type="left outer")
     hit = pc.is_valid(j["dup_of"])

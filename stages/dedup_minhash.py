@@ -247,17 +247,15 @@ def _buckets(item, *, work: str, key_ranges: int, parts: int, index_gens: tuple[
     if hi is not None:
         flt = flt & (ds.field("key") < pa.scalar(hi, pa.uint64()))
 
-    def read(fs):
-        d = ds.dataset(fs, format="parquet")
-        return d.to_table(filter=flt) if key_ranges > 1 else d.to_table()
-
-    t = read(files)
+    d = ds.dataset(files, format="parquet")
+    t = d.to_table(filter=flt) if key_ranges > 1 else d.to_table()
     key, gid = t["key"].to_numpy(), t["gid"].to_numpy()
     idx_files = [f for g in index_gens for f in W.list_parquet(Path(g) / "bands" / f"b={bb:03d}")]
     if idx_files:
         # the index's band keys of this key range, each on its cluster's node (above every run gid)
-        it = read(idx_files)
-        it = it.filter(pc.is_in(it["key"], value_set=pa.array(np.unique(key))))
+        # scanned with the run's keys as a filter: a task holds the matches, not the index's key range
+        it = ds.dataset(idx_files, format="parquet").to_table(
+            filter=flt & ds.field("key").isin(pa.array(np.unique(key), pa.uint64())))
         key = np.concatenate([key, it["key"].to_numpy()])
         gid = np.concatenate([gid, it["node"].to_numpy().astype(np.int64) + IX.INDEX_GID_BASE])
     order = np.lexsort((gid, key))
