@@ -17,6 +17,8 @@ index without that generation and does not append it twice.
 The dedup parameters (``params``) are part of the index: a run with other parameters would
 compare hashes that mean other things, so it stops with a config error naming both.
 Readers and writers of one index must not run at the same time (one writer per index).
+Readers scan the index's files with their own keys as the filter (Arrow dataset push-down
+per batch), so a task holds its matches, never a whole generation.
 """
 from __future__ import annotations
 
