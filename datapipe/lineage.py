@@ -152,15 +152,32 @@ def totals(run_dir: str | Path) -> tuple[dict[tuple[str, str], int], int]:
     return out, kept.num_rows
 
 
+def _scan(files: list[str], keys: pa.Array, columns: list[str] | None = None) -> pa.Table | None:
+    """Rows of ``files`` whose id or url is one of ``keys`` (a filtered scan: memory holds the matches)."""
+    import pyarrow.dataset as ds
+    if not files:
+        return None
+    flt = ds.field("id").isin(keys) | ds.field("url").isin(keys)
+    return ds.dataset(files, format="parquet").to_table(columns=columns, filter=flt)
+
+
 def why(run_dir: str | Path, keys: Sequence[str]) -> list[dict]:
     """The fate of each key (a document id or URL): one dict per matching document, or one
-    ``{"key": k, "fate": "unknown"}`` when no document of the run has that id or URL."""
-    drops, kept = load(run_dir)
+    ``{"key": k, "fate": "unknown"}`` when no document of the run has that id or URL. The
+    lineage files are scanned with the keys as a filter, so a large run is never loaded whole."""
+    root = Path(run_dir)
+    if not has_lineage(root):
+        load(root)  # raises the error that names what is missing
     want = pa.array(list(keys), pa.string())
+    rows_d = []
+    by_step: dict[str, list[str]] = {}
+    for step, f in _drop_files(root):
+        by_step.setdefault(step, []).append(f)
+    for step, files in by_step.items():
+        t = _scan(files, want)
+        rows_d += [r | {"step": step} for r in t.to_pylist()]
+    rows_k = _scan([str(root / LINEAGE_DIR / KEPT_FILE)], want).to_pylist()
     out = []
-    hits_d = drops.filter(pc.or_(pc.is_in(drops["id"], value_set=want), pc.is_in(drops["url"], value_set=want)))
-    hits_k = kept.filter(pc.or_(pc.is_in(kept["id"], value_set=want), pc.is_in(kept["url"], value_set=want)))
-    rows_d, rows_k = hits_d.to_pylist(), hits_k.to_pylist()
     for k in keys:
         found = False
         for r in rows_d:
