@@ -1,6 +1,6 @@
 """``dedup_minhash``: near-duplicate removal with MinHash LSH and distributed connected components.
 
-One concern, kept in one module (~600 lines): the MinHash workflow's five steps share its
+One concern, kept in one module (~700 lines): the MinHash workflow's five steps share its
 partitioning and gid layout, and splitting them would scatter one algorithm over files.
 
 A workflow (global pass); every step is ``ctx.engine.map`` over files under ``ctx.work_dir``::
@@ -17,8 +17,11 @@ A workflow (global pass); every step is ``ctx.engine.map`` over files under ``ct
                                           each task holds one partition of edges
     minhash/members/q=*.parquet       4. survivors    map over component partitions: per component
                                           keep the longest text, then the smallest id
-                                      5. filter       map over shards: add ``dup_cluster``, drop the
-                                          rest with ``dedup_minhash_v1:near_duplicate``
+                                      5. filter       map over shards: add ``dup_cluster`` and
+                                          ``dup_cluster_size``, drop the rest with
+                                          ``dedup_minhash_v1:near_duplicate``
+    <index>/g=*/{docs,bands}/...      6. append       (with ``index:``) map over shards: this run's
+                                          band keys on their cluster's survivor; then the manifest
 
 MinHash: the universal hash family of datasketch, ``h_j(x) = ((a_j x + b_j) mod (2^61 - 1))
 & (2^32 - 1)`` over 32-bit shingle hashes, computed for all shingles of a batch at once with
