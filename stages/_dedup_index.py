@@ -12,7 +12,9 @@ one that names it (temp file + rename). A crash before the rename leaves the ind
 (the orphan folder is ignored and removed by the next append); a crash after it leaves the
 new generation in. A re-run of the *same* documents (a resumed run that crashed after the
 commit) is recognised by the generation's fingerprint of its documents' ids: it reads the
-index without that generation and does not append it twice.
+index without that generation and does not append it twice. Only the last generation is
+matched so: a run of documents an earlier generation already holds finds them all indexed
+(dropped); to rebuild an index, start a new folder and run the snapshots again in order.
 
 The dedup parameters (``params``) are part of the index: a run with other parameters would
 compare hashes that mean other things, so it stops with a config error naming both.
