@@ -5,6 +5,17 @@
     .venv/bin/python bench/dedup.py speed [--docs 2000]  # signatures/s per core vs datasketch
     .venv/bin/python bench/dedup.py scale [--sizes 10000 100000 1000000] [--engine ray|serial]
     .venv/bin/python bench/dedup.py all
+    .venv/bin/python bench/dedup.py --incremental 1000000 [--engine ray|pool|serial]
+
+incremental: a synthetic corpus of 2N documents (as for ``scale``; planted near copies reach
+back up to 2,000 documents, so some cross the cut) is cut into snapshot A (the first N) and
+B (the next N). ``dedup_minhash`` with ``index:`` runs over A (building the index), then over
+B against it; the same workflow then runs over A+B from scratch. Printed per run: wall, CPU
+seconds of the process tree, peak RSS of the tree and of its largest process, documents
+removed; then how B's survivors compare with the joint run's survivors among B's documents.
+``--pool-file`` reads the sentence pool from a JSON list (``--save-pool`` writes it), for a
+machine without ``../shared/data``; ``--engine pool`` runs the workflow tasks in a process
+pool (no Ray).
 
 quality: ``../shared/data/dedup/copycat-canonical-link-judgments`` holds 480 pairs of real
 CommonCrawl/ClueWeb pages that share a canonical link, each judged by a person. The labels
@@ -100,10 +111,15 @@ def real_texts() -> list[str]:
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff]")
 
 
+_POOL_FILE: str | None = None
+
+
 def sentence_pool() -> list[str]:
     """Distinct real sentences: realpages sentences, and copycat documents (stemmed, without
     punctuation) cut into 20-word pieces. CJK sentences are left out: every CJK character is a
     word, so one 300-character sentence would outweigh the rest of a synthetic document."""
+    if _POOL_FILE:
+        return json.loads(Path(_POOL_FILE).read_text())
     seen, pool = set(), []
 
     def add(s: str) -> None:
@@ -172,6 +188,31 @@ def synthetic_shards(n_docs: int, folder: Path, *, rows_per_shard: int = 20_000,
 
 # ---------------------------------------------------------------------------
 # running the workflow
+
+class PoolEngine:
+    """The engine protocol workflows use, over a fork-started process pool (no Ray): each map
+    ships its task with cloudpickle (workflow tasks are closures)."""
+
+    def __init__(self, n: int):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+        self.num_cpus, self.num_gpus = n, 0
+        self._ex = ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("fork"))
+
+    def map(self, fn, items, *, resources=None, needs_model=False, num_cpus=None, max_in_flight=None):
+        import cloudpickle
+        items = list(items)
+        blob = cloudpickle.dumps(fn)
+        return list(self._ex.map(_pool_call, [blob] * len(items), items))
+
+    def shutdown(self) -> None:
+        self._ex.shutdown()
+
+
+def _pool_call(blob: bytes, x):
+    import cloudpickle
+    return cloudpickle.loads(blob)(x)
+
 
 def run_workflow(name: str, options: dict, inputs: list[str], root: Path, engine) -> tuple[list, dict]:
     from datapipe.stage import WorkflowContext, build_stage
@@ -520,6 +561,72 @@ def scale(args) -> None:
 
 
 # ---------------------------------------------------------------------------
+# incremental: a snapshot against an index vs. both snapshots from scratch
+
+def _make_engine(kind: str):
+    if kind == "ray":
+        from datapipe.ray_backend import Engine
+        return Engine(quiet=True)
+    if kind == "pool":
+        return PoolEngine(os.cpu_count() or 1)
+    return SerialEngine()
+
+
+def incremental(args) -> None:
+    import contextlib
+    import io
+    n = args.incremental
+    root = Path(args.tmp or tempfile.mkdtemp(prefix="dedup-incr-"))
+    engine = _make_engine(args.engine)
+    cores = getattr(engine, "num_cpus", 1)
+    print(f"incremental: SYNTHETIC documents of REAL sentences, 10% planted near copies; snapshot A = the "
+          f"first {n:,}, B = the next {n:,}; dedup_minhash 14 x 8; engine {args.engine} on {cores} core(s)")
+    try:
+        t0 = time.time()
+        inputs, planted = synthetic_shards(2 * n, root / "in", rows_per_shard=min(20_000, max(1, n // 4)))
+        half = len(inputs) // 2
+        a_in, b_in = inputs[:half], inputs[half:]
+        print(f"  corpus: {2 * n:,} docs in {len(inputs)} shards ({planted:,} planted copies), built in "
+              f"{time.time() - t0:.0f}s", flush=True)
+        print(f"  {'run':<28}{'docs':>10}{'wall s':>9}{'CPU s':>9}{'docs/CPU-s':>11}{'peak tree':>11}"
+              f"{'peak proc':>11}{'removed':>9}", flush=True)
+        results = {}
+        for label, ins, opts in (("A -> new index", a_in, {"index": str(root / "index")}),
+                                 ("B against index of A", b_in, {"index": str(root / "index")}),
+                                 ("A+B from scratch", inputs, {})):
+            d = root / label.split()[0].replace("+", "")
+            shutil.rmtree(d, ignore_errors=True)
+            t = time.time()
+            with PeakMemory() as mem, contextlib.redirect_stderr(io.StringIO()):
+                stats, report = run_workflow("dedup_minhash", opts, ins, d, engine)
+            wall = time.time() - t
+            docs = sum(s.rows_in for s in stats.values())
+            kept = {}
+            for p in ins:
+                kept[Path(p).name] = pq.read_table(d / "out" / Path(p).name, columns=["id"])["id"].to_pylist()
+            results[label] = kept
+            cpu = mem.cpu_since_start
+            print(f"  {label:<28}{docs:>10,}{wall:>9.1f}{cpu:>9.1f}{docs / max(cpu, 1e-9):>11.0f}"
+                  f"{mem.peak_rss / 2**30:>9.2f}GB{mem.peak_rss_one / 2**30:>9.2f}GB"
+                  f"{report['duplicates_removed']:>9,}", flush=True)
+            if report.get("index"):
+                print(f"      index: {report['index']}", flush=True)
+        b_names = {Path(p).name for p in b_in}
+        inc = {i for k, v in results["B against index of A"].items() for i in v}
+        joint = {i for k, v in results["A+B from scratch"].items() if k in b_names for i in v}
+        print(f"  B survivors: incremental {len(inc):,}, joint run restricted to B {len(joint):,}; in both "
+              f"{len(inc & joint):,}; only joint {len(joint - inc):,} (B survivors of clusters that reach A: "
+              f"the survivor rule keeps A's); only incremental {len(inc - joint):,}", flush=True)
+        du = sum(f.stat().st_size for f in (root / "index").rglob("*") if f.is_file())
+        print(f"  index on disk after A and B: {du / 2**20:.1f} MiB ({du / (2 * n):.0f} bytes per document)", flush=True)
+    finally:
+        if hasattr(engine, "shutdown"):
+            engine.shutdown()
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------
 # semantic dedup at scale
 
 def TreeMonitor(interval: float = 0.5) -> TreeSampler:
@@ -601,10 +708,22 @@ def main(argv=None) -> int:
     ap.add_argument("--max-tokens", type=int, default=None, help="semantic: truncation (default: each embedder's)")
     ap.add_argument("--docs", type=int, default=2000, help="speed: documents")
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
-    ap.add_argument("--engine", choices=["ray", "serial"], default="ray")
+    ap.add_argument("--engine", choices=["ray", "serial", "pool"], default="ray")
+    ap.add_argument("--incremental", type=int, metavar="N", default=None,
+                    help="N documents against an index of N, next to 2N from scratch (e.g. 1000000)")
+    ap.add_argument("--pool-file", default=None, help="sentence pool as a JSON list (instead of ../shared/data)")
+    ap.add_argument("--save-pool", default=None, help="write the sentence pool as a JSON list and exit")
     ap.add_argument("--tmp", default=None, help="scale: folder for the corpora (default: a temp dir)")
     ap.add_argument("--keep", action="store_true", help="scale: keep corpora and intermediates")
     args = ap.parse_args(argv)
+    global _POOL_FILE
+    _POOL_FILE = args.pool_file
+    if args.save_pool:
+        Path(args.save_pool).write_text(json.dumps(sentence_pool()))
+        return 0
+    if args.incremental:
+        incremental(args)
+        return 0
     if not args.what and not args.semantic and not args.semantic_scale:
         ap.error("name a benchmark (quality, semantic, speed, scale, all) or --semantic / --semantic-scale SIZES")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")

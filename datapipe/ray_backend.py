@@ -58,6 +58,7 @@ from typing import Any, Callable, Iterable
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from . import lineage
 from .schema import SHARD_COL
 from .progress import Poller, Progress
 from .stage import Resources
@@ -193,6 +194,7 @@ class _StageChain:
         key = _batch_key(batch, "|".join(self.labels))
         stats: list[dict] = []
         rejects: list[dict] = []
+        drops: list = []  # lineage (datapipe.lineage)
         for st, label in zip(self.stages, self.labels):
             before = _group_counts(batch)
             t0 = time.process_time()
@@ -209,6 +211,7 @@ class _StageChain:
                 for r in tbl.to_pylist():
                     dropped_by_shard[r[SHARD_COL]][r["reason"]] = r["reason_count"]
                 rejects.extend(self.parts.reject_samples(st, label, res.rejected))
+                drops.append(lineage.drop_records(res.rejected, stage=label, score_columns=getattr(st, "outputs", ())))
             counters = st.counters() or {}
             total_rows = sum(n for n, _ in before.values()) or 1
             for shard, (n_in, b_in) in before.items():
@@ -223,6 +226,7 @@ class _StageChain:
             batch = res.kept
             if batch.num_rows == 0:
                 break
+        lineage.write_part(self.parts.parts_dir.parent / "lineage", key, drops)
         self.parts.write(key, stats, rejects)
         return batch
 

@@ -8,6 +8,8 @@
       stats/<step>/<stage>/<shard>.json   one file per (stage, shard), written as it finishes
       stats.json               merged stats of the whole run (also after resume)
       rejects/<stage>/<reason>.jsonl      samples of dropped documents (url + excerpt)
+      lineage/<step>/<shard>.parquet      every dropped document: stage, reason, scores (datapipe.lineage)
+      lineage/kept.parquet                every kept document and its output file
       _done/<step>/<shard>     completion markers
       _tmp/                    in-progress writes, removed on start
 

@@ -34,6 +34,7 @@ from pathlib import Path
 import pyarrow as pa
 import yaml
 
+from . import lineage
 from .config import PipelineConfig
 from .io import apply_storage_options, resolve_inputs, shard_weight, split_crawl_files
 from .progress import Progress
@@ -308,6 +309,8 @@ class Runner:
             by_shard_files[w["shard"]].append(w)
         order = ["read"] + step.stage_names if step.index == 1 else step.stage_names
         failed = dict(engine.failed)
+        lineage.commit_wave(tmp / "lineage", self.rd.root / lineage.LINEAGE_DIR / step.name,
+                            [s for s, _ in wave if s not in failed])
         for shard, _ in wave:
             if shard in failed:
                 continue
@@ -367,7 +370,8 @@ class Runner:
         ctx = WorkflowContext(inputs=inputs, output_dir=str(out_dir), work_dir=str(work), engine=engine,
                               compression=self.cfg.output.compression, reject_sink=self._reject_sink(step.name),
                               samples_per_reason=self.cfg.rejects.samples_per_reason,
-                              excerpt_chars=self.cfg.rejects.excerpt_chars)
+                              excerpt_chars=self.cfg.rejects.excerpt_chars,
+                              lineage_dir=str(self.rd.root / lineage.LINEAGE_DIR / step.name))
         t0 = time.time()
         result = wf.run(ctx) or {}
         for key, sts in result.items():
@@ -407,6 +411,8 @@ class Runner:
                        "complete": self.rd.step_complete(s.name)} for s in self.steps],
         })
         merge_rejects(self.rd, self.cfg.rejects.samples_per_reason)
+        if self.steps and self.rd.step_complete(self.steps[-1].name):
+            lineage.write_kept(self.rd.root, self.rd.output_files())
         return merged
 
 

@@ -201,6 +201,7 @@ class WorkflowContext:
     reject_sink: Any = None    # callable(stage, shard, rejected_table_with_reason)
     samples_per_reason: int = 50   # the run's ``rejects`` settings: what a workflow's shard tasks
     excerpt_chars: int = 500       # sample (datapipe.rejects) before their rejects reach the sink
+    lineage_dir: str | None = None  # where workflows record each dropped document (datapipe.lineage)
 
     def output_path(self, input_path: str) -> str:
         import os

@@ -37,6 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from .lineage import write_workflow_drops
 from .rejects import sample_rejects
 from .stats import StageStats
 
@@ -161,9 +162,14 @@ class Decisions:
 
 
 def finish_shard(stage: str, shard_path: str, ctx, rows_in: int, bytes_in: int, kept: pa.Table,
-                 rejected: pa.Table | None, seconds: float, counters: dict | None = None) -> dict:
-    """Write the shard's kept rows with ``ctx.write``; return its stats and a reject sample."""
+                 rejected: pa.Table | None, seconds: float, counters: dict | None = None,
+                 score_columns: tuple[str, ...] = ()) -> dict:
+    """Write the shard's kept rows with ``ctx.write`` and its drops to the run's lineage
+    (``score_columns``: what the workflow wrote that explains a drop); return its stats and a
+    reject sample."""
     ctx.write(shard_path, kept)
+    write_workflow_drops(getattr(ctx, "lineage_dir", None), shard_name(shard_path), rejected, stage=stage,
+                         score_columns=score_columns)
     dropped: dict[str, int] = {}
     if rejected is not None and rejected.num_rows:
         for r in pc.value_counts(rejected["reason"]).to_pylist():
@@ -193,7 +199,9 @@ def decide_shard(item: tuple[int, str], *, stage: str, ctx, decide: Callable[[pa
         rejected = src.filter(drop).append_column("reason", reasons.filter(drop))
         for name, col in d.reject_columns.items():
             rejected = rejected.append_column(name, col.filter(drop))
-    return finish_shard(stage, path, ctx, n, bytes_in, kept, rejected, time.process_time() - t0, d.counters)
+    scores = tuple(c for c in d.table.column_names if c not in table.column_names) + tuple(d.reject_columns)
+    return finish_shard(stage, path, ctx, n, bytes_in, kept, rejected, time.process_time() - t0, d.counters,
+                        score_columns=scores)
 
 
 def collect(ctx, stage: str, results: list[dict], inputs: list[str], *, shard_cpu=None,

@@ -40,6 +40,7 @@ from datapipe.schema import set_column
 from datapipe.stage import StageError, Workflow, register
 
 from . import _dedup as D
+from . import _dedup_index as IX
 
 URL_REASON = "dedup_exact_v1:url"
 TEXT_REASON = "dedup_exact_v1:text"
@@ -171,14 +172,45 @@ def _write_drops(losers: pa.Table, reason: str, path: Path) -> int:
     return d.num_rows
 
 
-def _url_reduce(p: int, *, work: str, parts: int) -> int:
+def _indexed(tbl: pa.Table, k1: str, k2: str, files: list[str]) -> tuple[pa.Table, pa.Table]:
+    """Split rows into (not in the index, in the index with ``dup_of`` = the indexed id)."""
+    if not files or not tbl.num_rows:
+        return tbl, tbl.slice(0, 0).append_column("dup_of", pa.array([], pa.string()))
+    import pyarrow.dataset as ds
+    # scanned with this partition's keys as a filter: memory follows the run's partition, not the index
+    want = pc.unique(tbl[k1].combine_chunks() if isinstance(tbl[k1], pa.ChunkedArray) else tbl[k1])
+    idx = ds.dataset(files, format="parquet").to_table(filter=ds.field("k1").isin(want))
+    idx = pa.table({k1: idx["k1"], k2: idx["k2"], "dup_of": idx["id"]})
+    j = tbl.append_column("_row", pa.array(np.arange(tbl.num_rows))).join(idx, keys=[k1, k2], join_type="left outer")
+    hit = pc.is_valid(j["dup_of"])
+    old = j.filter(hit).sort_by("_row")
+    new_rows = np.ones(tbl.num_rows, dtype=bool)
+    new_rows[old["_row"].to_numpy()] = False
+    return tbl.filter(pa.array(new_rows)), old.select(tbl.column_names + ["dup_of"])
+
+
+def _index_files(index_gens: tuple[str, ...], kind: str, p: int) -> list[str]:
+    return [str(f) for g in index_gens if (f := Path(g) / kind / f"p={p:05d}.parquet").exists()]
+
+
+def _index_keys(winners: pa.Table, k1: str, k2: str, path: Path) -> None:
+    if winners.num_rows:
+        write_parquet_atomic(pa.table({"k1": winners[k1], "k2": winners[k2], "id": winners["id"]}), path)
+
+
+def _url_reduce(p: int, *, work: str, parts: int, index_gens: tuple[str, ...] = (), gen: str | None = None) -> int:
     files = W.list_parquet(Path(work) / "url" / f"p={p:05d}")
     if not files:
         return 0
     tbl = pa.concat_tables([pq.read_table(f) for f in files]) if files else None
+    # URLs an earlier run indexed: that run's document stays
+    tbl, old = _indexed(tbl, "h1", "h2", _index_files(index_gens, "url", p))
     # keep the latest fetch of a URL (nulls are INT64_MIN: any dated capture wins)
     winners, losers = _winners(tbl, "h1", "h2", [("fetch", "descending"), ("id", "ascending")])
+    losers = pa.concat_tables([old, losers.select(old.column_names)]) if old.num_rows else losers
     n = _write_drops(losers, URL_REASON, Path(work) / "drops" / f"url-p={p:05d}.parquet")
+    if gen is not None:
+        _index_keys(winners, "h1", "h2", Path(gen) / "url" / f"p={p:05d}.parquet")
     winners = winners.filter(winners["has_text"])
     if winners.num_rows:
         part = D.partition_of(winners["t1"].to_numpy(), parts)
@@ -188,15 +220,19 @@ def _url_reduce(p: int, *, work: str, parts: int) -> int:
     return n
 
 
-def _text_reduce(p: int, *, work: str) -> int:
+def _text_reduce(p: int, *, work: str, index_gens: tuple[str, ...] = (), gen: str | None = None) -> int:
     files = W.list_parquet(Path(work) / "text" / f"p={p:05d}")
     if not files:
         return 0
     tbl = pa.concat_tables([pq.read_table(f) for f in files])
+    tbl, old = _indexed(tbl, "t1", "t2", _index_files(index_gens, "text", p))
     # the earliest capture of a text is the likely original; undated captures come last
     fetch = tbl["fetch"].to_numpy()
     tbl = set_column(tbl, "fetch", pa.array(np.where(fetch == _INT64_MIN, _INT64_MAX, fetch)))
-    _, losers = _winners(tbl, "t1", "t2", [("fetch", "ascending"), ("id", "ascending")])
+    winners, losers = _winners(tbl, "t1", "t2", [("fetch", "ascending"), ("id", "ascending")])
+    losers = pa.concat_tables([old, losers.select(old.column_names)]) if old.num_rows else losers
+    if gen is not None:
+        _index_keys(winners, "t1", "t2", Path(gen) / "text" / f"p={p:05d}.parquet")
     return _write_drops(losers, TEXT_REASON, Path(work) / "drops" / f"text-p={p:05d}.parquet")
 
 
@@ -215,32 +251,57 @@ class ExactDedup(Workflow):
     whitespace collapsed) among URL survivors, the earliest capture, then the smallest id.
     Dropped rows name their survivor in ``dup_of`` (rejects samples). ``partitions``: hash
     partitions of the reduce steps (default: 2 per CPU); results do not depend on it.
+
+    ``index: PATH``: a persistent index (``stages/_dedup_index.py``) of the URL and text keys
+    of earlier runs' survivors. A document whose normalised URL or text an earlier run kept is
+    dropped (``dup_of`` names the indexed document, which stays in the run that holds it),
+    whatever its fetch time; the rest is deduplicated as above and this run's survivors' keys
+    are appended atomically. The index fixes ``partitions`` (those of its first run).
     """
 
     name = "dedup_exact"
     inputs = ("text",)
 
-    def __init__(self, *, url: bool = True, text: bool = True, partitions: Optional[int] = None):
+    def __init__(self, *, url: bool = True, text: bool = True, partitions: Optional[int] = None,
+                 index: Optional[str] = None):
         if not (url or text):
             raise StageError("dedup_exact: enable url, text or both")
         if partitions is not None and partitions < 1:
             raise StageError(f"dedup_exact: partitions must be >= 1, got {partitions}")
         self.url, self.text, self.partitions = url, text, partitions
+        self.index = index
 
     def run(self, ctx) -> dict:
         work = D.fresh_dir(Path(ctx.work_dir) / "dedup_exact")
         parts = self.partitions or 2 * W.engine_cpus(ctx.engine)
+        index, gens, gen = None, (), None
+        if self.index:
+            index = IX.DedupIndex(self.index, workflow=self.name, partitions=parts,
+                                  params={"url": self.url, "text": self.text, "keys": "xxh3-128-v1"})
+            parts = index.partitions
         items = list(enumerate(ctx.inputs))
         _, cpu = W.timed_map(ctx.engine, functools.partial(_exact_keys, work=str(work), parts=parts,
                                                            by_url=self.url, by_text=self.text), items)
+        if index is not None:
+            fp = IX.fingerprint(i for f in W.list_parquet(work) for i in pq.read_table(f, columns=["id"])["id"].to_pylist())
+            index.exclude_fingerprint(fp)
+            gens = tuple(str(g) for g in index.generations)
+            gen = index.new_generation()
         global_cpu = 0.0
         if self.url:
-            _, c = W.timed_map(ctx.engine, functools.partial(_url_reduce, work=str(work), parts=parts), range(parts))
+            _, c = W.timed_map(ctx.engine, functools.partial(_url_reduce, work=str(work), parts=parts,
+                                                             index_gens=gens, gen=None if gen is None else str(gen)),
+                               range(parts))
             global_cpu += sum(c)
-        _, c = W.timed_map(ctx.engine, functools.partial(_text_reduce, work=str(work)), range(parts))
+        _, c = W.timed_map(ctx.engine, functools.partial(_text_reduce, work=str(work), index_gens=gens,
+                                                         gen=None if gen is None else str(gen)), range(parts))
         global_cpu += sum(c)
-        return W.filter_shards(ctx, self.name, functools.partial(_drop_decisions, work=str(work)),
-                               shard_cpu=cpu, global_cpu=global_cpu)
+        stats = W.filter_shards(ctx, self.name, functools.partial(_drop_decisions, work=str(work)),
+                                shard_cpu=cpu, global_cpu=global_cpu)
+        if index is not None:
+            index.commit(gen, fp=fp, docs=sum(st.rows_in for st in stats.values()),
+                         info={"run_work_dir": str(ctx.work_dir)})
+        return stats
 
 
 # ---------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """``dedup_minhash``: near-duplicate removal with MinHash LSH and distributed connected components.
 
-One concern, kept in one module (~600 lines): the MinHash workflow's five steps share its
+One concern, kept in one module (~700 lines): the MinHash workflow's five steps share its
 partitioning and gid layout, and splitting them would scatter one algorithm over files.
 
 A workflow (global pass); every step is ``ctx.engine.map`` over files under ``ctx.work_dir``::
@@ -17,8 +17,11 @@ A workflow (global pass); every step is ``ctx.engine.map`` over files under ``ct
                                           each task holds one partition of edges
     minhash/members/q=*.parquet       4. survivors    map over component partitions: per component
                                           keep the longest text, then the smallest id
-                                      5. filter       map over shards: add ``dup_cluster``, drop the
-                                          rest with ``dedup_minhash_v1:near_duplicate``
+                                      5. filter       map over shards: add ``dup_cluster`` and
+                                          ``dup_cluster_size``, drop the rest with
+                                          ``dedup_minhash_v1:near_duplicate``
+    <index>/g=*/{docs,bands}/...      6. append       (with ``index:``) map over shards: this run's
+                                          band keys on their cluster's survivor; then the manifest
 
 MinHash: the universal hash family of datasketch, ``h_j(x) = ((a_j x + b_j) mod (2^61 - 1))
 & (2^32 - 1)`` over 32-bit shingle hashes, computed for all shingles of a batch at once with
@@ -60,6 +63,7 @@ from datapipe.schema import set_column
 from datapipe.stage import StageError, Workflow, register
 
 from . import _dedup as D
+from . import _dedup_index as IX
 
 REASON = "dedup_minhash_v1:near_duplicate"
 MERSENNE = np.uint64((1 << 61) - 1)
@@ -234,24 +238,39 @@ def _signatures(item, *, work: str, ngram: int, bands: int, rows: int, seed: int
 # ---------------------------------------------------------------------------
 # buckets -> edges
 
-def _buckets(item, *, work: str, key_ranges: int, parts: int) -> dict:
+def _buckets(item, *, work: str, key_ranges: int, parts: int, index_gens: tuple[str, ...] = ()) -> dict:
     bb, kr = item
     import pyarrow.dataset as ds
     files = W.list_parquet(Path(work) / "bands" / f"b={bb:03d}")
     if not files:
         return {"candidate_pairs": 0, "bucket_edges": 0}
-    d = ds.dataset(files, format="parquet")
     span = (1 << 64) // key_ranges
     lo, hi = kr * span, (kr + 1) * span if kr < key_ranges - 1 else None
     flt = ds.field("key") >= pa.scalar(lo, pa.uint64())
     if hi is not None:
         flt = flt & (ds.field("key") < pa.scalar(hi, pa.uint64()))
+
+    d = ds.dataset(files, format="parquet")
     t = d.to_table(filter=flt) if key_ranges > 1 else d.to_table()
     key, gid = t["key"].to_numpy(), t["gid"].to_numpy()
+    idx_files = [f for g in index_gens for f in W.list_parquet(Path(g) / "bands" / f"b={bb:03d}")]
+    if idx_files:
+        # the index's band keys of this key range, each on its cluster's node (above every run gid)
+        # scanned with the run's keys as a filter: a task holds the matches, not the index's key range
+        it = ds.dataset(idx_files, format="parquet").to_table(
+            filter=flt & ds.field("key").isin(pa.array(np.unique(key), pa.uint64())))
+        key = np.concatenate([key, it["key"].to_numpy()])
+        gid = np.concatenate([gid, it["node"].to_numpy().astype(np.int64) + IX.INDEX_GID_BASE])
     order = np.lexsort((gid, key))
     key, gid = key[order], gid[order]
     first = np.ones(len(key), dtype=bool)
     first[1:] = key[1:] != key[:-1]
+    if idx_files:
+        # buckets of index nodes only were decided by earlier runs
+        grp = np.cumsum(first) - 1
+        has_run = gid[np.flatnonzero(first)][grp] < IX.INDEX_GID_BASE
+        key, gid = key[has_run], gid[has_run]
+        first = first[has_run]
     grp = np.cumsum(first) - 1
     sizes = np.bincount(grp) if len(grp) else np.zeros(0, np.int64)
     u = gid[np.flatnonzero(first)][grp]           # the smallest gid of each bucket
@@ -422,10 +441,24 @@ def read_components(work: str) -> dict[int, int]:
     return out
 
 
-def _survivors(q: int, *, work: str) -> dict:
+def _index_info(index_gens: tuple[str, ...], nodes: np.ndarray) -> dict[str, pa.Array]:
+    """``id`` and ``length`` of index nodes (the kept documents of earlier runs), in ``nodes`` order."""
+    import pyarrow.dataset as ds
+    files = [f for g in index_gens for f in W.list_parquet(Path(g) / "docs")]
+    want = pa.array(nodes, pa.int64())
+    t = ds.dataset(files, format="parquet").to_table(
+        columns=["node", "id", "length"], filter=ds.field("kept") & ds.field("node").isin(want))
+    pos = pc.index_in(want, value_set=t["node"].combine_chunks())
+    if pos.null_count:
+        raise RuntimeError(f"dedup_minhash: index nodes missing from the index's docs: "
+                           f"{nodes[np.asarray(pc.is_null(pos))][:5].tolist()} (a damaged index?)")
+    return {c: t[c].combine_chunks().take(pos) for c in ("id", "length")}
+
+
+def _survivors(q: int, *, work: str, index_gens: tuple[str, ...] = ()) -> dict:
     files = W.list_parquet(Path(work) / "cc" / "final" / f"to={q:05d}")
     if not files:
-        return {"components": 0, "members": 0, "sizes": {}}
+        return {"components": 0, "members": 0, "sizes": {}, "reached_index": 0}
     t = pa.concat_tables([pq.read_table(f) for f in files])
     node, comp = t["node"].to_numpy(), t["comp"].to_numpy()
     centers = np.unique(comp)
@@ -433,27 +466,83 @@ def _survivors(q: int, *, work: str) -> dict:
     comp = np.concatenate([comp, centers])
     node, idx = np.unique(node, return_index=True)
     comp = comp[idx]
-    info = _gather(work, node, ["length", "id"])
-    tbl = pa.table({"gid": node, "comp": comp, "length": info["length"], "id": info["id"]})
-    tbl = tbl.take(pc.sort_indices(tbl, sort_keys=[("comp", "ascending"), ("length", "descending"),
-                                                   ("id", "ascending"), ("gid", "ascending")]))
+    new = node < IX.INDEX_GID_BASE
+    info = _gather(work, node[new], ["length", "id"])
+    length, ids = info["length"], info["id"]
+    if not new.all():
+        # indexed documents win their component (they stay in the runs that hold them)
+        old = _index_info(index_gens, node[~new] - IX.INDEX_GID_BASE)
+        order = np.concatenate([np.flatnonzero(new), np.flatnonzero(~new)])
+        inv = pa.array(np.argsort(order))
+        length = pa.concat_arrays([length, old["length"].cast(pa.int64())]).take(inv)
+        ids = pa.concat_arrays([ids.cast(pa.string()), old["id"].cast(pa.string())]).take(inv)
+    tbl = pa.table({"gid": node, "comp": comp, "new": pa.array(new), "length": length, "id": ids})
+    tbl = tbl.take(pc.sort_indices(tbl, sort_keys=[("comp", "ascending"), ("new", "ascending"),
+                                                   ("length", "descending"), ("id", "ascending"),
+                                                   ("gid", "ascending")]))
     starts, grp = _groups(tbl["comp"].to_numpy())
     keep = np.zeros(tbl.num_rows, dtype=bool)
     keep[starts] = True
     survivor_id = tbl["id"].take(pa.array(starts[grp]))
-    members = pa.table({"gid": tbl["gid"], "cluster": survivor_id, "keep": pa.array(keep)}).sort_by("gid")
+    size = np.bincount(grp)
+    winner = tbl["gid"].to_numpy()[starts]
+    members = pa.table({"gid": tbl["gid"], "cluster": survivor_id, "keep": pa.array(keep),
+                        "winner": winner[grp], "size": size[grp]}).filter(tbl["new"]).sort_by("gid")
     write_parquet_atomic(members, Path(work) / "members" / f"q={q:05d}.parquet", row_group_rows=W.DECISION_ROW_GROUP)
-    sizes = Counter(np.bincount(grp).tolist())
-    return {"components": len(starts), "members": tbl.num_rows, "sizes": dict(sizes)}
+    sizes = Counter(size.tolist())
+    reached = int((~tbl["new"].to_numpy()[starts]).sum())
+    return {"components": len(starts), "members": tbl.num_rows, "sizes": dict(sizes), "reached_index": reached}
 
 
 def _member_decisions(table: pa.Table, si: int, *, work: str) -> W.Decisions:
-    """``dup_cluster`` on every row; members that are not their component's survivor dropped."""
+    """``dup_cluster`` and ``dup_cluster_size`` on every row (null and 1 without a near duplicate);
+    members that are not their component's survivor dropped."""
     mem = W.rows_by_gid(W.list_parquet(Path(work) / "members"), si, table.num_rows,
-                        {"cluster": pa.scalar(None, pa.string()), "keep": pa.scalar(True)})
+                        {"cluster": pa.scalar(None, pa.string()), "keep": pa.scalar(True),
+                         "size": pa.scalar(1, pa.int64())})
     reasons = pc.if_else(mem["keep"], pa.scalar(None, pa.string()), REASON)
-    return W.Decisions(set_column(table, "dup_cluster", mem["cluster"]), reasons,
-                       counters={"in_dup_cluster": len(mem["cluster"]) - mem["cluster"].null_count})
+    out = set_column(set_column(table, "dup_cluster", mem["cluster"]), "dup_cluster_size", mem["size"])
+    return W.Decisions(out, reasons, counters={"in_dup_cluster": len(mem["cluster"]) - mem["cluster"].null_count})
+
+
+# ---------------------------------------------------------------------------
+# the index: append this run's documents (see stages/_dedup_index.py)
+
+def _index_append(item, *, work: str, gen: str, base: int, cum: tuple[int, ...], bands: int) -> int:
+    """One shard's part of a new index generation: ``docs/s=*`` (node, id, length, cluster node,
+    cluster size, kept) and ``bands/b=*/s=*`` (band key -> the node of the document's cluster:
+    its survivor, here or in the index), deduplicated and sorted by key."""
+    si, _ = item
+    sig = Path(work) / "sig" / f"s={si:06d}.parquet"
+    if not sig.exists():
+        return 0
+    info = pq.read_table(sig, columns=["id", "length", "n_shingles"])
+    n = info.num_rows
+    node = np.int64(base + cum[si]) + np.arange(n, dtype=np.int64)
+    mem = W.rows_by_gid(W.list_parquet(Path(work) / "members"), si, n,
+                        {"winner": pa.scalar(-1, pa.int64()), "keep": pa.scalar(True), "size": pa.scalar(1, pa.int64())})
+    win = mem["winner"].to_numpy()
+    cluster = node.copy()
+    old = win >= IX.INDEX_GID_BASE
+    cluster[old] = win[old] - IX.INDEX_GID_BASE
+    here = (win >= 0) & ~old
+    shard = (win[here] >> W.ROW_BITS).astype(np.int64)
+    cluster[here] = base + np.asarray(cum, dtype=np.int64)[shard] + (win[here] & W.ROW_MASK)
+    g = Path(gen)
+    write_parquet_atomic(pa.table({"node": node, "id": info["id"], "length": info["length"], "cluster": cluster,
+                                   "cluster_size": mem["size"], "kept": mem["keep"]}),
+                         g / "docs" / f"s={si:06d}.parquet")
+    for bb in range(bands):
+        f = Path(work) / "bands" / f"b={bb:03d}" / f"s={si:06d}.parquet"
+        if not f.exists():
+            continue
+        t = pq.read_table(f)
+        k = t["key"].to_numpy()
+        c = cluster[(t["gid"].to_numpy() & W.ROW_MASK).astype(np.int64)]
+        pairs = np.unique(np.stack([k, c.astype(np.uint64)], axis=1), axis=0)
+        write_parquet_atomic(pa.table({"key": pairs[:, 0], "node": pairs[:, 1].astype(np.int64)}),
+                             g / "bands" / f"b={bb:03d}" / f"s={si:06d}.parquet", row_group_rows=65_536)
+    return n
 
 
 _HIST_EDGES = (2, 3, 5, 11, 101, 1001)
@@ -483,15 +572,27 @@ class MinHashDedup(Workflow):
     signature-estimated Jaccard of a candidate pair), ``partitions`` of the edge/component
     steps (default 2 per CPU, more for big corpora; results do not depend on it).
     Cost: ~1 ms per document per core for signatures (K=112), I/O-bound afterwards.
+
+    ``dup_cluster_size``: documents in the component (1 without a near duplicate), kept on
+    survivors for rehydration (``datapipe.mix``'s ``rehydrate``). ``index: PATH``: a persistent
+    index (``stages/_dedup_index.py``) of every earlier run's band keys, each on its cluster's
+    survivor. Survivor rule with an index: a component that reaches an indexed document keeps
+    the indexed survivor (it stays in the run that holds it) and drops all of this run's
+    documents in it, with ``dup_cluster`` naming the indexed survivor (the longest, then the
+    smallest id, when a new document bridges several); other components follow the rule
+    above. So the new survivors equal a joint run over all snapshots restricted to this one,
+    except that a component spanning snapshots never keeps a new document. The run's documents
+    are appended (all of them, on their cluster's survivor), atomically. Not combinable with
+    ``verify_threshold`` (the index keeps band keys, not signatures).
     """
 
     name = "dedup_minhash"
     inputs = ("text",)
-    outputs = ("dup_cluster",)
+    outputs = ("dup_cluster", "dup_cluster_size")
 
     def __init__(self, *, ngram: int = 5, bands: int = 14, rows: int = 8, seed: int = 1,
                  verify_threshold: Optional[float] = None, partitions: Optional[int] = None,
-                 batch_size: int = 1024, max_rounds: int = 100):
+                 batch_size: int = 1024, max_rounds: int = 100, index: Optional[str] = None):
         if ngram < 1:
             raise StageError(f"dedup_minhash: ngram must be >= 1, got {ngram}")
         if bands < 1 or rows < 1:
@@ -505,6 +606,15 @@ class MinHashDedup(Workflow):
         self.ngram, self.bands, self.rows, self.seed = ngram, bands, rows, seed
         self.verify_threshold, self.partitions = verify_threshold, partitions
         self.batch_size, self.max_rounds = batch_size, max_rounds
+        if index is not None and verify_threshold is not None:
+            raise StageError("dedup_minhash: index: and verify_threshold cannot be combined (the index keeps "
+                             "band keys, not signatures)")
+        self.index = index
+
+    def index_params(self) -> dict:
+        """What makes two runs' band keys comparable: an index is built for these only."""
+        return {"ngram": self.ngram, "bands": self.bands, "rows": self.rows, "seed": self.seed,
+                "shingles": "words-lower-xxh3-v1"}
 
     def run(self, ctx) -> dict:
         t_start = time.time()
@@ -521,13 +631,20 @@ class MinHashDedup(Workflow):
             batch_size=self.batch_size), items)
         timings["signatures"] = time.time() - t
         n_docs = int(sum(counts))
+        index, index_gens, fp = None, (), ""
+        if self.index:
+            index = IX.DedupIndex(self.index, workflow=self.name, params=self.index_params())
+            fp = IX.fingerprint(i for f in W.list_parquet(work / "sig") for i in pq.read_table(f, columns=["id"])["id"].to_pylist())
+            index.exclude_fingerprint(fp)
+            index_gens = tuple(str(g) for g in index.generations)
         cpus = W.engine_cpus(ctx.engine)
         parts = self.partitions or max(2 * cpus, math.ceil(n_docs / 250_000))
         key_ranges = max(1, math.ceil(n_docs / 4_000_000))
         global_cpu = 0.0
 
         t = time.time()
-        bres, c = W.timed_map(ctx.engine, functools.partial(_buckets, work=w, key_ranges=key_ranges, parts=parts),
+        bres, c = W.timed_map(ctx.engine, functools.partial(_buckets, work=w, key_ranges=key_ranges, parts=parts,
+                                                            index_gens=index_gens),
                               [(bb, kr) for bb in range(self.bands) for kr in range(key_ranges)])
         global_cpu += sum(c)
         eres, c = W.timed_map(ctx.engine, functools.partial(_edges_to_cc, work=w, parts=parts,
@@ -538,7 +655,7 @@ class MinHashDedup(Workflow):
         t = time.time()
         rounds, c = connected_components(ctx.engine, w, parts, max_rounds=self.max_rounds)
         global_cpu += c
-        sres, c = W.timed_map(ctx.engine, functools.partial(_survivors, work=w), range(parts))
+        sres, c = W.timed_map(ctx.engine, functools.partial(_survivors, work=w, index_gens=index_gens), range(parts))
         global_cpu += sum(c)
         timings["components"] = time.time() - t
 
@@ -546,6 +663,16 @@ class MinHashDedup(Workflow):
         stats = W.filter_shards(ctx, self.name, functools.partial(_member_decisions, work=w),
                                 shard_cpu=shard_cpu, global_cpu=global_cpu)
         timings["filter"] = time.time() - t
+        if index is not None:
+            t = time.time()
+            gen = index.new_generation()
+            cum = tuple(int(x) for x in np.concatenate([[0], np.cumsum(counts)[:-1]]))
+            _, c = W.timed_map(ctx.engine, functools.partial(_index_append, work=w, gen=str(gen), base=index.base,
+                                                             cum=cum, bands=self.bands), items)
+            if stats:
+                next(iter(stats.values())).seconds += sum(c)
+            index.commit(gen, fp=fp, docs=n_docs, info={"run_work_dir": str(ctx.work_dir)})
+            timings["index_append"] = time.time() - t
 
         sizes: Counter = Counter()
         for r in sres:
@@ -565,6 +692,9 @@ class MinHashDedup(Workflow):
             "docs_in_components": sum(r["members"] for r in sres),
             "cluster_size_histogram": size_histogram(sizes),
             "largest_cluster": max(sizes) if sizes else 0,
+            "index": None if index is None else {"path": str(self.index), "generations_read": len(index_gens),
+                                                 "components_reaching_index": sum(r["reached_index"] for r in sres),
+                                                 "nodes_after": index.manifest["nodes"]},
             "duplicates_removed": removed,
             "seconds": {k2: round(v, 2) for k2, v in timings.items()} | {"total": round(time.time() - t_start, 2)},
         }

@@ -24,6 +24,13 @@ A spec (YAML)::
       - name: en_hq
         where: {lid_lang: [en], quality_score: {min: 0.5}}   # list = one of; {min, max} = [min, max)
     output: {max_tokens_per_shard: 50000000, max_rows_per_shard: 200000, megatron: false}
+    rehydrate:                    # optional (FineWeb-2): repeat documents by duplicate-cluster size
+      column: dup_cluster_size    # written by dedup_minhash on survivors (null counts as 1)
+      table:                      # cluster sizes [min, max) -> copies per epoch; sizes no row covers: 1
+        - {min: 1, max: 2, repeat: 1}
+        - {min: 2, max: 5, repeat: 2}
+        - {min: 5, repeat: 3}
+    # a group with `rehydrate: false` counts its documents once
 
 Modes:
 
@@ -40,6 +47,10 @@ and the group's name, so editing one group leaves the others' samples alone) who
 closest to the fractional remainder. Rows are shuffled globally with the seed and cut into
 shards of at most ``max_tokens_per_shard`` tokens and ``max_rows_per_shard`` rows, through
 per-shard buckets on disk (one input file and one output shard in memory at a time).
+
+Rehydration makes each document ``r`` copies of itself in its group's pool (``r`` from the
+table): weights, epoch caps and epochs count the rehydrated pool (``available_tokens``), and
+the plan reports ``unique_tokens`` and the factor (``rehydr x``) per group.
 
 Token ids come from the curated ``tokens`` column when the tokenize stage kept it, else the
 selected documents are tokenized again with the run's tokenizer settings (from

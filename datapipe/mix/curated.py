@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .spec import MixError, spec_models
+from .spec import MixError, repeat_counts, spec_models
 
 
 def curated_files(run_dir: str | Path) -> list[Path]:
@@ -116,6 +116,7 @@ class Curated:
     n_tokens: np.ndarray
     group_idx: np.ndarray     # index into spec.groups; -1: in no group
     has_tokens: bool          # every file kept the ``tokens`` column
+    repeats: np.ndarray | None = None   # copies per document (the spec's ``rehydrate``), else None
 
 
 def scan_curated(run_dir: Path, spec, tokenizer_opts: dict, quiet: bool) -> Curated:
@@ -126,13 +127,20 @@ def scan_curated(run_dir: Path, spec, tokenizer_opts: dict, quiet: bool) -> Cura
     files = curated_files(run_dir)
     root = run_dir / "output"
     where_cols = sorted({c for g in spec.groups for c in g.where})
+    rh = spec.rehydrate.column if spec.rehydrate is not None else None
+    if rh is not None and rh not in where_cols:
+        where_cols.append(rh)
     n_parts, g_parts, starts = [], [], [0]
     has_tokens = True
     tok = None
+    r_parts: list[np.ndarray] = []
     for f in files:
         schema_names = pq.read_schema(f).names
         parts = _partition_values(f, root)
         missing = [c for c in where_cols if c not in schema_names and c not in parts]
+        if rh in missing:
+            raise MixError(f"{f}: rehydrate needs the column {rh!r} (dedup_minhash writes dup_cluster_size); "
+                           f"the curated output has: {', '.join(schema_names)}")
         if missing:
             raise MixError(f"{f}: the spec groups by column(s) {missing} that the curated output does not have "
                            f"(columns: {', '.join(schema_names)})")
@@ -156,4 +164,11 @@ def scan_curated(run_dir: Path, spec, tokenizer_opts: dict, quiet: bool) -> Cura
         n_parts.append(n)
         g_parts.append(gidx)
         starts.append(starts[-1] + t.num_rows)
-    return Curated(files, root, np.asarray(starts, np.int64), np.concatenate(n_parts), np.concatenate(g_parts), has_tokens)
+        if rh is not None:
+            sizes = pc.fill_null(t[rh], 1).to_numpy(zero_copy_only=False).astype(np.int64)
+            rep = repeat_counts(spec.rehydrate, sizes)
+            off = np.array([not g.rehydrate for g in spec.groups] + [True])  # -1 (no group) -> last
+            rep[off[gidx]] = 1
+            r_parts.append(rep)
+    return Curated(files, root, np.asarray(starts, np.int64), np.concatenate(n_parts), np.concatenate(g_parts), has_tokens,
+                   np.concatenate(r_parts) if rh is not None else None)

@@ -69,6 +69,7 @@ class GroupPlan:
     taken_tokens: int = 0     # whole documents, repetitions counted
     taken_rows: int = 0
     unique_docs: int = 0
+    unique_tokens: Optional[int] = None   # before rehydration (None: no ``rehydrate``)
 
     @property
     def epochs(self) -> float:
@@ -78,7 +79,9 @@ class GroupPlan:
         return {"group": self.name, "docs": self.docs, "available_tokens": self.available_tokens,
                 "target_share": self.target_share, "achieved_share": self.taken_tokens / total_taken if total_taken else 0.0,
                 "epochs": self.epochs, "max_epochs": self.max_epochs, "target_tokens": self.target_tokens,
-                "tokens": self.taken_tokens, "rows": self.taken_rows, "unique_docs": self.unique_docs}
+                "tokens": self.taken_tokens, "rows": self.taken_rows, "unique_docs": self.unique_docs,
+                "unique_tokens": self.unique_tokens,
+                "rehydration": (self.available_tokens / self.unique_tokens) if self.unique_tokens else None}
 
 
 @dataclass
@@ -119,14 +122,21 @@ class MixPlan:
 
     def table(self) -> str:
         t = self.total_tokens
+        rh = getattr(self.spec, "rehydrate", None) is not None
         head = ["group", "docs", "available tok", "target %", "achieved %", "epochs", "max ep", "tokens taken", "rows"]
+        if rh:
+            head.insert(3, "rehydr x")
         rows = []
         for g in self.groups:
             rows.append([g.name, f"{g.docs:,}", f"{g.available_tokens:,}", f"{100 * g.target_share:.2f}",
                          f"{100 * g.taken_tokens / t:.2f}" if t else "-", f"{g.epochs:.3f}",
                          "-" if g.max_epochs is None else f"{g.max_epochs:g}", f"{g.taken_tokens:,}", f"{g.taken_rows:,}"])
+            if rh:
+                rows[-1].insert(3, f"{g.available_tokens / g.unique_tokens:.3f}" if g.unique_tokens else "-")
         rows.append(["total", f"{sum(g.docs for g in self.groups):,}", f"{sum(g.available_tokens for g in self.groups):,}",
                      "100.00", "100.00" if t else "-", "", "", f"{t:,}", f"{self.total_rows:,}"])
+        if rh:
+            rows[-1].insert(3, "")
         widths = [max(len(str(r[i])) for r in [head] + rows) for i in range(len(head))]
         fmt = lambda r: "  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
         lines = [f"mixture {self.spec.name!r}: mode={self.spec.mode} weighting={self.spec.weighting}"
@@ -143,14 +153,24 @@ class MixPlan:
 # ---------------------------------------------------------------------------
 # planning
 
-def plan_mixture(spec, n_tokens: np.ndarray, group_idx: np.ndarray) -> MixPlan:
-    """The plan and the selected rows, from per-document token counts and group indices (-1: none)."""
+def plan_mixture(spec, n_tokens: np.ndarray, group_idx: np.ndarray, repeats: np.ndarray | None = None) -> MixPlan:
+    """The plan and the selected rows, from per-document token counts and group indices (-1: none).
+
+    ``repeats`` (rehydration): copies of each document in its group's pool; weights, epoch caps
+    and epochs then count the rehydrated pool (``available_tokens``), ``unique_tokens`` the
+    documents once. A document repeated r times is taken r times per epoch of its group."""
     t0 = time.perf_counter()
     n_tokens = np.asarray(n_tokens, dtype=np.int64)
     group_idx = np.asarray(group_idx)
     G = len(spec.groups)
     counts = np.bincount(group_idx[group_idx >= 0], minlength=G) if G else np.zeros(0, np.int64)
-    avail_arr = np.bincount(group_idx[group_idx >= 0], weights=n_tokens[group_idx >= 0], minlength=G)
+    uniq_arr = np.bincount(group_idx[group_idx >= 0], weights=n_tokens[group_idx >= 0], minlength=G)
+    if repeats is not None:
+        repeats = np.asarray(repeats, dtype=np.int64)
+        pool = n_tokens * repeats
+        avail_arr = np.bincount(group_idx[group_idx >= 0], weights=pool[group_idx >= 0], minlength=G)
+    else:
+        avail_arr = uniq_arr
     names = [g.name for g in spec.groups]
     avail = {g: int(round(a)) for g, a in zip(names, avail_arr)}
     caps_ep = {g.name: (g.max_epochs if g.max_epochs is not None else spec.max_epochs) for g in spec.groups}
@@ -202,10 +222,13 @@ def plan_mixture(spec, n_tokens: np.ndarray, group_idx: np.ndarray) -> MixPlan:
     bounds = np.searchsorted(group_idx[order], np.arange(G + 1) - 0.5)
     for gi, g in enumerate(spec.groups):
         docs = order[bounds[gi]:bounds[gi + 1]]          # global indices, in curated order
+        if repeats is not None:
+            docs = np.repeat(docs, repeats[docs])        # the rehydrated pool: copies side by side
         lens = n_tokens[docs]
         A = int(lens.sum())
         tgt = float(target[g.name])
-        gp = GroupPlan(g.name, int(counts[gi]), A, share[g.name], tgt, caps_ep[g.name])
+        gp = GroupPlan(g.name, int(counts[gi]), A, share[g.name], tgt, caps_ep[g.name],
+                       unique_tokens=int(round(uniq_arr[gi])) if repeats is not None else None)
         plans.append(gp)
         if A == 0 or tgt <= 0:
             continue
@@ -227,7 +250,7 @@ def plan_mixture(spec, n_tokens: np.ndarray, group_idx: np.ndarray) -> MixPlan:
         grp_parts.append(np.full(len(d), gi, np.int16))
         gp.taken_tokens = int(full * A + (cs[m - 1] if m else 0))
         gp.taken_rows = len(d)
-        gp.unique_docs = len(docs) if full else m
+        gp.unique_docs = (len(docs) if full else m) if repeats is None else len(np.unique(d))
     none = group_idx < 0
     plan = MixPlan(spec, plans, total_docs=len(n_tokens), unassigned_docs=int(none.sum()),
                    unassigned_tokens=int(n_tokens[none].sum()), notes=notes,

@@ -31,6 +31,16 @@ def spec_models():
         where: dict[str, Union[Range, list[Scalar], Scalar]] = Field(default_factory=dict)
         weight: Optional[float] = Field(default=None, ge=0)
         max_epochs: Optional[float] = Field(default=None, gt=0)
+        rehydrate: bool = True             # false: this group's documents count once (no `rehydrate:` table)
+
+    class RepeatRow(_Strict):
+        min: int = Field(ge=1)             # cluster sizes [min, max); max null: no upper end
+        max: Optional[int] = None
+        repeat: int = Field(ge=0)          # copies of each document per epoch of its group
+
+    class RehydrateSpec(_Strict):
+        column: str = "dup_cluster_size"   # dedup_minhash's cluster size (null counts as 1)
+        table: list[RepeatRow] = Field(min_length=1)
 
     class OutputSpec(_Strict):
         max_tokens_per_shard: int = Field(default=50_000_000, gt=0)
@@ -52,6 +62,8 @@ def spec_models():
         #: (LLaMA-1's table over whichever sources a user actually has)
         missing_groups: Literal["error", "drop"] = "error"
         groups: list[GroupSpec] = Field(min_length=1)
+        #: FineWeb-2's rehydration: repeat documents by the size of their duplicate cluster
+        rehydrate: Optional[RehydrateSpec] = None
         output: OutputSpec = Field(default_factory=OutputSpec)
 
     return MixSpec, Range
@@ -88,11 +100,33 @@ def parse_spec(data: Any, *, file: str | None = None, default_name: str = "mix")
             raise MixError(f"{where}groups[{i}].weight: weights come from weighting: {spec.weighting}; remove it")
     if spec.weighting == "explicit" and not sum(g.weight for g in spec.groups) > 0:
         raise MixError(f"{where}groups: weights sum to zero")
+    if spec.rehydrate is not None:
+        rows = sorted(spec.rehydrate.table, key=lambda r: r.min)
+        for i, r in enumerate(rows):
+            if r.max is not None and r.max <= r.min:
+                raise MixError(f"{where}rehydrate.table: range [{r.min}, {r.max}) is empty")
+            nxt = rows[i + 1] if i + 1 < len(rows) else None
+            if nxt is not None and (r.max is None or r.max > nxt.min):
+                raise MixError(f"{where}rehydrate.table: ranges [{r.min}, {r.max}) and [{nxt.min}, {nxt.max}) overlap")
     if spec.mode == "budget" and spec.total_tokens is None:
         raise MixError(f"{where}total_tokens: required by mode: budget")
     if spec.weighting == "unimax" and spec.total_tokens is None:
         raise MixError(f"{where}total_tokens: required by weighting: unimax")
     return spec
+
+
+def repeat_counts(rehydrate, sizes: "np.ndarray") -> "np.ndarray":
+    """Copies per document from its cluster size through the ``rehydrate`` table (sizes no row
+    covers, and sizes < 1, repeat once)."""
+    import numpy as np
+    sizes = np.asarray(sizes, dtype=np.int64)
+    out = np.ones(len(sizes), dtype=np.int64)
+    for r in rehydrate.table:
+        m = sizes >= r.min
+        if r.max is not None:
+            m &= sizes < r.max
+        out[m] = r.repeat
+    return out
 
 
 def load_spec(path: str | Path):

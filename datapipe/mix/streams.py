@@ -136,7 +136,7 @@ def mix_from_spec(run_dir: Path, spec, *, dry_run: bool = False, out_dir: str | 
     t0 = time.perf_counter()
     tok_opts = run_tokenizer_settings(run_dir, spec.tokenizer)
     cur = scan_curated(run_dir, spec, tok_opts, quiet)
-    plan = plan_mixture(spec, cur.n_tokens, cur.group_idx)
+    plan = plan_mixture(spec, cur.n_tokens, cur.group_idx, repeats=cur.repeats)
     plan.plan_seconds = time.perf_counter() - t0
     plan.run_dir = str(run_dir)
     final = Path(out_dir) if out_dir else run_dir / MIX_DIR / spec.name
@@ -154,7 +154,8 @@ def mix_from_spec(run_dir: Path, spec, *, dry_run: bool = False, out_dir: str | 
         per_group = {g.name: {"docs_available": g.docs, "available_tokens": g.available_tokens,
                               "rows": g.taken_rows, "unique_docs": g.unique_docs, "tokens": g.taken_tokens,
                               "target_share": g.target_share,
-                              "achieved_share": g.taken_tokens / plan.total_tokens, "epochs": g.epochs}
+                              "achieved_share": g.taken_tokens / plan.total_tokens, "epochs": g.epochs,
+                              "unique_tokens": g.unique_tokens}
                      for g in plan.groups}
         manifest = {
             "format": "datapipe-token-stream", "version": 1,
