@@ -40,7 +40,7 @@ def cmd_run(args) -> int:
     from .ray_backend import EngineError
     from .runner import RunError, StorageError, run_pipeline
     try:
-        cfg = load_config(args.config)
+        cfg = load_config(args.config, overlay=args.overlay)
     except ConfigError as e:
         return _err(str(e), EXIT_USAGE)
     inputs = args.input or cfg.input.paths
@@ -146,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--fresh", action="store_true", help="delete the run directory first")
     r.add_argument("--quiet", action="store_true", help="no progress output")
     r.add_argument("--no-mix", action="store_true", help="skip the mixture step of the config")
+    r.add_argument("--overlay", help="YAML of stage option changes over the config (datapipe tune-filters writes one)")
     r.set_defaults(fn=cmd_run)
 
     s = sub.add_parser("stats", help="print the funnel table of a run")
