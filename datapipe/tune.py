@@ -344,7 +344,7 @@ def propose(scored: Scored, *, keep_good: float, tune: Iterable[str] | None = No
         return int((d & good).sum()), int((d & ~good).sum())
 
     gd, bd = stats(vals)
-    need = n_good - int(np.floor(keep_good * n_good + 1e-9))  # most good rows the cascade may drop
+    need = n_good - int(np.ceil(keep_good * n_good - 1e-9))  # most good rows the cascade may drop
     for _ in range(max_steps):  # loosen
         if gd <= need:
             break
