@@ -122,6 +122,12 @@ def text_filters(cfg) -> list[StageRef]:
     return out
 
 
+def _round2(x: float) -> float:
+    if not np.isfinite(x) or x == 0:
+        return float(x)
+    return float(np.round(x, 1 - int(np.floor(np.log10(abs(x))))))
+
+
 @dataclass
 class Tunable:
     """One threshold option of one stage and the rule it drives."""
@@ -152,11 +158,12 @@ class Tunable:
                     ">": self.scores > thr, ">=": self.scores >= thr}[self.op]
 
     def candidates(self, k: int = 40) -> list:
-        """Values worth trying: the config's, off, and quantiles of the scores (rounded)."""
+        """Values worth trying: the config's, off, and quantiles of the scores rounded to two
+        significant digits (0.0487 -> 0.049: a proposal should not fit the labels' last digits)."""
         if self.op in ("true", "set"):
             return [True, False]
         v = self.scores[np.isfinite(self.scores)]
-        qs = np.unique(np.round(np.quantile(v, np.linspace(0, 1, k + 1)), 4)) if len(v) else np.array([])
+        qs = np.unique([_round2(x) for x in np.quantile(v, np.linspace(0, 1, k + 1))]) if len(v) else np.array([])
         out = [None] + ([] if self.value is None else [self.value]) + [float(x) for x in qs]
         if isinstance(self.value, int) and not isinstance(self.value, bool):
             out = [None if x is None else int(round(x)) for x in out]
@@ -316,14 +323,16 @@ def curve(scored: Scored, t: Tunable, values: dict[str, Any] | None = None) -> l
 
 
 def propose(scored: Scored, *, keep_good: float, tune: Iterable[str] | None = None,
-            loosen_only: bool = False, max_steps: int = 200) -> dict[str, Any]:
+            loosen_only: bool = False, min_move_precision: float = 0.0, max_steps: int = 200) -> dict[str, Any]:
     """Thresholds meeting "the cascade keeps >= ``keep_good`` of good rows" on ``scored`` with the
     most bad rows dropped (greedy coordinate search; a local optimum, not a proof of the best).
 
     First loosens, one threshold at a time, the move that gives back the most good rows per bad
     row let through, until the objective holds; then tightens while it keeps holding, taking the
     move that drops the most bad rows per good row lost. ``tune``: the ``label.option`` keys that
-    may move (default all); ``loosen_only``: no value that drops a row the config's value keeps.
+    may move (default all); ``loosen_only``: no value that drops a row the config's value keeps;
+    ``min_move_precision``: a tightening move must drop at least this share of bad rows among the
+    rows it adds (guards small label sets against moves that fit noise).
     Returns the full ``label.option -> value`` mapping.
     """
     allowed = set(tune) if tune is not None else {t.key for t in scored.tunables}
@@ -370,7 +379,7 @@ def propose(scored: Scored, *, keep_good: float, tune: Iterable[str] | None = No
                 if c == vals[k]:
                     continue
                 g, b = stats(dict(vals, **{k: c}))
-                if g > need or b <= bd:
+                if g > need or b <= bd or (b - bd) < min_move_precision * ((b - bd) + max(g - gd, 0)):
                     continue
                 score = ((b - bd) / max(g - gd, 0.5), b - bd)
                 if best is None or score > best[0]:
@@ -424,3 +433,21 @@ def roc_auc(score: np.ndarray, positive: np.ndarray) -> float:
         ranks[order[i:j + 1]] = (i + j) / 2 + 1
         i = j + 1
     return float((ranks[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def cross_validate(scored: Scored, *, folds: int = 5, seed: int = 0, **propose_kw) -> Result:
+    """``propose`` on all folds but one, evaluated on that one, summed over the folds: how a
+    proposal procedure does on rows it did not see (to choose its settings without a test set)."""
+    rng = np.random.default_rng(seed)
+    fold = np.empty(len(scored.good), dtype=int)
+    for cls in (True, False):
+        idx = np.flatnonzero(scored.good == cls)
+        rng.shuffle(idx)
+        fold[idx] = np.arange(len(idx)) % folds
+    tot = Result(0, 0, 0, 0)
+    for k in range(folds):
+        fit, ev = scored.subset(np.flatnonzero(fold != k)), scored.subset(np.flatnonzero(fold == k))
+        r = result(evaluate(ev, propose(fit, **propose_kw))[0], ev.good)
+        tot = Result(tot.good + r.good, tot.bad + r.bad, tot.good_dropped + r.good_dropped,
+                     tot.bad_dropped + r.bad_dropped)
+    return tot

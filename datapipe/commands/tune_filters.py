@@ -27,6 +27,9 @@ def register(sub) -> None:
     p.add_argument("--only", action="append", metavar="STAGE.OPTION",
                    help="tune only these thresholds (repeatable); default: every threshold of the text filters")
     p.add_argument("--loosen-only", action="store_true", help="never tighten a threshold beyond the config's")
+    p.add_argument("--min-move-precision", type=float, default=0.8,
+                   help="a tightening step must drop at least this share of bad documents among those it adds "
+                        "(0.8 chosen by 5-fold cross-validation on the DCLM labels: bench/README.md)")
     p.add_argument("--out", default="tune-filters-overlay.yaml", help="overlay file to write")
     p.add_argument("--curves", metavar="FILE", help="write every curve (tuning and held-out) as JSON")
     p.add_argument("--text-field", default="text")
@@ -104,7 +107,8 @@ def run(args) -> int:
         atomic_write_text(Path(args.curves), json.dumps(all_curves, indent=1, default=str))
         print(f"all curves: {args.curves}")
 
-    values = tune.propose(train, keep_good=args.keep_good, tune=tunable, loosen_only=args.loosen_only)
+    values = tune.propose(train, keep_good=args.keep_good, tune=tunable, loosen_only=args.loosen_only,
+                          min_move_precision=args.min_move_precision)
     overlay = tune.overlay_dict(train, values)
     print(f"\nobjective: the cascade keeps >= {100 * args.keep_good:g}% of good documents, drops the most bad")
     for name, s in (("tuning split", train), ("held-out split", held)):
@@ -121,7 +125,8 @@ def run(args) -> int:
             print(f"  {label}.{k}: {_fmt(old)} -> {_fmt(v)}")
     r_tr = tune.result(tune.evaluate(train, values)[0], train.good)
     head = (f"# datapipe tune-filters {' '.join(args.labels)} --config {args.config} --keep-good {args.keep_good}"
-            f" --holdout {args.holdout} --seed {args.seed}\n"
+            f" --holdout {args.holdout} --seed {args.seed} --min-move-precision {args.min_move_precision}"
+            + (" --loosen-only" if args.loosen_only else "") + "\n"
             f"# tuning split: {r_tr.line()}\n")
     if held is not None:
         head += f"# held-out split: {tune.result(tune.evaluate(held, values)[0], held.good).line()}\n"
