@@ -26,6 +26,7 @@ _LINE_WORD = rf"[{T.CJK}]|{T.THAI_CLUSTER}|[^\s{T.CJK}\x{{0E00}}-\x{{0E7F}}]+"
 _C4_END = "[.?!\"'\u3002\uff01\uff1f]$"
 #: ``end_marks: closing``: a terminal mark, then any closing quotes / brackets (.” !’ ?» .))
 _C4_END_CLOSING = "[.?!\u3002\uff01\uff1f][\"'\u201d\u2019\u00bb)\\]]*$|[\"'\u201d]$"
+_C4_ELLIPSIS_CLOSING = "\\.\\.\\.[\"'\u201d\u2019\u00bb)\\]]*$"
 #: a sentence end inside a line: terminal marks, then closing quotes/brackets, then space or end
 _C4_SENT_END = "[.!?\u3002\uff01\uff1f\u2026]+[\"'\u201d\u2019)\\]]*(?:" + T.WS + "|$)"
 
@@ -125,7 +126,10 @@ class C4Quality(RuleFilter):
         if self.filter_no_terminal_punct:
             end = _C4_END if self.end_marks == "tfds" else _C4_END_CLOSING
             ok &= pc.match_substring_regex(line, end).to_numpy(zero_copy_only=False)
-            ok &= ~pc.ends_with(line, "...").to_numpy(zero_copy_only=False)
+            if self.end_marks == "tfds":
+                ok &= ~pc.ends_with(line, "...").to_numpy(zero_copy_only=False)
+            else:  # an ellipsis inside closing quotes is still no end
+                ok &= ~pc.match_substring_regex(line, _C4_ELLIPSIS_CLOSING).to_numpy(zero_copy_only=False)
         if self.min_words_per_line is not None:
             nw = pc.count_substring_regex(line, _LINE_WORD).to_numpy(zero_copy_only=False)
             ok &= nw >= self.min_words_per_line
