@@ -116,7 +116,7 @@ def auc_lines(full: tune.Scored) -> list[str]:
 def perplexity_lines(labels: pa.Table, full: tune.Scored, classifier: str | None) -> list[str]:
     from datapipe.stage import build_stage
 
-    out = []
+    out, ppl = [], None
     if LM_DIR.is_dir():
         st = build_stage("perplexity", {"model_dir": str(LM_DIR)}).ensure_setup()
         t = pa.table({"id": labels["id"], "text": labels["text"],
@@ -136,7 +136,7 @@ def perplexity_lines(labels: pa.Table, full: tune.Scored, classifier: str | None
         q = np.array(st.score(pa.table({"id": labels["id"], "text": labels["text"]}))["quality_score"].to_pylist(),
                      dtype=float)
         out.append(f"  quality_classifier ({classifier}): AUC {tune.roc_auc(q, full.good):.3f}")
-    return out
+    return out, ppl
 
 
 def gold_pages() -> pa.Table:
@@ -156,6 +156,8 @@ def page_type_lines(stages, values=None) -> list[str]:
     d, reason = tune.evaluate(sc, values)
     kinds = np.array(pages["kind"].to_pylist())
     langs = np.array(sc.table["lid_lang"].to_pylist()) if "lid_lang" in sc.table.column_names else None
+    # length and langid choose what to curate; the goal is about what the quality rules drop after them
+    pre = np.array([r is not None and str(r).startswith(("length", "langid")) for r in reason])
     out = []
     for subset, sel_all in (("all languages", np.ones(len(kinds), dtype=bool)),
                             ("English (langid)", langs == "en" if langs is not None else None)):
@@ -163,9 +165,10 @@ def page_type_lines(stages, values=None) -> list[str]:
             continue
         for k in sorted(set(kinds)):
             sel = sel_all & (kinds == k)
-            n = int(sel.sum())
-            top = Counter(reason[sel & d]).most_common(3)
-            out.append(f"  {subset:<17} {k:<8} {n:>4} pages, dropped {pct(int((d & sel).sum()), n):>12}  "
+            n, m = int(sel.sum()), int((sel & ~pre).sum())
+            top = Counter(reason[sel & d & ~pre]).most_common(3)
+            out.append(f"  {subset:<17} {k:<8} {n:>4} pages, dropped {pct(int((d & sel).sum()), n):>12}; of the {m:>3} "
+                       f"past length+langid the rules drop {pct(int((d & sel & ~pre).sum()), m):>12}  "
                        + ", ".join(f"{r} {c}" for r, c in top))
     return out
 
@@ -235,9 +238,19 @@ def main() -> None:
     for name, idx in splits:
         print(f"\n== {name}: dropped per stage and rule (config thresholds)")
         print("\n".join(stage_table(full.subset(idx), alone.subset(idx))))
-    print("\n== ROC AUC for 'good' of each rule's score column (all labels)")
-    print("\n".join(auc_lines(full)))
-    print("\n".join(perplexity_lines(labels, full, args.classifier)))
+    print("\n== ROC AUC for 'good' of each rule's score column (all labels; each stage on the original text)")
+    print("\n".join(auc_lines(alone)))
+    lines, ppl = perplexity_lines(labels, full, args.classifier)
+    print("\n".join(lines))
+    if ppl is not None:
+        print("\n== what the perplexity model adds: the cascade, then the tail of its survivors above a percentile")
+        for name, idx in splits:
+            s = full.subset(idx)
+            d = tune.evaluate(s)[0]
+            p = ppl[idx]
+            for q in (0.6, 0.8, 0.9):
+                cut = np.nanquantile(p[~d], q)
+                print(f"  {name:<28} tail above p{int(100 * q)}: {tune.result(d | (p > cut), s.good).line()}")
     print("\n== page types: human-extracted main content of the magic-html gold set, the cascade")
     print("\n".join(page_type_lines(stages)))
     if args.definitions:

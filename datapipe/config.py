@@ -311,6 +311,18 @@ def apply_overlay(data: dict, overlay: dict, *, file: str | None = None) -> dict
     for label, entry in zip(labels, raw):
         name, opts = (entry, {}) if isinstance(entry, str) else next(iter(entry.items()))
         extra = overlay.get("stages", {}).get(label)
-        out.append({name: dict(opts or {}, **extra)} if extra else entry)
+        out.append({name: merge_stage_options(opts or {}, extra)} if extra else entry)
     data["stages"] = out
     return data
+
+
+def merge_stage_options(options: dict, changes: dict) -> dict:
+    """``changes`` over ``options``; ``per_language`` merges per language and option, so an overlay
+    for one language keeps the config's other languages."""
+    out = dict(options, **{k: v for k, v in changes.items() if k != "per_language"})
+    if isinstance(changes.get("per_language"), dict):
+        pl = {k: dict(v) for k, v in (options.get("per_language") or {}).items()}
+        for lang, opts in changes["per_language"].items():
+            pl.setdefault(lang, {}).update(opts or {})
+        out["per_language"] = pl
+    return out

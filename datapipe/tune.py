@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .config import merge_stage_options
 from .stage import Filter, Workflow, build_stage, get_stage_class
 
 #: the DCLM human quality labels (780 CC documents, 424 good / 356 bad)
@@ -138,19 +139,16 @@ class Tunable:
     op: str                 # < <= > >= true set
     value: Any              # the value the config runs with
     scores: np.ndarray      # the score column (float; NaN never fails)
-    fixed: np.ndarray       # per row: NaN = tuned value applies, else a per-language override
-    off: np.ndarray         # per row: True where a per-language override turns the rule off
+    tuned: np.ndarray       # per row: True where the tuned value applies
+    fixed: np.ndarray       # per row elsewhere: the threshold the config gives it (NaN: rule off)
 
     @property
     def key(self) -> str:
         return f"{self.label}.{self.option}"
 
     def fails(self, value) -> np.ndarray:
-        n = len(self.scores)
-        thr = np.full(n, np.nan if value is None or value is False else float(value))
-        over = ~np.isnan(self.fixed)
-        thr[over] = self.fixed[over]
-        thr[self.off] = np.nan
+        thr = self.fixed.copy()
+        thr[self.tuned] = np.nan if value is None or value is False else float(value)
         if self.op in ("true", "set"):
             return (self.scores > 0) & (thr > 0)
         with np.errstate(invalid="ignore"):
@@ -178,12 +176,14 @@ class Scored:
     stages: list[StageRef]
     fixed: list[tuple[str, np.ndarray, np.ndarray]]   # (stage label, drop mask, reason array)
     tunables: list[Tunable] = field(default_factory=list)
+    #: tuning the thresholds of this language (``per_language``) rather than the stages' own
+    language: str | None = None
 
     def subset(self, idx: np.ndarray) -> "Scored":
-        tun = [Tunable(t.label, t.option, t.rule, t.column, t.op, t.value, t.scores[idx], t.fixed[idx], t.off[idx])
+        tun = [Tunable(t.label, t.option, t.rule, t.column, t.op, t.value, t.scores[idx], t.tuned[idx], t.fixed[idx])
                for t in self.tunables]
         return Scored(self.table.take(pa.array(idx)), self.good[idx], self.stages,
-                      [(l, m[idx], r[idx]) for l, m, r in self.fixed], tun)
+                      [(l, m[idx], r[idx]) for l, m, r in self.fixed], tun, self.language)
 
     def values(self) -> dict[str, Any]:
         return {t.key: t.value for t in self.tunables}
@@ -198,12 +198,15 @@ def _row_langs(table: pa.Table, default: str) -> np.ndarray:
     return out
 
 
-def score_labels(labels: pa.Table, stages: list[StageRef], *, chain: bool = True, batch_size: int = 256) -> Scored:
+def score_labels(labels: pa.Table, stages: list[StageRef], *, chain: bool = True, language: str | None = None,
+                 batch_size: int = 256) -> Scored:
     """Score ``labels`` with every stage of ``stages``, dropping nothing.
 
     ``chain``: each stage scores the text the previous one left (as in a run; C4 rewrites text);
     otherwise each scores the original text (the stage "alone"). A labels ``lang`` column
-    becomes ``lid_lang`` unless a langid stage writes it.
+    becomes ``lid_lang`` unless a langid stage writes it. ``language``: the thresholds to tune
+    are that language's ``per_language`` ones (rows of other languages keep theirs); otherwise
+    the stages' own, for rows without a per-language override.
     """
     base = labels
     if "lang" in base.column_names and "lid_lang" not in base.column_names:
@@ -240,18 +243,21 @@ def score_labels(labels: pa.Table, stages: list[StageRef], *, chain: bool = True
             else:
                 vals = pc.fill_null(col.cast(pa.float64()), np.nan)
             vals = np.asarray(vals.to_numpy(zero_copy_only=False), dtype=np.float64)
-            fixed_thr = np.full(len(vals), np.nan)
-            off = np.zeros(len(vals), dtype=bool)
+            top = st.thresholds[option]
+            fixed_thr = np.full(len(vals), np.nan if top is None or top is False else float(top))
+            overridden = np.zeros(len(vals), dtype=bool)
             for lang, opts in per_lang.items():
                 if option in opts:
                     rows = langs == lang
-                    if opts[option] is None or opts[option] is False:
-                        off |= rows
-                    else:
-                        fixed_thr[rows] = float(opts[option])
-            tunables.append(Tunable(ref.label, option, f"{st.check}:{rule}", column, op,
-                                    st.thresholds[option], vals, fixed_thr, off))
-    return Scored(table, good, stages, fixed, tunables)
+                    overridden |= rows
+                    fixed_thr[rows] = np.nan if opts[option] is None or opts[option] is False else float(opts[option])
+            if language is None:
+                tuned, value = ~overridden, top
+            else:
+                tuned = langs == language
+                value = per_lang.get(language, {}).get(option, top)
+            tunables.append(Tunable(ref.label, option, f"{st.check}:{rule}", column, op, value, vals, tuned, fixed_thr))
+    return Scored(table, good, stages, fixed, tunables, language)
 
 
 # ---------------------------------------------------------------------------
@@ -392,13 +398,17 @@ def propose(scored: Scored, *, keep_good: float, tune: Iterable[str] | None = No
 
 
 def overlay_dict(scored: Scored, values: dict[str, Any]) -> dict:
-    """The changed thresholds as an overlay: ``{"stages": {label: {option: value}}}``."""
+    """The changed thresholds as an overlay: ``{"stages": {label: {option: value}}}``, or
+    ``{label: {per_language: {lang: {option: value}}}}`` when tuning one language."""
     base = scored.values()
     out: dict[str, dict[str, Any]] = {}
     for k, v in values.items():
         if v != base.get(k):
             label, option = k.split(".", 1)
-            out.setdefault(label, {})[option] = v
+            if scored.language is None:
+                out.setdefault(label, {})[option] = v
+            else:
+                out.setdefault(label, {}).setdefault("per_language", {}).setdefault(scored.language, {})[option] = v
     return {"stages": out}
 
 
@@ -408,7 +418,7 @@ def check_with_stages(scored: Scored, values: dict[str, Any]) -> np.ndarray:
     ov = overlay_dict(scored, values)["stages"]
     drop = np.zeros(len(scored.good), dtype=bool)
     for ref in scored.stages:
-        st = build_stage(ref.name, dict(ref.options, **ov.get(ref.label, {})))
+        st = build_stage(ref.name, merge_stage_options(ref.options, ov.get(ref.label, {})))
         r = st.decide(scored.table)
         r = r.combine_chunks() if isinstance(r, pa.ChunkedArray) else r
         drop |= pc.is_valid(r).to_numpy(zero_copy_only=False)

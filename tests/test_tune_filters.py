@@ -158,3 +158,29 @@ def test_dclm_labels_proposal_meets_objective_and_reports_held_out(tmp_path, cap
     assert "held-out split:" in out.read_text()
     parse_config(yaml.safe_load(open("configs/default.yaml")), file="default")  # still valid
     load_config("configs/default.yaml", overlay=out)
+
+
+def test_tuning_one_language_writes_per_language_and_keeps_the_others(tmp_path):
+    labels_file, _ = labelled(tmp_path)
+    rows = [json.loads(l) for l in labels_file.read_text().splitlines()]
+    # the same documents again as French, where every document is labelled good
+    rows = [dict(r, lang="en") for r in rows] + [dict(r, lang="fr", label=1) for r in rows]
+    labels_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg_file = tmp_path / "cfg_pl.yaml"
+    cfg_file.write_text(yaml.safe_dump({"name": "t", "stages": [
+        {"gopher_quality": {"per_language": {"fr": {"min_words": 10}}}}, {"c4": {"per_language": {"fr": {"min_sentences": 1}}}}]}))
+    stages = tune.text_filters(load_config(cfg_file))
+    scored = tune.score_labels(tune.load_labels([labels_file]), stages, language="en")
+    values = tune.propose(scored, keep_good=0.95)
+    drop = tune.evaluate(scored, values)[0]
+    en = np.array([i < len(rows) // 2 for i in range(len(rows))])
+    fr_before = tune.evaluate(scored)[0][~en]
+    assert (drop[~en] == fr_before).all()  # French rows keep their thresholds
+    assert tune.result(drop[en], scored.good[en]).good_kept >= 0.95
+    assert (tune.check_with_stages(scored, values) == drop).all()
+    ov = tune.overlay_dict(scored, values)
+    assert set(ov["stages"]["c4"]) == {"per_language"} and set(ov["stages"]["c4"]["per_language"]) == {"en"}
+    out = tmp_path / "ov.yaml"
+    out.write_text(yaml.safe_dump(ov))
+    merged = load_config(cfg_file, overlay=out).stages[1].resolved()["per_language"]
+    assert merged["fr"] == {"min_sentences": 1} and "min_sentences" in merged["en"]

@@ -49,7 +49,7 @@ def _run_overlay(args) -> int:
 
     import yaml
 
-    from ..config import ConfigError, load_overlay, stage_labels
+    from ..config import ConfigError, load_overlay, merge_stage_options, stage_labels
 
     try:
         overlay = load_overlay(args.overlay)
@@ -58,8 +58,12 @@ def _run_overlay(args) -> int:
     cfg_file = Path(args.run_dir) / "config.yaml"
     if not cfg_file.exists():
         return _err(f"{args.run_dir}: no config.yaml (is this a run directory?)")
-    order = stage_labels(yaml.safe_load(cfg_file.read_text()).get("stages", []))
-    changes = {k: dict(v) for k, v in overlay["stages"].items()}
+    raw = yaml.safe_load(cfg_file.read_text()).get("stages", [])
+    order = stage_labels(raw)
+    recorded = {l: (next(iter(e.values())) or {}) if isinstance(e, dict) else {} for l, e in zip(order, raw)}
+    # per_language merges per language: an overlay for one language keeps the run's others
+    changes = {k: {o: x for o, x in merge_stage_options(recorded.get(k, {}), v).items() if o in v}
+               for k, v in overlay["stages"].items()}
     missing = sorted(set(changes) - set(order))
     if missing:
         return _err(f"{args.overlay}: stage(s) {missing} are not in {cfg_file}")

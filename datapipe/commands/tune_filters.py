@@ -32,6 +32,8 @@ def register(sub) -> None:
                         "(0.8 chosen by 5-fold cross-validation on the DCLM labels: bench/README.md)")
     p.add_argument("--out", default="tune-filters-overlay.yaml", help="overlay file to write")
     p.add_argument("--curves", metavar="FILE", help="write every curve (tuning and held-out) as JSON")
+    p.add_argument("--language", metavar="LANG", help="tune LANG's per_language thresholds (rows langid or the "
+                   "labels' lang call LANG); other languages keep theirs")
     p.add_argument("--text-field", default="text")
     p.add_argument("--label-field", default="label")
     p.set_defaults(fn=run)
@@ -62,7 +64,11 @@ def run(args) -> int:
     if not stages:
         return _err(f"{args.config}: no text filters to tune")
     good = np.asarray(labels["good"].to_pylist(), dtype=bool)
-    scored = tune.score_labels(labels, stages)
+    scored = tune.score_labels(labels, stages, language=args.language)
+    if args.language:
+        n_lang = int(scored.tunables[0].tuned.sum()) if scored.tunables else 0
+        print(f"tuning the per_language.{args.language} thresholds: {n_lang} of {labels.num_rows} documents are "
+              f"{args.language}; the others keep their thresholds")
     if args.holdout:
         tr, te = tune.split(good, args.holdout, args.seed)
         train, held = scored.subset(tr), scored.subset(te)
@@ -119,14 +125,16 @@ def run(args) -> int:
         met = "meets" if r.good_kept >= args.keep_good - 1e-9 else "MISSES"
         print(f"  {name:<15} proposed: {r.line()}  ({met} the objective)")
     print("proposed changes:" if overlay["stages"] else "proposed changes: none")
-    for label, opts in overlay["stages"].items():
-        for k, v in opts.items():
-            old = train.values()[f"{label}.{k}"]
-            print(f"  {label}.{k}: {_fmt(old)} -> {_fmt(v)}")
+    base = train.values()
+    for key, v in values.items():
+        if v != base[key]:
+            where = f" (per_language.{args.language})" if args.language else ""
+            print(f"  {key}{where}: {_fmt(base[key])} -> {_fmt(v)}")
     r_tr = tune.result(tune.evaluate(train, values)[0], train.good)
     head = (f"# datapipe tune-filters {' '.join(args.labels)} --config {args.config} --keep-good {args.keep_good}"
             f" --holdout {args.holdout} --seed {args.seed} --min-move-precision {args.min_move_precision}"
-            + (" --loosen-only" if args.loosen_only else "") + "\n"
+            + (" --loosen-only" if args.loosen_only else "") + (f" --language {args.language}" if args.language else "")
+            + "\n"
             f"# tuning split: {r_tr.line()}\n")
     if held is not None:
         head += f"# held-out split: {tune.result(tune.evaluate(held, values)[0], held.good).line()}\n"
