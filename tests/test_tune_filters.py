@@ -184,3 +184,19 @@ def test_tuning_one_language_writes_per_language_and_keeps_the_others(tmp_path):
     out.write_text(yaml.safe_dump(ov))
     merged = load_config(cfg_file, overlay=out).stages[1].resolved()["per_language"]
     assert merged["fr"] == {"min_sentences": 1} and "min_sentences" in merged["en"]
+
+
+def test_refilter_overlay_per_language(tmp_path, capsys):
+    texts = [("the cat and the dog " * n).strip() for n in (20, 40, 80)]
+    batch = pa.table({"id": ["a", "b", "c"], "text": pa.array(texts, pa.large_string()),
+                      "lid_lang": pa.array(["en", "fr", "en"])})
+    scored = build_stage("gopher_quality", {}).ensure_setup()(batch)
+    (tmp_path / "output").mkdir()
+    pq.write_table(scored, tmp_path / "output" / "s-00000.parquet")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(
+        {"stages": [{"gopher_quality": {"per_language": {"fr": {"min_words": 500}}}}]}))
+    ov = tmp_path / "ov.yaml"
+    ov.write_text(yaml.safe_dump({"stages": {"gopher_quality": {"per_language": {"en": {"min_words": 150}}}}}))
+    assert main(["refilter", str(tmp_path), "--overlay", str(ov), "--write", str(tmp_path / "kept")]) == 0
+    # en: 100 words < 150 drops a; fr keeps the run's 500 (b has 200 words: dropped); c passes
+    assert pq.read_table(tmp_path / "kept" / "s-00000.parquet")["id"].to_pylist() == ["c"]
