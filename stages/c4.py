@@ -41,7 +41,9 @@ class C4Quality(RuleFilter):
     contain "javascript" or a cookie / terms-of-use phrase. ``end_marks``: ``tfds``
     (TFDS: the line's last character is one of ``. ? ! " '``) or ``closing`` (a terminal
     mark followed by closing quotes or brackets, ``.”`` ``?»`` ``.)``, as typographic
-    quotes put them; a straight or closing quote alone still counts). It records
+    quotes put them; a straight or closing quote alone still counts; ``configs/default.yaml``
+    uses ``closing``: ROC AUC of ``c4_sentences`` on the DCLM human labels 0.778 vs 0.767,
+    bench/README.md). It records
     ``c4_lines_removed``, ``c4_sentences`` (sentences in kept lines),
     ``c4_lorem_ipsum`` and ``c4_curly_bracket`` (a line that passed the first three
     line rules contains "lorem ipsum" / ``{``, where TFDS stops and drops the page).

@@ -42,7 +42,8 @@ class FineWebQuality(RuleFilter):
     is a sentence terminal (Unicode Sentence_Terminal, the property datatrove's
     ``TERMINAL_PUNCTUATION`` set lists); ``line_end: strip`` looks past trailing spaces,
     closing quotes and brackets first (``He said "no."`` and ``(see above.)`` end in a
-    terminal); tokens for ``newline_per_word`` include
+    terminal; ``configs/default.yaml`` uses it: ROC AUC 0.763 vs 0.750 on the DCLM human
+    labels, bench/README.md); tokens for ``newline_per_word`` include
     punctuation tokens (spaCy's do). ``line_punct_exclude_zero`` keeps texts with no
     punctuated line at all (e.g. poetry, lists), as datatrove's option does.
 

@@ -32,7 +32,8 @@ class GopherQuality(RuleFilter):
     ``bullet_lines`` and ``ellipsis_lines`` (fraction of lines starting with a bullet /
     ending with an ellipsis), ``alpha_words`` (fraction of tokens with a letter; with
     ``alpha_words_of: words``, of words: punctuation tokens left out, as the paper's
-    "words"),
+    "words"; ``tokens`` stays the default because on the DCLM human labels it separates good
+    from bad better, ROC AUC 0.740 vs 0.682 on the tuning split, bench/README.md),
     ``stop_words`` (distinct stop words of the row's language present; null when
     there is no list for that language).
 
