@@ -141,6 +141,7 @@ class Tunable:
     scores: np.ndarray      # the score column (float; NaN never fails)
     tuned: np.ndarray       # per row: True where the tuned value applies
     fixed: np.ndarray       # per row elsewhere: the threshold the config gives it (NaN: rule off)
+    integer: bool = False   # a count threshold (min_words): candidates are whole numbers
 
     @property
     def key(self) -> str:
@@ -163,7 +164,7 @@ class Tunable:
         v = self.scores[np.isfinite(self.scores)]
         qs = np.unique([_round2(x) for x in np.quantile(v, np.linspace(0, 1, k + 1))]) if len(v) else np.array([])
         out = [None] + ([] if self.value is None else [self.value]) + [float(x) for x in qs]
-        if isinstance(self.value, int) and not isinstance(self.value, bool):
+        if self.integer:
             out = [None if x is None else int(round(x)) for x in out]
         return list(dict.fromkeys(out))
 
@@ -180,8 +181,8 @@ class Scored:
     language: str | None = None
 
     def subset(self, idx: np.ndarray) -> "Scored":
-        tun = [Tunable(t.label, t.option, t.rule, t.column, t.op, t.value, t.scores[idx], t.tuned[idx], t.fixed[idx])
-               for t in self.tunables]
+        tun = [Tunable(t.label, t.option, t.rule, t.column, t.op, t.value, t.scores[idx], t.tuned[idx], t.fixed[idx],
+                       t.integer) for t in self.tunables]
         return Scored(self.table.take(pa.array(idx)), self.good[idx], self.stages,
                       [(l, m[idx], r[idx]) for l, m, r in self.fixed], tun, self.language)
 
@@ -256,7 +257,12 @@ def score_labels(labels: pa.Table, stages: list[StageRef], *, chain: bool = True
             else:
                 tuned = langs == language
                 value = per_lang.get(language, {}).get(option, top)
-            tunables.append(Tunable(ref.label, option, f"{st.check}:{rule}", column, op, value, vals, tuned, fixed_thr))
+            # per_language values arrive as floats (their option type): the stage's own value says
+            integer = isinstance(top, int) and not isinstance(top, bool)
+            if integer and value is not None:
+                value = int(value)
+            tunables.append(Tunable(ref.label, option, f"{st.check}:{rule}", column, op, value, vals, tuned, fixed_thr,
+                                    integer))
     return Scored(table, good, stages, fixed, tunables, language)
 
 
