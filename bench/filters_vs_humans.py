@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from datapipe import tune  # noqa: E402
-from datapipe.config import apply_overlay, load_config, load_overlay  # noqa: E402
+from datapipe.config import apply_overlay, load_overlay  # noqa: E402
 
 DATA = ROOT / ".." / "shared" / "data"
 GOLD = DATA / "warc" / "realpages" / "realpages-magic-html-benchmark.gold.jsonl"

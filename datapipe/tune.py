@@ -352,7 +352,7 @@ def propose(scored: Scored, *, keep_good: float, tune: Iterable[str] | None = No
     if unknown:
         raise ValueError(f"unknown threshold(s) {sorted(unknown)}; known: {sorted(t.key for t in scored.tunables)}")
     good = scored.good
-    n_good, n_bad = int(good.sum()), int((~good).sum())
+    n_good = int(good.sum())
     vals = scored.values()
     cands = {}
     for t in scored.tunables:

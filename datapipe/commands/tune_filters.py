@@ -11,7 +11,6 @@ FILE`` apply. Logic: :mod:`datapipe.tune`.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 from . import error as _err
@@ -86,7 +85,7 @@ def run(args) -> int:
 
     # curves: a handful of points per rule here, every point in --curves
     all_curves = {}
-    print(f"\nper-rule curves (tuning split; the rule alone | the cascade with the other thresholds as configured):")
+    print("\nper-rule curves (tuning split; the rule alone | the cascade with the other thresholds as configured):")
     for t in train.tunables:
         c = tune.curve(train, t)
         entry = {"op": t.op, "config_value": t.value, "tuning": c}
