@@ -44,7 +44,7 @@ def cmd_run(args) -> int:
     from .ray_backend import EngineError, WorkFailed
     from .runner import RunError, StorageError, run_pipeline
     try:
-        cfg = load_config(args.config)
+        cfg = load_config(args.config, overlay=args.overlay)
     except ConfigError:
         cfg = None  # the check below lists every problem, not only this one
     inputs = args.input or (cfg.input.paths if cfg else None)
@@ -165,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--verbose", action="store_true",
                    help="Ray's own log lines and progress bars too (default: datapipe's progress and problems only)")
     r.add_argument("--no-mix", action="store_true", help="skip the mixture step of the config")
+    r.add_argument("--overlay", help="YAML of stage option changes over the config (datapipe tune-filters writes one)")
     r.set_defaults(fn=cmd_run)
 
     s = sub.add_parser("stats", help="print the funnel table of a run")

@@ -347,8 +347,9 @@ def parse_config(data: Any, *, file: str | None = None) -> PipelineConfig:
     return cfg
 
 
-def read_config_file(path: str | Path, overrides: dict | None = None) -> Any:
-    """The YAML data of a config file (with top-level ``overrides``); ConfigError if unreadable."""
+def read_config_file(path: str | Path, overrides: dict | None = None, *, overlay: str | Path | None = None) -> Any:
+    """The YAML data of a config file (with top-level ``overrides``, and ``overlay``: an overlay
+    file, :func:`load_overlay`, merged over its stage options); ConfigError if unreadable."""
     path = str(path)
     p = Path(path)
     if not p.is_file():
@@ -361,8 +362,72 @@ def read_config_file(path: str | Path, overrides: dict | None = None) -> Any:
         data = dict(data or {})
         for k, v in overrides.items():
             data[k] = v
+    if overlay is not None:
+        data = apply_overlay(data if isinstance(data, dict) else {}, load_overlay(overlay), file=str(overlay))
     return data
 
 
-def load_config(path: str | Path, overrides: dict | None = None) -> PipelineConfig:
-    return parse_config(read_config_file(path, overrides), file=str(path))
+def load_config(path: str | Path, overrides: dict | None = None, *, overlay: str | Path | None = None) -> PipelineConfig:
+    return parse_config(read_config_file(path, overrides, overlay=overlay), file=str(path))
+
+
+# ---------------------------------------------------------------------------
+# overlays: threshold changes kept apart from the config they apply to
+
+def load_overlay(path: str | Path) -> dict:
+    """An overlay file: ``stages: {label: {option: value}}`` (label = stage name, or ``name#2`` for
+    its second use), as ``datapipe tune-filters`` writes it."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(str(path), None, "overlay file not found")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(str(path), None, f"invalid YAML: {e}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("stages"), dict) or set(data) - {"stages"}:
+        raise ConfigError(str(path), None, "an overlay is `stages: {stage_label: {option: value}}`")
+    for label, opts in data["stages"].items():
+        if not isinstance(opts, dict):
+            raise ConfigError(str(path), f"stages.{label}", "must be a mapping of options")
+    return data
+
+
+def stage_labels(raw_stages: list) -> list[str]:
+    """``name`` for a stage's first use in a config, ``name#2`` ... for later ones (as refilter names them)."""
+    seen: dict[str, int] = {}
+    out = []
+    for entry in raw_stages:
+        name = entry if isinstance(entry, str) else next(iter(entry))
+        seen[name] = seen.get(name, 0) + 1
+        out.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
+    return out
+
+
+def apply_overlay(data: dict, overlay: dict, *, file: str | None = None) -> dict:
+    """Raw config ``data`` with the overlay's options merged over its stages' options (a new dict).
+    An overlay stage that the config does not have is an error naming it."""
+    data = dict(data or {})
+    raw = list(data.get("stages") or [])
+    labels = stage_labels(raw)
+    for label in overlay.get("stages", {}):
+        if label not in labels:
+            raise ConfigError(file, f"stages.{label}", f"the config has no stage {label!r}; it has {', '.join(labels)}")
+    out = []
+    for label, entry in zip(labels, raw):
+        name, opts = (entry, {}) if isinstance(entry, str) else next(iter(entry.items()))
+        extra = overlay.get("stages", {}).get(label)
+        out.append({name: merge_stage_options(opts or {}, extra)} if extra else entry)
+    data["stages"] = out
+    return data
+
+
+def merge_stage_options(options: dict, changes: dict) -> dict:
+    """``changes`` over ``options``; ``per_language`` merges per language and option, so an overlay
+    for one language keeps the config's other languages."""
+    out = dict(options, **{k: v for k, v in changes.items() if k != "per_language"})
+    if isinstance(changes.get("per_language"), dict):
+        pl = {k: dict(v) for k, v in (options.get("per_language") or {}).items()}
+        for lang, opts in changes["per_language"].items():
+            pl.setdefault(lang, {}).update(opts or {})
+        out["per_language"] = pl
+    return out

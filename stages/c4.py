@@ -6,12 +6,14 @@ per-language thresholds as :mod:`stages._rules` describes.
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from datapipe.schema import set_column
-from datapipe.stage import register
+from datapipe.stage import StageError, register
 
 from . import _text as T
 from ._rules import RuleFilter
@@ -22,6 +24,9 @@ _C4_CITATION = r"\[\d*\]|\[edit\]|\[citation needed\]"
 #: one "word" of a line: a CJK character, a Thai cluster, or a run of non-space characters
 _LINE_WORD = rf"[{T.CJK}]|{T.THAI_CLUSTER}|[^\s{T.CJK}\x{{0E00}}-\x{{0E7F}}]+"
 _C4_END = "[.?!\"'\u3002\uff01\uff1f]$"
+#: ``end_marks: closing``: a terminal mark, then any closing quotes / brackets (.” !’ ?» .))
+_C4_END_CLOSING = "[.?!\u3002\uff01\uff1f][\"'\u201d\u2019\u00bb)\\]]*$|[\"'\u201d]$"
+_C4_ELLIPSIS_CLOSING = "\\.\\.\\.[\"'\u201d\u2019\u00bb)\\]]*$"
 #: a sentence end inside a line: terminal marks, then closing quotes/brackets, then space or end
 _C4_SENT_END = "[.!?\u3002\uff01\uff1f\u2026]+[\"'\u201d\u2019)\\]]*(?:" + T.WS + "|$)"
 
@@ -33,7 +38,12 @@ class C4Quality(RuleFilter):
     ``score`` REWRITES ``text``: it keeps only lines that (after stripping and removing
     Wikipedia-style citations ``[1]``, ``[edit]``) end in terminal punctuation (not an
     ellipsis), have at least 3 words, have no word over 1,000 characters, and do not
-    contain "javascript" or a cookie / terms-of-use phrase. It records
+    contain "javascript" or a cookie / terms-of-use phrase. ``end_marks``: ``tfds``
+    (TFDS: the line's last character is one of ``. ? ! " '``) or ``closing`` (a terminal
+    mark followed by closing quotes or brackets, ``.”`` ``?»`` ``.)``, as typographic
+    quotes put them; a straight or closing quote alone still counts; ``configs/default.yaml``
+    uses ``closing``: ROC AUC of ``c4_sentences`` on the DCLM human labels 0.778 vs 0.767,
+    bench/README.md). It records
     ``c4_lines_removed``, ``c4_sentences`` (sentences in kept lines),
     ``c4_lorem_ipsum`` and ``c4_curly_bracket`` (a line that passed the first three
     line rules contains "lorem ipsum" / ``{``, where TFDS stops and drops the page).
@@ -63,7 +73,7 @@ class C4Quality(RuleFilter):
         ("too_few_sentences", "c4_sentences", "<", "min_sentences"),
     )
     score_options = ("remove_citations", "filter_no_terminal_punct", "min_words_per_line", "max_word_length",
-                     "filter_javascript", "filter_policy", "policy_substrings")
+                     "filter_javascript", "filter_policy", "policy_substrings", "end_marks")
 
     outputs = ("c4_lines_removed", "c4_sentences", "c4_lorem_ipsum", "c4_curly_bracket")
 
@@ -74,6 +84,7 @@ class C4Quality(RuleFilter):
         filter_curly_bracket: bool = True,
         remove_citations: bool = True,
         filter_no_terminal_punct: bool = True,
+        end_marks: Literal["tfds", "closing"] = "tfds",
         min_words_per_line: int | None = 3,
         max_word_length: int | None = 1000,
         filter_javascript: bool = True,
@@ -84,6 +95,9 @@ class C4Quality(RuleFilter):
     ):
         self.remove_citations = remove_citations
         self.filter_no_terminal_punct = filter_no_terminal_punct
+        if end_marks not in ("tfds", "closing"):
+            raise StageError(f"{self.name}: end_marks must be 'tfds' or 'closing', got {end_marks!r}")
+        self.end_marks = end_marks
         self.min_words_per_line = min_words_per_line
         self.max_word_length = max_word_length
         self.filter_javascript = filter_javascript
@@ -112,8 +126,12 @@ class C4Quality(RuleFilter):
         if self.remove_citations:
             line = pc.replace_substring_regex(line, _C4_CITATION, "")
         if self.filter_no_terminal_punct:
-            ok &= pc.match_substring_regex(line, _C4_END).to_numpy(zero_copy_only=False)
-            ok &= ~pc.ends_with(line, "...").to_numpy(zero_copy_only=False)
+            end = _C4_END if self.end_marks == "tfds" else _C4_END_CLOSING
+            ok &= pc.match_substring_regex(line, end).to_numpy(zero_copy_only=False)
+            if self.end_marks == "tfds":
+                ok &= ~pc.ends_with(line, "...").to_numpy(zero_copy_only=False)
+            else:  # an ellipsis inside closing quotes is still no end
+                ok &= ~pc.match_substring_regex(line, _C4_ELLIPSIS_CLOSING).to_numpy(zero_copy_only=False)
         if self.min_words_per_line is not None:
             nw = pc.count_substring_regex(line, _LINE_WORD).to_numpy(zero_copy_only=False)
             ok &= nw >= self.min_words_per_line

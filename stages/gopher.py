@@ -7,6 +7,8 @@ per-language thresholds as :mod:`stages._rules` describes.
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -28,7 +30,10 @@ class GopherQuality(RuleFilter):
     Columns (``gq_``): ``word_count`` (words, punctuation excluded), ``mean_word_len``,
     ``hash_ratio`` and ``ellipsis_ratio`` (``#`` / ``...`` or ``…`` per token),
     ``bullet_lines`` and ``ellipsis_lines`` (fraction of lines starting with a bullet /
-    ending with an ellipsis), ``alpha_words`` (fraction of tokens with a letter),
+    ending with an ellipsis), ``alpha_words`` (fraction of tokens with a letter; with
+    ``alpha_words_of: words``, of words: punctuation tokens left out, as the paper's
+    "words"; ``tokens`` stays the default because on the DCLM human labels it separates good
+    from bad better, ROC AUC 0.740 vs 0.682 on the tuning split, bench/README.md),
     ``stop_words`` (distinct stop words of the row's language present; null when
     there is no list for that language).
 
@@ -63,7 +68,7 @@ class GopherQuality(RuleFilter):
         ("alpha_words", "gq_alpha_words", "<", "min_alpha_words"),
         ("stop_words", "gq_stop_words", "<", "min_stop_words"),
     )
-    score_options = ("stop_words", "stop_words_dir", "default_language")
+    score_options = ("stop_words", "stop_words_dir", "default_language", "alpha_words_of")
     default_per_language = {lang: {"min_mean_word_len": None, "max_mean_word_len": None}
                             for lang in ("zh", "ja", "th")}
 
@@ -79,6 +84,7 @@ class GopherQuality(RuleFilter):
         max_ellipsis_lines: float | None = 0.3,
         min_alpha_words: float | None = 0.8,
         min_stop_words: int | None = 2,
+        alpha_words_of: Literal["tokens", "words"] = "tokens",
         stop_words: dict[str, list[str]] | None = None,
         stop_words_dir: str | None = None,
         default_language: str = "en",
@@ -92,6 +98,9 @@ class GopherQuality(RuleFilter):
             from pathlib import Path
             if not Path(stop_words_dir).is_dir():
                 raise StageError(f"{self.name}: stop_words_dir {stop_words_dir!r} is not a folder")
+        if alpha_words_of not in ("tokens", "words"):
+            raise StageError(f"{self.name}: alpha_words_of must be 'tokens' or 'words', got {alpha_words_of!r}")
+        self.alpha_words_of = alpha_words_of
         self.stop_words_opt, self.stop_words_dir = stop_words, stop_words_dir
         self._stop: dict[str, frozenset[str]] | None = None
         self._init_rules(dict(
@@ -133,7 +142,8 @@ class GopherQuality(RuleFilter):
         batch = set_column(batch, "gq_ellipsis_ratio", T.safe_div(ellipses, n_tokens))
         batch = set_column(batch, "gq_bullet_lines", T.safe_div(T.bincount(lparent[bullets], n), n_lines))
         batch = set_column(batch, "gq_ellipsis_lines", T.safe_div(T.bincount(lparent[ell_end], n), n_lines))
-        batch = set_column(batch, "gq_alpha_words", T.safe_div(n_alpha, n_tokens))
+        alpha_den = n_tokens if self.alpha_words_of == "tokens" else n_words
+        batch = set_column(batch, "gq_alpha_words", T.safe_div(n_alpha, alpha_den))
         batch = set_column(batch, "gq_stop_words", self._stop_word_counts(batch, text, words, parent))
         return batch
 

@@ -481,3 +481,43 @@ def test_agrees_with_reference_on_real_pages(stage_name, ref):
     print(f"\n{stage_name}: {len(docs)} real pages; agreement per column: "
           + ", ".join(f"{k} {v:.3f}" for k, v in agree.items()) + f"; reasons {dict(reasons)}")
     assert all(v == 1.0 for v in agree.values()), agree
+
+
+# ---------------------------------------------------------------------------
+# token and sentence definitions (options chosen by bench/filters_vs_humans.py --definitions)
+
+def test_alpha_words_of_tokens_or_words():
+    # 8 words with letters, 2 numbers, 5 punctuation tokens (", , ; : -")
+    text = "one, two, three; four: five - six seven eight 12 34"
+    tokens = build_stage("gopher_quality").ensure_setup()(table([text]))["gq_alpha_words"].to_pylist()[0]
+    words = build_stage("gopher_quality", {"alpha_words_of": "words"}).ensure_setup()(table([text]))["gq_alpha_words"].to_pylist()[0]
+    assert words == pytest.approx(8 / 10)
+    assert tokens < words  # punctuation tokens count in the denominator (datatrove)
+    with pytest.raises(StageError, match="alpha_words_of"):
+        build_stage("gopher_quality", {"alpha_words_of": "chars"})
+
+
+def test_c4_end_marks_closing_quotes_and_brackets():
+    lines = ["He said it was over.\u201d", "See the notes (as above.)", "Is that all?\u00bb", "Plain line ends here."]
+    text = "\n".join(lines)
+    tfds = build_stage("c4")(table([text]))
+    closing = build_stage("c4", {"end_marks": "closing"})(table([text]))
+    assert tfds["c4_lines_removed"].to_pylist() == [3]
+    assert closing["c4_lines_removed"].to_pylist() == [0]
+    assert closing["c4_sentences"].to_pylist() == [4]
+    # an ellipsis is still no end, under either definition
+    out = build_stage("c4", {"end_marks": "closing"})(table(["It trails off...\u201d"]))
+    assert out["c4_lines_removed"].to_pylist() == [1]
+
+
+def test_fineweb_line_end_strip():
+    text = "\n".join(["A quoted end.\u201d", "Trailing space. ", "(Bracketed.)", "no end"])
+    assert build_stage("fineweb").ensure_setup()(table([text]))["fw_line_punct_frac"].to_pylist() == [0.0]
+    strip = build_stage("fineweb", {"line_end": "strip"}).ensure_setup()(table([text]))
+    assert strip["fw_line_punct_frac"].to_pylist() == [0.75]
+
+
+def test_definitions_are_score_options():
+    t = build_stage("c4")(table(["Done.\u201d\nAnd done again.\u201d"]))
+    with pytest.raises(StageError, match="end_marks"):
+        refilter(t, "c4", {"end_marks": "closing"})

@@ -1,4 +1,4 @@
-"""``datapipe refilter RUN_DIR --stage S --set key=value ...``
+"""``datapipe refilter RUN_DIR --stage S --set key=value ...`` or ``--overlay FILE``
 
 Re-applies a filter's thresholds to the scored output of a run, without re-scoring
 (every filter writes its score columns before it decides). Options not given with
@@ -6,11 +6,13 @@ Re-applies a filter's thresholds to the scored output of a run, without re-scori
 thresholds would keep and drop, per reason; ``--write DIR`` writes the kept rows.
 
 The output holds only documents that passed every stage, so refilter answers
-"what if this threshold were stricter" exactly. Rows a looser threshold would bring
+"what if this threshold were stricter" exactly. ``--overlay`` (``datapipe tune-filters``
+output) applies each of its stages in the run's order, each to what the previous kept. Rows a looser threshold would bring
 back were dropped before the later stages scored them: re-run the pipeline for those.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -23,7 +25,9 @@ from . import error as _err
 def register(sub) -> None:
     p = sub.add_parser("refilter", help="re-apply a filter with new thresholds to a run's scored output")
     p.add_argument("run_dir")
-    p.add_argument("--stage", required=True, help="stage name as in the config (name#2 for a second use)")
+    p.add_argument("--stage", help="stage name as in the config (name#2 for a second use)")
+    p.add_argument("--overlay", metavar="FILE", help="apply every stage of an overlay (datapipe tune-filters), in "
+                   "the run's stage order; --set then applies to --stage on top")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="option to change (YAML value), repeatable: --set max_non_alpha_words_ratio=0.7")
     p.add_argument("--write", metavar="DIR", help="write the kept rows as Parquet into DIR")
@@ -31,6 +35,67 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    if args.overlay:
+        return _run_overlay(args)
+    if not args.stage:
+        return _err("refilter: give --stage (with --set) or --overlay")
+    return _run_one(args)
+
+
+def _run_overlay(args) -> int:
+    """Each stage of the overlay in turn, each on the rows the previous one kept."""
+    import shutil
+    import tempfile
+
+    import yaml
+
+    from ..config import ConfigError, load_overlay, merge_stage_options, stage_labels
+
+    try:
+        overlay = load_overlay(args.overlay)
+    except ConfigError as e:
+        return _err(str(e))
+    cfg_file = Path(args.run_dir) / "config.yaml"
+    if not cfg_file.exists():
+        return _err(f"{args.run_dir}: no config.yaml (is this a run directory?)")
+    raw = yaml.safe_load(cfg_file.read_text()).get("stages", [])
+    order = stage_labels(raw)
+    recorded = {l: (next(iter(e.values())) or {}) if isinstance(e, dict) else {} for l, e in zip(order, raw)}
+    # per_language merges per language: an overlay for one language keeps the run's others
+    changes = {k: {o: x for o, x in merge_stage_options(recorded.get(k, {}), v).items() if o in v}
+               for k, v in overlay["stages"].items()}
+    missing = sorted(set(changes) - set(order))
+    if missing:
+        return _err(f"{args.overlay}: stage(s) {missing} are not in {cfg_file}")
+    if args.stage:
+        changes.setdefault(args.stage, {}).update(
+            {kv.split("=", 1)[0].strip(): yaml.safe_load(kv.split("=", 1)[1]) for kv in args.set if "=" in kv})
+    labels = [l for l in order if l in changes]
+    if not labels:
+        return _err(f"{args.overlay}: no stage to refilter")
+    tmp = Path(tempfile.mkdtemp(prefix="refilter-"))
+    try:
+        src = Path(args.run_dir)
+        for i, label in enumerate(labels):
+            last = i == len(labels) - 1
+            out = Path(args.write) if (last and args.write) else tmp / f"step{i}"
+            step = argparse.Namespace(run_dir=str(src), stage=label, overlay=None, write=str(out) if (
+                args.write or not last) else None, set=[f"{k}={json.dumps(v)}" for k, v in changes[label].items()])
+            rc = _run_one(step)
+            if rc:
+                return rc
+            if not last:  # the next stage reads what this one kept, with the run's config.yaml beside it
+                nxt = tmp / f"run{i}"
+                nxt.mkdir()
+                shutil.move(str(tmp / f"step{i}"), str(nxt / "output"))
+                shutil.copy(cfg_file, nxt / "config.yaml")
+                src = nxt
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+def _run_one(args) -> int:
     import yaml
     import pyarrow.parquet as pq
 
