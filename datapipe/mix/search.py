@@ -189,7 +189,7 @@ def _candidate(item: dict) -> dict:
     cfg: ProxyConfig = item["proxy"]
     sdir = Path(item["search_dir"])
     i = item["index"]
-    out = sdir / "streams" / f"cand-{i:03d}"
+    out = sdir / "streams" / item["name"]
     plan = mix_from_spec(Path(item["run_dir"]), item["spec"], out_dir=out, curated=item["curated"])
     total = plan.total_tokens
     shares = {g.name: (g.taken_tokens / total if total else 0.0) for g in plan.groups}
@@ -199,7 +199,7 @@ def _candidate(item: dict) -> dict:
               for name, path in item["evals"].items()}
     res = {"index": i, "weights": item["weights"], "shares": shares, "losses": losses, "tokens": total,
            "device": device, "seconds": round(time.time() - t0, 2), **info}
-    atomic_write_json(sdir / "candidates" / f"cand-{i:03d}.json", res)
+    atomic_write_json(Path(item["result_file"]), res)
     if not item["keep_streams"]:
         shutil.rmtree(out, ignore_errors=True)
     return res
@@ -207,16 +207,25 @@ def _candidate(item: dict) -> dict:
 
 # ---------------------------------------------------------------------------
 
-def search_mixture(run_dir: str | Path, spec_path: str | Path, target: str | Path, *,
-                   options: SearchOptions | None = None, engine: str = "ray", out_spec: str | Path | None = None,
-                   fresh: bool = False, quiet: bool = True) -> SearchResult:
-    """Run (or resume) the search; see the module docstring. ``engine``: ``"ray"`` (candidates
-    in parallel through :class:`datapipe.ray_backend.Engine`, one CPU or GPU each) or ``"local"``
-    (one after another in this process, using every core)."""
-    t_start = time.time()
-    opts = options or SearchOptions()
-    if opts.candidates < 3:
-        raise MixError("--candidates: need at least 3 to fit and cross-validate")
+@dataclass
+class _Setup:
+    """What every proxy training of one search shares: the scan, held-out and target streams,
+    the proxy vocabulary, the start weights and the candidates' Dirichlet."""
+    run_dir: Path
+    spec: object
+    names: list
+    allowed: np.ndarray
+    start: np.ndarray
+    alpha: np.ndarray
+    sdir: Path
+    cur: Curated
+    cur_train: Curated
+    evals: dict
+    vocab: np.ndarray
+    opts: SearchOptions
+
+
+def _prepare(run_dir, spec_path, target, opts: SearchOptions, *, fresh: bool, quiet: bool) -> _Setup:
     run_dir = Path(run_dir)
     spec = load_spec(spec_path)
     names = [g.name for g in spec.groups]
@@ -253,7 +262,6 @@ def search_mixture(run_dir: str | Path, spec_path: str | Path, target: str | Pat
 
     # 1. held-out documents and streams
     held = _holdout(cur, G, opts, names)
-    train_idx = np.where(held, -1, cur.group_idx)
     evals: dict[str, str] = {}
     for gi, g in enumerate(names):
         hdir = sdir / "holdout" / g
@@ -278,14 +286,30 @@ def search_mixture(run_dir: str | Path, spec_path: str | Path, target: str | Pat
         tmp = sdir / ".vocab.tmp.npy"
         np.save(tmp, vocab)
         os.replace(tmp, vfile)
+    alpha = fit.dirichlet_alpha(start[allowed], opts.concentration or float(allowed.sum()))
+    return _Setup(run_dir, spec, names, allowed, start, alpha, sdir, cur, _with_groups(cur, np.where(held, -1, cur.group_idx)),
+                  evals, vocab, opts)
+
+
+def search_mixture(run_dir: str | Path, spec_path: str | Path, target: str | Path, *,
+                   options: SearchOptions | None = None, engine: str = "ray", out_spec: str | Path | None = None,
+                   fresh: bool = False, quiet: bool = True) -> SearchResult:
+    """Run (or resume) the search; see the module docstring. ``engine``: ``"ray"`` (candidates
+    in parallel through :class:`datapipe.ray_backend.Engine`, one CPU or GPU each) or ``"local"``
+    (one after another in this process)."""
+    t_start = time.time()
+    opts = options or SearchOptions()
+    if opts.candidates < 3:
+        raise MixError("--candidates: need at least 3 to fit and cross-validate")
+    st = _prepare(run_dir, spec_path, target, opts, fresh=fresh, quiet=quiet)
+    run_dir, spec, names, allowed, start, alpha, sdir, cur = (st.run_dir, st.spec, st.names, st.allowed, st.start,
+                                                              st.alpha, st.sdir, st.cur)
+    G = len(names)
 
     # 4. candidates
-    conc = opts.concentration or float(allowed.sum())
-    alpha = fit.dirichlet_alpha(start[allowed], conc)
     rng = np.random.default_rng([opts.seed, 0xCA4D])
     W = np.zeros((opts.candidates, G))
     W[:, allowed] = rng.dirichlet(alpha, size=opts.candidates)
-    cur_train = _with_groups(cur, train_idx)
     done: dict[int, dict] = {}
     todo = []
     for i in range(opts.candidates):
@@ -295,10 +319,7 @@ def search_mixture(run_dir: str | Path, spec_path: str | Path, target: str | Pat
             if np.allclose(r.get("weights", []), W[i].tolist()):
                 done[i] = r
                 continue
-        todo.append({"index": i, "weights": W[i].tolist(), "run_dir": str(run_dir), "search_dir": str(sdir),
-                     "spec": _one_group_spec(spec, f"cand-{i:03d}", W[i], budget=opts.proxy.tokens),
-                     "curated": cur_train, "proxy": opts.proxy, "vocab": vocab, "evals": evals,
-                     "seed": opts.seed, "device": opts.device, "keep_streams": opts.keep_streams, "threads": None})
+        todo.append(_item(st, i, f"cand-{i:03d}", W[i], f, opts.seed))
     if todo and not quiet:
         print(f"mix search: {len(todo)} candidate(s) to train, {len(done)} done earlier", file=sys.stderr)
     if todo:
@@ -336,6 +357,44 @@ def search_mixture(run_dir: str | Path, spec_path: str | Path, target: str | Pat
     res = SearchResult(data, out, sdir)
     atomic_write_text(sdir / "report.txt", res.table() + "\n")
     return res
+
+
+def _item(st: _Setup, i: int, name: str, w: np.ndarray, result_file: Path, seed: int) -> dict:
+    """What one proxy training needs (pickled to a Ray worker)."""
+    return {"index": i, "name": name, "weights": np.asarray(w, float).tolist(), "run_dir": str(st.run_dir),
+            "search_dir": str(st.sdir), "result_file": str(result_file),
+            "spec": _one_group_spec(st.spec, name, w, budget=st.opts.proxy.tokens), "curated": st.cur_train,
+            "proxy": st.opts.proxy, "vocab": st.vocab, "evals": st.evals, "seed": seed, "device": st.opts.device,
+            "keep_streams": st.opts.keep_streams, "threads": None}
+
+
+def score_mixtures(run_dir: str | Path, spec_path: str | Path, target: str | Path, mixtures: dict[str, dict],
+                   *, seeds: list[int], options: SearchOptions | None = None, engine: str = "ray",
+                   quiet: bool = True) -> dict[str, list[dict]]:
+    """Train a proxy on each of ``mixtures`` (``{label: {group: weight}}``) with each seed, with the
+    search's recipe, held-out sets, target and vocabulary (the search folder of ``spec_path``:
+    same options as the search), and return ``{label: [result per seed]}`` (losses per group
+    and on the target). Results are kept under ``scores/`` and reused. For benchmarks: how the
+    chosen mixture does against others, and the loss spread across seeds of one mixture."""
+    opts = options or SearchOptions()
+    st = _prepare(run_dir, spec_path, target, opts, fresh=False, quiet=quiet)
+    todo, out = [], {}
+    for label, wd in mixtures.items():
+        unknown = set(wd) - set(st.names)
+        if unknown:
+            raise MixError(f"mixture {label!r}: unknown group(s) {sorted(unknown)}")
+        w = np.array([float(wd.get(g, 0.0)) for g in st.names]) * st.allowed
+        w = w / w.sum()
+        for seed in seeds:
+            f = st.sdir / "scores" / f"{label}-s{seed}.json"
+            if f.is_file() and np.allclose(json.loads(f.read_text()).get("weights", []), w.tolist()):
+                continue
+            todo.append(_item(st, len(todo), f"score-{label}-s{seed}", w, f, seed))
+    if todo:
+        _run_candidates(todo, engine, opts.device, quiet)
+    for label in mixtures:
+        out[label] = [json.loads((st.sdir / "scores" / f"{label}-s{seed}.json").read_text()) for seed in seeds]
+    return out
 
 
 def _run_candidates(todo: list[dict], engine: str, device: str, quiet: bool) -> list[dict]:
