@@ -11,7 +11,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import yaml
 
 from datapipe.mix import MixError, load_spec, run_mix
 from datapipe.mix import fit
@@ -205,3 +204,20 @@ def test_fit_ranks_a_linear_truth_and_choice_stays_in_the_explored_region():
     w, pred = fit.choose(coef, np.array([1.0, 1.0, 1.0]), seed=0)
     assert w[0] > 0.6 and abs(w.sum() - 1) < 1e-9 and w.min() > 0   # toward group 0, not a corner
     assert pred < fit.predict(coef, np.array([[1 / 3] * 3]))[0]
+
+
+def test_cli_mix_search_and_its_errors(run, capsys):
+    from datapipe.cli import main
+    tmp, spec = run
+    assert main(["mix", "search", str(tmp / "run"), "--spec", str(spec)]) == 2
+    assert "--target is required" in capsys.readouterr().err
+    assert main(["mix", str(tmp / "run"), str(tmp / "run"), "--spec", str(spec)]) == 2
+    assert "mix search RUN_DIR" in capsys.readouterr().err
+    rc = main(["mix", "search", str(tmp / "run"), "--spec", str(spec), "--target", str(tmp / "target"),
+               "--candidates", "3", "--proxy-tokens", "3000", "--engine", "local", "--device", "cpu", "--quiet"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "leave-one-out Spearman" in out and "start-searched.yaml" in out
+    assert load_spec(tmp / "run" / "mix_search" / "start" / "start-searched.yaml").weighting == "explicit"
+    # the plain `mix` command still plans as before
+    assert main(["mix", "--dry-run", str(tmp / "run"), "--spec", str(spec)]) == 0
