@@ -3,10 +3,13 @@ one candidate's token stream through :mod:`datapipe.loader`, and scored on held-
 
 Why these sizes (preset ``cpu``: d=64, 2 layers, 4 heads, 256-token sequences, a 2,048-class
 vocabulary, batches of 8, ~0.38 M parameters): a search of 16 candidates must finish within
-20 minutes on 2 shared cores. This model trains at ~24 K tokens/s on one core (measured with
-``torch.set_num_threads(1)``), so the default budget of 600 K tokens per candidate is ~25 s
-of training, and 16 candidates on 2 workers about 4 minutes of compute before stream writing and
-evaluation, leaving room for a loaded machine. RegMix (Liu et al. 2024) found that the *ranking*
+20 minutes on 2 shared cores. This model trains at ~24 K tokens/s on an idle core (measured with
+``torch.set_num_threads(1)``; ~5 K on this project's machine under its usual load), so the
+default budget of 300 K tokens per candidate is ~12 s of training on an idle core; 16 candidates on
+2 Ray workers took 887 s wall on the 2 shared cores at a load average of ~15-20
+(``bench/mix_search.py``). 300 K tokens are a few passes over the sample crawl's ~100 K tokens:
+enough for the proxy to learn each group's frequent words and short-range statistics, which is
+what separates mixtures on a target. RegMix (Liu et al. 2024) found that the *ranking*
 of mixtures by a tiny proxy holds at scale even when the proxy's absolute loss is poor, which is
 all the search needs. Preset ``gpu`` (d=256, 4 layers, 512-token sequences, 8,192 classes, 20 M
 tokens) is the same recipe for a GPU worker.
@@ -28,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 PRESETS = {
-    "cpu": dict(d_model=64, layers=2, heads=4, seq_len=256, vocab=2048, batch_size=8, lr=2e-3, tokens=600_000),
+    "cpu": dict(d_model=64, layers=2, heads=4, seq_len=256, vocab=2048, batch_size=8, lr=2e-3, tokens=300_000),
     "gpu": dict(d_model=256, layers=4, heads=8, seq_len=512, vocab=8192, batch_size=32, lr=1e-3, tokens=20_000_000),
 }
 
@@ -42,7 +45,7 @@ class ProxyConfig:
     vocab: int = 2048          # classes: vocab-1 frequent ids + one bucket for the rest
     batch_size: int = 8
     lr: float = 2e-3
-    tokens: int = 600_000      # training tokens per candidate (the stream's size)
+    tokens: int = 300_000      # training tokens per candidate (the stream's size)
     eval_tokens: int = 30_000  # most tokens scored per held-out set
 
     @classmethod

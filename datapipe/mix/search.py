@@ -100,8 +100,10 @@ class SearchResult:
         p = d["predicted"]
         lines.append(f"predicted target loss: chosen {p['chosen']:.4f}, start {p['start']:.4f}, uniform {p['uniform']:.4f}"
                      f"; best candidate measured {min(c['losses']['target'] for c in d['candidates']):.4f}")
-        lines.append(f"spec written: {self.out_spec}  ({d['seconds']:.0f}s, {d['trained_now']} candidate(s) trained now,"
-                     f" {len(d['candidates']) - d['trained_now']} reused)")
+        cpu = [c["cpu_seconds"] for c in d["candidates"] if "cpu_seconds" in c]
+        lines.append(f"spec written: {self.out_spec}  ({d['seconds']:.0f}s wall, {d['trained_now']} candidate(s) trained now,"
+                     f" {len(d['candidates']) - d['trained_now']} reused"
+                     + (f"; {np.mean(cpu):.0f} CPU-s per candidate" if cpu else "") + ")")
         return "\n".join(lines)
 
 
@@ -182,7 +184,7 @@ def _with_groups(cur: Curated, group_idx: np.ndarray) -> Curated:
 
 def _candidate(item: dict) -> dict:
     import torch
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()
     threads = item["threads"]
     if threads:
         torch.set_num_threads(threads)
@@ -198,7 +200,8 @@ def _candidate(item: dict) -> dict:
     losses = {name: evaluate(model, path, cfg, VocabMap(item["vocab"]), device=device)
               for name, path in item["evals"].items()}
     res = {"index": i, "weights": item["weights"], "shares": shares, "losses": losses, "tokens": total,
-           "device": device, "seconds": round(time.time() - t0, 2), **info}
+           "device": device, "seconds": round(time.time() - t0, 2),
+           "cpu_seconds": round(time.process_time() - c0, 2), **info}
     atomic_write_json(Path(item["result_file"]), res)
     if not item["keep_streams"]:
         shutil.rmtree(out, ignore_errors=True)
