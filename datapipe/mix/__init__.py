@@ -59,7 +59,8 @@ selected documents are tokenized again with the run's tokenizer settings (from
 Modules: :mod:`~datapipe.mix.spec` (the spec's schema and validation), :mod:`~datapipe.mix.plan`
 (weights, caps and the seeded selection; no I/O), :mod:`~datapipe.mix.curated` (reading a run's
 curated output and tokenizer settings), :mod:`~datapipe.mix.streams` (writing the streams and
-manifest). The stream format and the trainer's side are :mod:`datapipe.tokenstream` and
+manifest), :mod:`~datapipe.mix.search` (``datapipe mix search``: proxy-model mixture search, with
+:mod:`~datapipe.mix.proxy` and :mod:`~datapipe.mix.fit`). The stream format and the trainer's side are :mod:`datapipe.tokenstream` and
 :mod:`datapipe.loader`.
 """
 from .curated import curated_files, run_tokenizer_settings, scan_curated

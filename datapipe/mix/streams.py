@@ -131,11 +131,13 @@ def run_mix(run_dir: str | Path, spec_path: str | Path, *, dry_run: bool = False
 
 
 def mix_from_spec(run_dir: Path, spec, *, dry_run: bool = False, out_dir: str | Path | None = None,
-                  quiet: bool = True) -> MixPlan:
-    """:func:`run_mix` with a parsed spec."""
+                  quiet: bool = True, curated: Curated | None = None) -> MixPlan:
+    """:func:`run_mix` with a parsed spec. ``curated``: a scan of the run for this spec's groups
+    made earlier (the mixture search scans once, holds documents out by setting their group to
+    -1, and plans each candidate from it)."""
     t0 = time.perf_counter()
     tok_opts = run_tokenizer_settings(run_dir, spec.tokenizer)
-    cur = scan_curated(run_dir, spec, tok_opts, quiet)
+    cur = curated if curated is not None else scan_curated(run_dir, spec, tok_opts, quiet)
     plan = plan_mixture(spec, cur.n_tokens, cur.group_idx, repeats=cur.repeats)
     plan.plan_seconds = time.perf_counter() - t0
     plan.run_dir = str(run_dir)

@@ -16,7 +16,8 @@ whatever is committed):
   runner records it; nothing is filled in from today's defaults), perplexity cut-offs
   also from the ``cutoffs.json`` the ``perplexity_buckets`` workflow saved under
   ``work/<step>/``, top-fraction thresholds from ``quality_thresholds.json`` there, the
-  mixture from ``mix/<name>/manifest.json``.
+  mixture from ``mix/<name>/manifest.json``, mixture searches from
+  ``mix_search/<spec>/result.json``.
 
 Only these documented formats are read. A file that is not in its format is not guessed
 at: it is left out and named in ``problems``, which the page shows.
@@ -292,6 +293,32 @@ def _mixtures(root: Path, problems: list[str]) -> list[dict]:
     return out
 
 
+# mixture searches, as `datapipe mix search` writes them (datapipe/mix/search.py)
+
+def _mix_searches(root: Path, problems: list[str]) -> list[dict]:
+    """One entry per ``mix_search/<spec>/result.json``: groups, start and chosen weights, the
+    candidates (achieved shares, held-out and target losses), the fit's leave-one-out
+    predictions and Spearman correlation, and the predicted losses of chosen/start/uniform."""
+    out = []
+    for res in sorted(root.glob("mix_search/*/result.json")):
+        where = str(res.relative_to(root))
+        d = _read_json(res, None)
+        try:
+            groups = [str(g) for g in d["groups"]]
+            entry = {"spec": str(d["spec"]), "path": where, "target": str(d["target"]),
+                     "out_spec": str(d.get("out_spec", "")), "groups": groups,
+                     "start": {g: float(d["start"][g]) for g in groups}, "chosen": {g: float(d["chosen"][g]) for g in groups},
+                     "candidates": [{"index": int(c["index"]), "shares": {g: float(c["shares"][g]) for g in groups},
+                                     "losses": {k: float(v) for k, v in c["losses"].items()}} for c in d["candidates"]],
+                     "loo_pred": [float(x) for x in d["fit"]["loo_pred"]], "cv_spearman": float(d["fit"]["cv_spearman"]),
+                     "predicted": {k: float(v) for k, v in d["predicted"].items()}, "proxy": dict(d["proxy"])}
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            problems.append(f"{where}: not as `datapipe mix search` writes it ({type(e).__name__}: {e}); not shown")
+            continue
+        out.append(entry)
+    return out
+
+
 # ----------------------------------------------------------------------------
 
 def collect(run_dir: str | Path) -> dict:
@@ -371,6 +398,7 @@ def collect(run_dir: str | Path) -> dict:
         "samples_cap": cap,
         "domains_dropped": dd,
         "mixtures": _mixtures(root, problems),
+        "mix_searches": _mix_searches(root, problems),
         "problems": problems,
     }
 

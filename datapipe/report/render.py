@@ -172,7 +172,7 @@ class _Sections:
 
     def all(self) -> list[Section]:
         order = (self.summary, self.funnel, self.drops, self.distributions, self.languages, self.domains,
-                 self.mixture, self.throughput, self.examples, self.config)
+                 self.mixture, self.mix_search, self.throughput, self.examples, self.config)
         return [s for s in (f() for f in order) if s]
 
     def summary(self) -> Section:
@@ -374,6 +374,46 @@ class _Sections:
             parts.append(head + chart + _table(["group", "plan", "achieved", "tokens available", "tokens taken",
                                                 "epochs"], trows, cls="mix-table"))
         return "mixture", "Mixture", "".join(parts)
+
+    def mix_search(self) -> Section | None:
+        """``datapipe mix search``: measured vs predicted (leave-one-out) target loss per
+        candidate, and the chosen weights against the starting spec's."""
+        searches = self.data.get("mix_searches") or []
+        if not searches:
+            return None
+        parts = []
+        for j, s in enumerate(searches):
+            groups, cands = s["groups"], s["candidates"]
+            p = s["predicted"]
+            head = (f"<h3>{_e(s['spec'])}</h3><p class=note><code>{_e(s['path'])}</code> · target <code>{_e(s['target'])}</code>"
+                    f" · {len(cands)} proxy candidates (d={_e(s['proxy'].get('d_model'))}, {_e(s['proxy'].get('layers'))} layers,"
+                    f" {_n(s['proxy'].get('tokens'))} tokens each) · leave-one-out Spearman {s['cv_spearman']:.3f}"
+                    f" · predicted target loss: chosen {p['chosen']:.4f}, start {p['start']:.4f}, uniform {p['uniform']:.4f}"
+                    + (f" · spec written: <code>{_e(s['out_spec'])}</code>" if s.get("out_spec") else "") + "</p>")
+            meas = [c["losses"]["target"] for c in cands]
+            lo, hi = min(meas + s["loo_pred"]), max(meas + s["loo_pred"])
+            sdata = [{"type": "scatter", "mode": "markers+text", "x": s["loo_pred"], "y": meas, "name": "candidates",
+                      "text": [str(c["index"]) for c in cands], "textposition": "top center",
+                      "hovertemplate": "candidate %{text}: predicted %{x:.4f}, measured %{y:.4f}<extra></extra>"},
+                     {"type": "scatter", "mode": "lines", "x": [lo, hi], "y": [lo, hi], "name": "predicted = measured",
+                      "line": {"dash": "dot", "color": "#888"}, "hoverinfo": "skip"}]
+            scatter = self.page.chart(f"mixsearch-fit-{j}", sdata, {
+                "title": {"text": "Target loss: measured vs predicted (leave-one-out)"},
+                "xaxis": {"title": {"text": "predicted"}}, "yaxis": {"title": {"text": "measured"}}}, height=340)
+            wdata = [{"type": "bar", "name": "start", "x": [_e(g) for g in groups], "y": [s["start"][g] for g in groups],
+                      "text": [f"{s['start'][g]:.1%}" for g in groups], "textposition": "auto"},
+                     {"type": "bar", "name": "chosen", "x": [_e(g) for g in groups], "y": [s["chosen"][g] for g in groups],
+                      "text": [f"{s['chosen'][g]:.1%}" for g in groups], "textposition": "auto"}]
+            bars = self.page.chart(f"mixsearch-weights-{j}", wdata, {"barmode": "group", "title": {"text": "Weights: start vs chosen"},
+                                                                   "yaxis": {"tickformat": ".0%"}}, height=320)
+            cols = groups + ["target"]
+            trows = [[str(c["index"])] + [f"{c['shares'][g]:.3f}" for g in groups]
+                     + [f"{c['losses'].get(g, float('nan')):.4f}" for g in cols] + [f"{pr:.4f}"]
+                     for c, pr in zip(cands, s["loo_pred"])]
+            table = _table(["candidate"] + [f"share {g}" for g in groups] + [f"loss {g}" for g in cols] + ["predicted target"],
+                           trows, cls="mix-table")
+            parts.append(head + scatter + bars + table)
+        return "mix-search", "Mixture search", "".join(parts)
 
     def throughput(self) -> Section | None:
         stats, last, first_in, final_out = self.stats, self.last, self.first_in, self.final_out
