@@ -43,10 +43,11 @@ def cmd_run(args) -> int:
     from .io import InputError
     from .ray_backend import EngineError, WorkFailed
     from .runner import RunError, StorageError, run_pipeline
+    config_error = None
     try:
         cfg = load_config(args.config, overlay=args.overlay)
-    except ConfigError:
-        cfg = None  # the check below lists every problem, not only this one
+    except ConfigError as e:
+        cfg, config_error = None, e  # the check below lists every problem, not only this one
     inputs = args.input or (cfg.input.paths if cfg else None)
     if not inputs and cfg is not None:
         inputs = default_sample_crawl()
@@ -59,6 +60,8 @@ def cmd_run(args) -> int:
         _err(p.message)
     if rep.problems:
         return problems_exit_code(rep.problems)
+    if cfg is None:  # a problem the check cannot see (an overlay's): the loader's own message
+        return _err(str(config_error), EXIT_USAGE)
     try:
         res = run_pipeline(cfg, inputs=inputs, run_dir=args.run_dir, quiet=args.quiet, fresh=args.fresh,
                            verbose=args.verbose)

@@ -1069,7 +1069,9 @@ def _divert_native_stderr(log_dir: str | Path | None) -> Callable[[], None] | No
     for lg in [logging.getLogger()] + [logging.getLogger(n) for n in list(logging.root.manager.loggerDict)
                                         if not n.startswith("ray")]:
         for h in getattr(lg, "handlers", []):
-            if isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) is old:
+            # logging's last-resort handler reads sys.stderr through a property: it follows by itself
+            if isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) is old \
+                    and not isinstance(type(h).__dict__.get("stream"), property):
                 h.setStream(new)
                 moved.append(h)
     os.dup2(fd, 2)
