@@ -364,42 +364,34 @@ def propose(scored: Scored, *, keep_good: float, tune: Iterable[str] | None = No
         d = evaluate(scored, v)[0]
         return int((d & good).sum()), int((d & ~good).sum())
 
+    def best_move(score_of):
+        """The candidate move with the highest ``score_of(g, b)`` (None: not allowed), or None."""
+        best = None
+        for k, cs in cands.items():
+            for c in cs:
+                if c == vals[k]:
+                    continue
+                g, b = stats(dict(vals, **{k: c}))
+                score = score_of(g, b)
+                if score is not None and (best is None or score > best[0]):
+                    best = (score, k, c, g, b)
+        return best
+
     gd, bd = stats(vals)
     need = n_good - int(np.ceil(keep_good * n_good - 1e-9))  # most good rows the cascade may drop
-    for _ in range(max_steps):  # loosen
-        if gd <= need:
-            break
-        best = None
-        for k, cs in cands.items():
-            for c in cs:
-                if c == vals[k]:
-                    continue
-                g, b = stats(dict(vals, **{k: c}))
-                if g >= gd:
-                    continue
-                score = ((gd - g) / max(bd - b, 0.5), -(bd - b))
-                if best is None or score > best[0]:
-                    best = (score, k, c, g, b)
-        if best is None:
-            break
-        _, k, c, gd, bd = best
-        vals[k] = c
-    for _ in range(max_steps):  # tighten
-        best = None
-        for k, cs in cands.items():
-            for c in cs:
-                if c == vals[k]:
-                    continue
-                g, b = stats(dict(vals, **{k: c}))
-                if g > need or b <= bd or (b - bd) < min_move_precision * ((b - bd) + max(g - gd, 0)):
-                    continue
-                score = ((b - bd) / max(g - gd, 0.5), b - bd)
-                if best is None or score > best[0]:
-                    best = (score, k, c, g, b)
-        if best is None:
-            break
-        _, k, c, gd, bd = best
-        vals[k] = c
+    loosen = lambda g, b: ((gd - g) / max(bd - b, 0.5), -(bd - b)) if g < gd else None  # noqa: E731
+    tighten = lambda g, b: (None if g > need or b <= bd  # noqa: E731
+                            or (b - bd) < min_move_precision * ((b - bd) + max(g - gd, 0))
+                            else ((b - bd) / max(g - gd, 0.5), b - bd))
+    for score_of, until_met in ((loosen, True), (tighten, False)):
+        for _ in range(max_steps):
+            if until_met and gd <= need:
+                break
+            best = best_move(score_of)
+            if best is None:
+                break
+            _, k, c, gd, bd = best
+            vals[k] = c
     return vals
 
 
