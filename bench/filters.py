@@ -34,11 +34,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from vs_datatrove import ensure_venv  # noqa: E402  (one datatrove venv, made one way)
 
 DATA = ROOT / ".." / "shared" / "data"
 LISTS = DATA / "lists"
 REALPAGES = DATA / "warc" / "realpages"
-VENV = ROOT / "bench" / ".venv-datatrove"
 DOCS_CACHE = Path("/tmp/datapipe-bench-filters-docs.jsonl")
 
 
@@ -108,15 +110,6 @@ def run_ours(docs: list[dict], batch: int, repeat: int) -> dict:
         flat = pa.concat_arrays(reasons).to_pylist()
         out[name] = {"drop": [r is not None for r in flat], "reason": flat, "cpu_s": statistics.median(times)}
     return out
-
-
-def ensure_venv() -> Path:
-    py = VENV / "bin" / "python"
-    if not py.exists():
-        print(f"creating {VENV} (datatrove for comparison only) ...", file=sys.stderr)
-        subprocess.run(["python3", "-m", "venv", str(VENV)], check=True)
-        subprocess.run([str(py), "-m", "pip", "install", "-q", "datatrove[processing]", "spacy", "orjson"], check=True)
-    return py
 
 
 def run_datatrove(docs: list[dict]) -> dict:
