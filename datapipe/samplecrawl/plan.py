@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 
 from .lang import LANGS
-from .pages import (ArticlePage, Page, _adult_page, _article_text, _near_dup_paragraphs, _pdf, _png, _repeated_page,
+from .pages import (ArticlePage, Page, _adult_page, _esc, _article_text, _near_dup_paragraphs, _pdf, _png, _repeated_page,
                     _short_page, _slug, _spam_page, _split_sentences, render_article)
 
 MIN_PAGES = 40
@@ -50,6 +50,32 @@ def _article_langs(n: int, rng: random.Random) -> list[str]:
     langs += ["en"] * (n - len(langs))
     rng.shuffle(langs)
     return langs
+
+
+#: share of English articles that end with a reader-contact paragraph (an e-mail address and a
+#: phone number: the PII the default config's ``pii`` stage masks)
+CONTACT_SHARE = 0.04
+_CONTACT_PHONES = ["+44 20 7946 0{:03d}", "(212) 736-{:04d}", "+1 415 {:03d} 0188", "+49 30 {:04d} 5512"]
+
+
+def _plant_contacts(pages: list[Page], seed: int) -> None:
+    """Append a contact paragraph to a few English articles, in place, with a generator of its own
+    so that every other page stays byte-identical; never to an article that a duplicate copies."""
+    prng = random.Random(f"datapipe-samplecrawl:{seed}:contacts")
+    copied = {p.dup_of for p in pages if p.dup_of}
+    cands = [i for i, p in enumerate(pages) if p.kind == "article" and p.lang == "en" and p.url not in copied]
+    en = LANGS["en"]
+    for i in sorted(prng.sample(cands, min(len(cands), max(1, round(len(cands) * CONTACT_SHARE))))):
+        p = pages[i]
+        first, last = en.person_role(prng, "culture")[0].split()[:2]
+        host = p.url.split("/")[2].removeprefix("www.")
+        phone = prng.choice(_CONTACT_PHONES).format(prng.randint(100, 999))
+        sents = [f"Readers with questions about this story can write to {first.lower()}.{last.lower()}@{host}.",
+                 f"The newsroom also answers calls on {phone} on weekdays."]
+        html = p.body.decode(p.charset or "utf-8").replace(
+            "</article>", f"<p class=\"contact\">{_esc(' '.join(sents))}</p>\n</article>", 1)
+        pages[i] = Page(p.url, p.kind, p.lang, html.encode(p.charset or "utf-8"), p.content_type, p.charset,
+                        p.dup_of, p.sentences + sents)
 
 
 def plan_pages(n_pages: int = 400, seed: int = 0) -> list[Page]:
@@ -161,6 +187,7 @@ def plan_pages(n_pages: int = 400, seed: int = 0) -> list[Page]:
     pages.append(Page(orig.url + "?utm_source=feed", "revisit", orig.lang, b"", orig.content_type, orig.charset, orig.url))
     used_urls.add(orig.url + "?utm_source=feed")
 
+    _plant_contacts(pages, seed)
     rng.shuffle(pages)
     assert len(pages) == n_pages, (len(pages), n_pages)
     return pages
