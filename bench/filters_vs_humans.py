@@ -233,7 +233,7 @@ def main() -> None:
     alone = tune.score_labels(labels, stages, chain=False)
     splits = [("all labels", np.arange(labels.num_rows))]
     if args.holdout:
-        tr, te = tune.split(good, args.holdout, args.seed)
+        tr, te = tune.split(good, args.holdout, args.seed, groups=tune.text_groups(labels))
         splits += [(f"tuning split ({len(tr)})", tr), (f"held-out split ({len(te)}, seed {args.seed})", te)]
     for name, idx in splits:
         print(f"\n== {name}: dropped per stage and rule (config thresholds)")

@@ -74,17 +74,46 @@ def load_labels(paths: Iterable[str | Path], *, text_field: str = "text", label_
     return pa.table(cols)
 
 
-def split(good: np.ndarray, holdout: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Row indices ``(tune, held_out)``: a seeded split stratified by label."""
-    rng = np.random.default_rng(seed)
-    tune, held = [], []
+def text_groups(table: pa.Table) -> np.ndarray:
+    """One integer per row, equal for rows with the same ``text``: labelled sets repeat documents
+    (the DCLM files hold 780 rows of 499 distinct texts), and a copy on each side of a split would
+    make the held-out figures partly in-sample."""
+    return np.unique(np.asarray(table["text"].to_pylist(), dtype=object), return_inverse=True)[1]
+
+
+def _shuffled_groups(good: np.ndarray, groups: np.ndarray | None,
+                     rng: np.random.Generator) -> tuple[np.ndarray, int, list[np.ndarray]]:
+    """``(group of each row, number of groups, [shuffled groups of each label])``; a group's
+    label is its first row's."""
+    groups = np.arange(len(good)) if groups is None else np.asarray(groups)
+    uniq, first, inv = np.unique(groups, return_index=True, return_inverse=True)
+    per_label = []
     for cls in (True, False):
-        idx = np.flatnonzero(good == cls)
-        rng.shuffle(idx)
-        k = int(round(holdout * len(idx)))
-        held.append(idx[:k])
-        tune.append(idx[k:])
-    return np.sort(np.concatenate(tune)), np.sort(np.concatenate(held))
+        gi = np.flatnonzero(good[first] == cls)
+        rng.shuffle(gi)
+        per_label.append(gi)
+    return inv, len(uniq), per_label
+
+
+def _group_folds(good: np.ndarray, groups: np.ndarray | None, n: int, rng: np.random.Generator) -> np.ndarray:
+    """A fold number per row in ``0..n-1``, stratified by label, every copy of a group in one fold."""
+    inv, n_groups, per_label = _shuffled_groups(good, groups, rng)
+    gfold = np.empty(n_groups, dtype=int)
+    for gi in per_label:
+        gfold[gi] = np.arange(len(gi)) % n
+    return gfold[inv]
+
+
+def split(good: np.ndarray, holdout: float, seed: int = 0,
+          groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices ``(tune, held_out)``: a seeded split stratified by label; rows of one group
+    (:func:`text_groups`) land on the same side."""
+    inv, n_groups, per_label = _shuffled_groups(good, groups, np.random.default_rng(seed))
+    held_g = np.zeros(n_groups, dtype=bool)
+    for gi in per_label:
+        held_g[gi[:int(round(holdout * len(gi)))]] = True
+    held = held_g[inv]
+    return np.flatnonzero(~held), np.flatnonzero(held)
 
 
 # ---------------------------------------------------------------------------
@@ -445,13 +474,10 @@ def roc_auc(score: np.ndarray, positive: np.ndarray) -> float:
 
 def cross_validate(scored: Scored, *, folds: int = 5, seed: int = 0, **propose_kw) -> Result:
     """``propose`` on all folds but one, evaluated on that one, summed over the folds: how a
-    proposal procedure does on rows it did not see (to choose its settings without a test set)."""
-    rng = np.random.default_rng(seed)
-    fold = np.empty(len(scored.good), dtype=int)
-    for cls in (True, False):
-        idx = np.flatnonzero(scored.good == cls)
-        rng.shuffle(idx)
-        fold[idx] = np.arange(len(idx)) % folds
+    proposal procedure does on rows it did not see (to choose its settings without a test set);
+    copies of one text stay in one fold."""
+    fold = _group_folds(scored.good, text_groups(scored.table) if "text" in scored.table.column_names else None,
+                        folds, np.random.default_rng(seed))
     tot = Result(0, 0, 0, 0)
     for k in range(folds):
         fit, ev = scored.subset(np.flatnonzero(fold != k)), scored.subset(np.flatnonzero(fold == k))

@@ -66,6 +66,22 @@ def test_split_is_stratified_and_disjoint():
     assert good[te].sum() == 21 and (~good[te]).sum() == 9
 
 
+def test_split_and_folds_keep_copies_of_a_text_together():
+    # 40 distinct texts, each repeated 1-3 times (as the DCLM files repeat documents)
+    texts = [f"doc {i}" for i in range(40) for _ in range(1 + i % 3)]
+    labels = pa.table({"text": texts, "good": [int(t.split()[1]) % 2 == 0 for t in texts]})
+    good, groups = np.asarray(labels["good"].to_pylist()), tune.text_groups(labels)
+    assert groups.max() + 1 == 40
+    tr, te = tune.split(good, 0.3, seed=3, groups=groups)
+    assert len(tr) + len(te) == len(texts)
+    assert not {texts[i] for i in tr} & {texts[i] for i in te}
+    assert len({texts[i] for i in te}) == 12  # 30% of the 40 texts, 6 of each label
+    fold = tune._group_folds(good, groups, 5, np.random.default_rng(0))
+    for t in set(texts):
+        assert len({fold[i] for i, x in enumerate(texts) if x == t}) == 1
+    assert sorted(np.bincount(fold)) != [0] * 5 and set(fold) == set(range(5))
+
+
 def test_roc_auc():
     y = np.array([1, 1, 0, 0], dtype=bool)
     assert tune.roc_auc(np.array([4.0, 3, 2, 1]), y) == 1.0
@@ -95,7 +111,7 @@ def test_cli_writes_overlay_that_run_config_accepts(tmp_path, capsys):
     assert cfg.stages[1].resolved()["min_sentences"] == overlay["stages"]["c4"]["min_sentences"]
     # the proposal's figure on the tuning rows, recomputed from the overlay alone
     labels = tune.load_labels([labels_file])
-    tr, _ = tune.split(np.asarray(labels["good"].to_pylist()), 0.3, 0)
+    tr, _ = tune.split(np.asarray(labels["good"].to_pylist()), 0.3, 0, groups=tune.text_groups(labels))
     sc = tune.score_labels(labels, tune.text_filters(cfg)).subset(tr)
     assert tune.result(tune.evaluate(sc)[0], sc.good).good_kept >= 0.95
 
@@ -151,7 +167,8 @@ def test_dclm_labels_proposal_meets_objective_and_reports_held_out(tmp_path, cap
     assert main(["tune-filters", *map(str, files), "--config", "configs/default.yaml", "--keep-good", "0.9",
                  "--holdout", "0.3", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "546" in text.splitlines()[0] or "tuning on 546" in text.splitlines()[0]
+    # 30% of the 499 distinct texts held out, with every copy of each (780 rows)
+    assert "tuning on 541, held out 239" in text.splitlines()[0]
     line = next(l for l in text.splitlines() if l.strip().startswith("tuning split    proposed"))
     assert "(meets the objective)" in line
     assert any(l.strip().startswith("held-out split  proposed") for l in text.splitlines())

@@ -69,7 +69,7 @@ def run(args) -> int:
         print(f"tuning the per_language.{args.language} thresholds: {n_lang} of {labels.num_rows} documents are "
               f"{args.language}; the others keep their thresholds")
     if args.holdout:
-        tr, te = tune.split(good, args.holdout, args.seed)
+        tr, te = tune.split(good, args.holdout, args.seed, groups=tune.text_groups(labels))
         train, held = scored.subset(tr), scored.subset(te)
     else:
         train, held = scored, None
