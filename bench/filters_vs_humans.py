@@ -139,6 +139,48 @@ def perplexity_lines(labels: pa.Table, full: tune.Scored, classifier: str | None
     return out, ppl
 
 
+def train_quality_classifier(labels: pa.Table, good: np.ndarray, idx: np.ndarray, out: Path) -> str:
+    """A fastText quality classifier (``classifiers/train.py``, the product's trainer) on the
+    distinct texts of the rows ``idx`` (the tuning split): what a user gets from
+    ``datapipe classify train`` on human labels. Returns the model folder."""
+    from classifiers.train import LabelledData, train_classifier
+
+    seen, texts, labs, ids = set(), [], [], []
+    for i in idx:
+        t = labels["text"][int(i)].as_py()
+        if t not in seen:
+            seen.add(t)
+            texts.append(t), labs.append("1" if good[i] else "0"), ids.append(f"l{int(i)}")
+    card = train_classifier(LabelledData(texts, labs, ids, sources=["human labels, tuning split"]), out,
+                            task="quality", name="quality-human-tuning-split", seed=0)
+    print(f"  trained fastText on {len(texts)} distinct tuning texts in {card['train_seconds']} s -> {out}")
+    return str(out)
+
+
+def classifier_lines(labels: pa.Table, full: tune.Scored, splits, model: str) -> list[str]:
+    """The quality classifier alone, and after the cascade: the lowest-scoring share of what the
+    rules keep dropped (percentiles of the survivors' scores; nothing tuned on the labels)."""
+    from datapipe.stage import build_stage
+
+    st = build_stage("quality_classifier", {"model": model}).ensure_setup()
+    q = np.array(st.score(pa.table({"id": labels["id"], "text": labels["text"]}))["quality_score"].to_pylist(),
+                 dtype=float)
+    out = []
+    for name, idx in splits:
+        s = full.subset(idx)
+        d = tune.evaluate(s)[0]
+        qi = q[idx]
+        out.append(f"  {name:<28} classifier AUC {tune.roc_auc(qi, s.good):.3f}")
+        for frac in (0.3, 0.5):
+            cut = np.quantile(qi, frac)
+            out.append(f"  {name:<28} classifier alone, lowest {int(100 * frac)}%: {tune.result(qi < cut, s.good).line()}")
+        for frac in (0.2, 0.3, 0.4):
+            cut = np.quantile(qi[~d], frac)
+            out.append(f"  {name:<28} cascade + lowest {int(100 * frac)}% of survivors: "
+                       f"{tune.result(d | (qi < cut), s.good).line()}")
+    return out
+
+
 def gold_pages() -> pa.Table:
     rows = [json.loads(line) for line in GOLD.read_text().splitlines() if line.strip()]
     rows = [r for r in rows if r.get("gold_content") and r.get("page_kind")]
@@ -213,6 +255,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--definitions", action="store_true", help="compare token / sentence definitions")
     ap.add_argument("--classifier", help="a trained quality_classifier model folder: add its AUC")
+    ap.add_argument("--train-classifier", metavar="DIR",
+                    help="train a fastText quality classifier on the tuning split's texts into DIR (needs "
+                         "--holdout) and show what it adds to the cascade, held out")
     args = ap.parse_args()
 
     import yaml
@@ -251,6 +296,12 @@ def main() -> None:
             for q in (0.6, 0.8, 0.9):
                 cut = np.nanquantile(p[~d], q)
                 print(f"  {name:<28} tail above p{int(100 * q)}: {tune.result(d | (p > cut), s.good).line()}")
+    if args.train_classifier:
+        if not args.holdout:
+            ap.error("--train-classifier needs --holdout (it trains on the tuning split)")
+        print("\n== what a quality classifier trained on the tuning split's human labels adds")
+        model = train_quality_classifier(labels, good, splits[1][1], Path(args.train_classifier))
+        print("\n".join(classifier_lines(labels, full, splits[1:], model)))
     print("\n== page types: human-extracted main content of the magic-html gold set, the cascade")
     print("\n".join(page_type_lines(stages)))
     if args.definitions:
