@@ -10,6 +10,7 @@ trimmed configs.
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -63,6 +64,13 @@ def test_default_config_as_shipped(sample_crawl, tmp_path):
     assert pairs
     assert not [(u, o) for u, o in pairs if u in kept and o in kept]
     assert len({r["text"] for r in rows}) == len(rows)
+
+    # PII: the crawl's reader-contact paragraphs (an e-mail and a phone each) reach the pii stage,
+    # which masks them and counts the masks by type; no kept text keeps a planted address (once
+    # masked, the paragraphs are one repeated line, which dedup_lines then strips as boilerplate)
+    pii = stats["pii"]["counters"]
+    assert pii.get("masked:email", 0) >= 1 and pii.get("masked:phone", 0) >= 1, pii
+    assert not [r["url"] for r in rows if re.search(r"can write to \S+@", r["text"])]
 
     # token streams for the trainer and the report
     manifest = json.loads((run_dir / "mix" / "default" / "manifest.json").read_text())
