@@ -74,8 +74,9 @@ def cmd_run(args) -> int:
     except WorkFailed as e:
         return _err(f"{e}\nfinished shards are kept: fix the cause and run the same command to resume",
                     EXIT_FAILED)
-    print(f"\nrun directory: {res.run_dir}")
-    print(f"output: {len(res.output_files)} Parquet file(s) in {res.run_dir / 'output'}"
+    where = res.url or str(res.run_dir)  # an object store's URL (res.run_dir is then its staging copy)
+    print(f"\nrun directory: {where}")
+    print(f"output: {len(res.output_files)} Parquet file(s) in {where}/output"
           + (f"  (resumed: {res.shards_skipped} shard(s) were already done)" if res.shards_skipped else ""))
     print()
     print(res.table())

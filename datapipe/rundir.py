@@ -15,6 +15,14 @@
 
 Every file is written to a temporary name in the same directory and renamed into
 place, so a reader (or a resumed run) never sees a partial file.
+
+A run directory may also be an object-store URL (``s3://bucket/run``, any fsspec URL): the
+driver then works in a local *staging* copy (``$DATAPIPE_STAGING_DIR``, default
+``~/.cache/datapipe/staging``) that :class:`ObjectStoreMirror` rebuilds from the URL when a
+run starts (so a resume, from any machine, starts from what the store holds) and pushes to it
+as the run commits. Object stores have no atomic rename, so the commit point is the marker:
+a shard's or step's files are uploaded first and its ``_done`` marker last (:meth:`RunDir.commit`);
+files without a marker are redone by the next run, as on local disk.
 """
 from __future__ import annotations
 
@@ -25,8 +33,9 @@ import re
 import shutil
 import tempfile
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -102,9 +111,182 @@ def safe_name(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9._:=-]+", "_", s)[:150] or "_"
 
 
+def is_url(path: str | Path) -> bool:
+    """A run directory (or file) on a remote filesystem: ``s3://...``, any fsspec URL but ``file://``."""
+    s = str(path)
+    return "://" in s and not s.startswith("file://")
+
+
+#: the file in a staging folder that names the URL it mirrors (never uploaded)
+REMOTE_FILE = ".datapipe-remote"
+
+
+def staging_root() -> Path:
+    """Where staging copies of remote run directories live: ``$DATAPIPE_STAGING_DIR``, else
+    the user's cache (``$XDG_CACHE_HOME`` or ``~/.cache``) ``/datapipe/staging``."""
+    env = os.environ.get("DATAPIPE_STAGING_DIR")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "datapipe" / "staging"
+
+
+def staging_dir(url: str) -> Path:
+    """The staging folder of the run directory at ``url``: readable name + hash of the URL."""
+    url = url.rstrip("/")
+    tail = re.sub(r"[^A-Za-z0-9._-]+", "_", url.split("://", 1)[-1])[-80:]
+    return staging_root() / f"{tail}-{hashlib.sha1(url.encode()).hexdigest()[:8]}"
+
+
+class ObjectStoreMirror:
+    """A remote run directory (``url``) and its local staging copy (``local``).
+
+    :meth:`pull` makes the staging folder a copy of what the store holds (less ``_tmp/``);
+    :meth:`push` uploads staging files, in the order given and each call after the previous
+    one finished, so a caller that pushes a marker after its files commits them. Uploads and
+    downloads of a call run concurrently (fsspec's batched ``put``/``get``)."""
+
+    def __init__(self, url: str, local: str | Path):
+        self.url = url.rstrip("/")
+        self.local = Path(local)
+        self._fs = None
+
+    @property
+    def fs(self):
+        if self._fs is None:  # late: storage options (fsspec's config) are applied by then
+            import fsspec
+            self._fs, self._base = fsspec.core.url_to_fs(self.url)
+        return self._fs
+
+    @property
+    def base(self) -> str:
+        self.fs
+        return self._base.rstrip("/")
+
+    def remote(self, rel: str) -> str:
+        """The filesystem path (no protocol) of ``rel`` in the remote run directory."""
+        return f"{self.base}/{rel}" if rel else self.base
+
+    def url_of(self, rel: str) -> str:
+        return f"{self.url}/{rel}" if rel else self.url
+
+    def rel(self, path: str | Path) -> str:
+        return Path(path).resolve().relative_to(self.local.resolve()).as_posix()
+
+    def list(self, rel: str = "") -> list[str]:
+        """Files under ``rel`` in the store, relative to the run directory."""
+        root = self.remote(rel)
+        try:
+            found = self.fs.find(root)
+        except FileNotFoundError:
+            return []
+        n = len(self.base) + 1
+        return sorted(p[n:] for p in found if p.startswith(self.base + "/") and len(p) > n)
+
+    def pull(self) -> int:
+        """Replace the staging folder by a copy of the remote run directory; returns files copied."""
+        shutil.rmtree(self.local, ignore_errors=True)
+        self.local.mkdir(parents=True, exist_ok=True)
+        (self.local / REMOTE_FILE).write_text(self.url + "\n")
+        rels = [r for r in self.list() if not r.startswith("_tmp/")]
+        for r in rels:
+            (self.local / r).parent.mkdir(parents=True, exist_ok=True)
+        if rels:
+            self.fs.get([self.remote(r) for r in rels], [str(self.local / r) for r in rels])
+        return len(rels)
+
+    def push(self, paths: Iterable[str | Path]) -> None:
+        """Upload staging files (paths under ``local``); folders are uploaded whole; dot files
+        (temp files of atomic writes, :data:`REMOTE_FILE`) never."""
+        files: list[Path] = []
+        for p in paths:
+            p = Path(p)
+            if p.is_dir():
+                files.extend(f for f in sorted(p.rglob("*")) if f.is_file() and not f.name.startswith("."))
+            elif p.is_file() and not p.name.startswith("."):
+                files.append(p)
+        if files:
+            self.fs.put([str(f) for f in files], [self.remote(self.rel(f)) for f in files])
+
+    def delete(self, rels: Iterable[str], *, recursive: bool = False) -> None:
+        """Remove files (or folders, ``recursive``) of the remote run directory; absent ones are fine."""
+        targets = [self.remote(r) for r in rels]
+        for t in targets:
+            try:
+                self.fs.rm(t, recursive=recursive)
+            except FileNotFoundError:
+                pass
+
+    def clear(self) -> None:
+        """Remove the whole remote run directory (``--fresh``)."""
+        self.delete([""], recursive=True)
+
+
+class _Commit:
+    """Files and markers of one commit (:meth:`RunDir.commit`)."""
+
+    def __init__(self, rd: "RunDir"):
+        self.rd = rd
+        self.files: list[Path] = []
+        self.markers: list[Path] = []
+
+    def add(self, *paths: str | Path) -> None:
+        self.files.extend(Path(p) for p in paths)
+
+    def mark_done(self, step: str, shard: str, info: dict | None = None) -> None:
+        self.markers.append(self.rd._write_marker(self.rd.marker(step, shard), info))
+
+    def mark_step_complete(self, step: str) -> None:
+        self.markers.append(self.rd._write_marker(self.rd.root / "_done" / f"{step}.complete", None))
+
+
 class RunDir:
+    """A run directory: a local folder, or an object-store URL worked on through a local staging
+    copy (see the module docstring). ``root`` is always local; ``url`` is the URL or None;
+    ``name`` is what messages call it."""
+
     def __init__(self, root: str | Path):
-        self.root = Path(root)
+        self.url: str | None = None
+        self.mirror: ObjectStoreMirror | None = None
+        if is_url(root):
+            self.url = str(root).rstrip("/")
+            self.root = staging_dir(self.url)
+            self.mirror = ObjectStoreMirror(self.url, self.root)
+        else:
+            self.root = Path(str(root).removeprefix("file://"))
+            remote = self.root / REMOTE_FILE
+            if remote.is_file():  # a staging copy: what is written into it goes to its URL too
+                self.url = remote.read_text().strip()
+                self.mirror = ObjectStoreMirror(self.url, self.root)
+
+    @property
+    def name(self) -> str:
+        return self.url or str(self.root)
+
+    # object store -----------------------------------------------------------
+    def pull(self) -> None:
+        """A remote run directory: make the staging copy what the store holds (no-op when local)."""
+        if self.mirror is not None:
+            self.mirror.pull()
+
+    def publish(self, *paths: str | Path) -> None:
+        """Upload files or folders written in the staging copy (no-op for a local run directory)."""
+        if self.mirror is not None:
+            self.mirror.push(paths)
+
+    def unpublish(self, *paths: str | Path, recursive: bool = False) -> None:
+        """Remove from the store what was removed from the staging copy (no-op when local)."""
+        if self.mirror is not None:
+            self.mirror.delete([self.mirror.rel(p) for p in paths], recursive=recursive)
+
+    @contextmanager
+    def commit(self) -> Iterator[_Commit]:
+        """Collect files (``c.add``) and markers (``c.mark_done``, ``c.mark_step_complete``); on a
+        remote run directory the files are uploaded when the block ends, the markers after them."""
+        c = _Commit(self)
+        yield c
+        if self.mirror is not None:
+            self.mirror.push(c.files)
+            self.mirror.push(c.markers)
 
     # layout ---------------------------------------------------------------
     @property
@@ -133,8 +315,13 @@ class RunDir:
         return self.stats_dir / step / safe_name(stage) / f"{shard}.json"
 
     # markers --------------------------------------------------------------
+    def _write_marker(self, path: Path, info: dict | None) -> Path:
+        atomic_write_json(path, info or {})
+        return path
+
     def mark_done(self, step: str, shard: str, info: dict | None = None) -> None:
-        atomic_write_json(self.marker(step, shard), info or {})
+        with self.commit() as c:
+            c.mark_done(step, shard, info)
 
     def done_shards(self, step: str) -> set[str]:
         d = self.root / "_done" / step
@@ -144,7 +331,8 @@ class RunDir:
         return (self.root / "_done" / f"{step}.complete").exists()
 
     def mark_step_complete(self, step: str) -> None:
-        atomic_write_json(self.root / "_done" / f"{step}.complete", {})
+        with self.commit() as c:
+            c.mark_step_complete(step)
 
     def clean_tmp(self) -> None:
         """Start a run clean: the temp folder, and temp files of atomic writes that a killed run

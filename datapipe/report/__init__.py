@@ -20,16 +20,28 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..rundir import atomic_write_text
+from ..rundir import RunDir, atomic_write_text, is_url
 from .collect import ReportError, collect, data_files, load_run_stats
 from .render import anchor, render
 
 
-def build_report(run_dir: str | Path, *, out: str | Path | None = None) -> Path:
-    """Write ``RUN_DIR/report/index.html`` (or ``out``) and return its path."""
-    root = Path(run_dir)
-    path = Path(out) if out else root / "report" / "index.html"
-    atomic_write_text(path, render(collect(root)))
+def build_report(run_dir: str | Path, *, out: str | Path | None = None) -> Path | str:
+    """Write ``RUN_DIR/report/index.html`` (or ``out``) and return its path.
+
+    A run directory on an object store (a URL, or its staging copy) is read from its staging
+    copy (refreshed from the store when given the URL) and the page is uploaded beside the run:
+    the URL of the page is returned."""
+    rd = RunDir(run_dir)
+    if is_url(run_dir):
+        try:
+            rd.pull()
+        except OSError as e:
+            raise ReportError(f"{run_dir}: cannot read the run directory ({type(e).__name__}: {e})") from None
+    path = Path(out) if out else rd.root / "report" / "index.html"
+    atomic_write_text(path, render(collect(rd.root)))
+    if out is None and rd.mirror is not None:
+        rd.publish(path)
+        return rd.mirror.url_of("report/index.html")
     return path
 
 
