@@ -77,7 +77,16 @@ def write_parquet_atomic(table: pa.Table, path: str | Path, *, compression: str 
     """Write ``table`` to ``path`` via a temp file + rename; returns bytes written.
 
     ``compression``: a Parquet codec, or ``"none"``/None. ``row_group_rows``: rows per row group
-    (default: pyarrow's); token streams set it because the loader reads by row group."""
+    (default: pyarrow's); token streams set it because the loader reads by row group. ``path``
+    may be a URL (:func:`is_url`): the file is then one upload, which an object store shows whole
+    or not at all."""
+    if is_url(path):
+        buf = pa.BufferOutputStream()
+        pq.write_table(table, buf, compression=None if compression == "none" else compression,
+                       row_group_size=row_group_rows)
+        data = buf.getvalue().to_pybytes()
+        write_file(path, data)
+        return len(data)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
@@ -115,6 +124,59 @@ def is_url(path: str | Path) -> bool:
     """A run directory (or file) on a remote filesystem: ``s3://...``, any fsspec URL but ``file://``."""
     s = str(path)
     return "://" in s and not s.startswith("file://")
+
+
+# Places that are a local folder or a URL alike: what the engine's workers write a wave into
+# (``RUN_DIR/_tmp/...``, on the store itself when the run directory is on one).
+
+def location(path: str | Path) -> str | Path:
+    """``path`` as a URL string, or a local ``Path``."""
+    return str(path).rstrip("/") if is_url(path) else Path(path)
+
+
+def join(base: str | Path, *parts: str) -> str | Path:
+    """``base / parts``, for a local folder or a URL."""
+    return "/".join([str(base).rstrip("/"), *parts]) if is_url(base) else Path(base).joinpath(*parts)
+
+
+def parent(path: str | Path) -> str | Path:
+    return str(path).rstrip("/").rsplit("/", 1)[0] if is_url(path) else Path(path).parent
+
+
+def write_file(path: str | Path, data: bytes) -> None:
+    """Write a whole file: atomically on local disk, as one upload (seen whole or not at all) on a store."""
+    if is_url(path):
+        import fsspec
+        with fsspec.open(str(path), "wb") as fh:
+            fh.write(data)
+    else:
+        atomic_write_bytes(path, data)
+
+
+def list_files(folder: str | Path, suffix: str) -> list[str]:
+    """Files of ``folder`` (not below it) whose names end with ``suffix``, sorted; none when it
+    does not exist. Dot files (temp files of atomic writes) are left out."""
+    if is_url(folder):
+        import fsspec
+        fs, base = fsspec.core.url_to_fs(str(folder))
+        try:
+            fs.invalidate_cache(base)  # workers add files while the driver watches
+            names = fs.ls(base, detail=False)
+        except FileNotFoundError:
+            return []
+        proto = str(folder).split("://", 1)[0]
+        return sorted(f"{proto}://{n}" for n in names
+                      if n.endswith(suffix) and not n.rsplit("/", 1)[-1].startswith("."))
+    d = Path(folder)
+    return sorted(str(p) for p in d.glob(f"*{suffix}") if not p.name.startswith(".")) if d.is_dir() else []
+
+
+def read_file(path: str | Path) -> bytes:
+    if is_url(path):
+        import fsspec
+        with fsspec.open(str(path), "rb") as fh:
+            return fh.read()
+    return Path(path).read_bytes()
 
 
 #: the file in a staging folder that names the URL it mirrors (never uploaded)
@@ -207,6 +269,28 @@ class ObjectStoreMirror:
         if files:
             self.fs.put([str(f) for f in files], [self.remote(self.rel(f)) for f in files])
 
+    def fetch(self, rel: str, local: str | Path, *, skip: tuple[str, ...] = ()) -> None:
+        """Download the files under ``rel`` into the folder ``local``, less those whose path
+        below ``rel`` starts with one of ``skip``."""
+        rels = [r[len(rel) + 1:] for r in self.list(rel)]
+        rels = [r for r in rels if not r.startswith(skip)]
+        for r in rels:
+            (Path(local) / r).parent.mkdir(parents=True, exist_ok=True)
+        if rels:
+            self.fs.get([self.remote(f"{rel}/{r}") for r in rels], [str(Path(local) / r) for r in rels])
+
+    def copy_in(self, pairs: list[tuple[str, Path]]) -> None:
+        """``(URL in this store, staging path)``: copy each file within the store (no download and
+        upload through this machine) to the staging path's place, and download it into staging."""
+        if not pairs:
+            return
+        srcs = [self.fs._strip_protocol(u) for u, _ in pairs]
+        dests = [self.remote(self.rel(p)) for _, p in pairs]
+        self.fs.copy(srcs, dests)
+        for _, p in pairs:
+            Path(p).parent.mkdir(parents=True, exist_ok=True)
+        self.fs.get(srcs, [str(p) for _, p in pairs])
+
     def delete(self, rels: Iterable[str], *, recursive: bool = False) -> None:
         """Remove files (or folders, ``recursive``) of the remote run directory; absent ones are fine."""
         targets = [self.remote(r) for r in rels]
@@ -227,10 +311,21 @@ class _Commit:
     def __init__(self, rd: "RunDir"):
         self.rd = rd
         self.files: list[Path] = []
+        self.copies: list[tuple[str, Path]] = []
         self.markers: list[Path] = []
 
     def add(self, *paths: str | Path) -> None:
         self.files.extend(Path(p) for p in paths)
+
+    def move(self, src: str | Path, dest: Path) -> None:
+        """Move a file a worker wrote (a local path, or a URL in the run directory's store) to
+        ``dest`` in the run directory (a staging path when it is on a store)."""
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if is_url(src):
+            self.copies.append((str(src), dest))
+        else:
+            os.replace(src, dest)
+            self.add(dest)
 
     def mark_done(self, step: str, shard: str, info: dict | None = None) -> None:
         self.markers.append(self.rd._write_marker(self.rd.marker(step, shard), info))
@@ -286,6 +381,7 @@ class RunDir:
         yield c
         if self.mirror is not None:
             self.mirror.push(c.files)
+            self.mirror.copy_in(c.copies)
             self.mirror.push(c.markers)
 
     # layout ---------------------------------------------------------------
@@ -334,10 +430,21 @@ class RunDir:
         with self.commit() as c:
             c.mark_step_complete(step)
 
+    def wave_tmp(self, name: str) -> str | Path:
+        """Where the engine's workers write a wave (``_tmp/<name>``): on the store itself when the
+        run directory is on one, so that workers on every node reach it."""
+        return self.mirror.url_of(f"_tmp/{name}") if self.mirror is not None else self.tmp / name
+
+    def remote_path(self, path: Path) -> str:
+        """A file of the run directory as workers on other nodes reach it: its URL on a store."""
+        return self.mirror.url_of(self.mirror.rel(path)) if self.mirror is not None else str(path)
+
     def clean_tmp(self) -> None:
         """Start a run clean: the temp folder, and temp files of atomic writes that a killed run
         left half-written (``.NAME.XXXXXXXX.tmp``; the renamed files are the only real ones)."""
         shutil.rmtree(self.tmp, ignore_errors=True)
+        if self.mirror is not None:
+            self.mirror.delete(["_tmp"], recursive=True)
         for p in self.root.rglob(".*.tmp"):
             p.unlink(missing_ok=True)
         self.tmp.mkdir(parents=True, exist_ok=True)

@@ -236,8 +236,8 @@ class Runner:
                 if prev_files is None:
                     shards = [(shard_key(p), [p]) for p in self.inputs]
                     input_cfg = self.cfg.input.model_dump()
-                else:
-                    shards = [(p.stem, [str(p)]) for p in prev_files]
+                else:  # the previous step's files, as workers on every node reach them
+                    shards = [(p.stem, [self.rd.remote_path(p)]) for p in prev_files]
                     input_cfg = self.cfg.input.model_dump() | {"format": "parquet", "text_field": "text"}
                 done = self.rd.done_shards(step.name)
                 pending = [s for s in shards if s[0] not in done]
@@ -245,7 +245,9 @@ class Runner:
                 engine.step_label = engine.guard.step = step.name
                 if step.kind == "workflow":
                     if not self.rd.step_complete(step.name):
-                        self._run_workflow(step, [p for _, ps in shards for p in ps], out_dir, engine)
+                        # the driver's staging copy on an object store (workflows run there; README: limits)
+                        self._run_workflow(step, [p for _, ps in shards for p in ps] if prev_files is None
+                                           else [str(p) for p in prev_files], out_dir, engine)
                         run_count += len(shards)
                 else:
                     stale = [p for shard, _ in pending for p in _remove_shard_files(out_dir, shard)]
@@ -283,6 +285,11 @@ class Runner:
         finally:
             engine.shutdown()
             shutil.rmtree(self.rd.tmp, ignore_errors=True)
+            if self.rd.mirror is not None:
+                try:
+                    self.rd.mirror.delete(["_tmp"], recursive=True)
+                except Exception as e:  # noqa: BLE001 - a store gone away: the next run cleans up
+                    log.warning("%s: could not remove _tmp/: %s", self.rd.name, e)
         stats = self.finalize()
         if failed:
             raise WorkFailed(f"{len(failed)} shard(s) failed, the rest of the step is committed:\n" + "\n".join(
@@ -299,11 +306,14 @@ class Runner:
     def _run_wave(self, step: Step, wave: list[tuple[str, list[str]]], input_cfg: dict, out_dir: Path,
                   engine, final: bool, progress: Progress | None = None) -> dict[str, str]:
         """Run one wave and commit its shards; returns the shards the engine failed (not committed)."""
-        tmp = self.rd.tmp / f"wave-{uuid.uuid4().hex[:8]}"
+        name = f"wave-{uuid.uuid4().hex[:8]}"
+        tmp = self.rd.tmp / name
+        # where workers write: the store itself for a run directory on one (every node reaches it)
+        work_tmp = self.rd.wave_tmp(name)
         e = self.cfg.engine
         t0 = time.time()
         written = engine.run_stream(
-            shards=wave, input_cfg=input_cfg, specs=step.specs, tmp_dir=str(tmp),
+            shards=wave, input_cfg=input_cfg, specs=step.specs, tmp_dir=str(work_tmp),
             batch_size=e.batch_size, rows_per_file=self.cfg.output.rows_per_file,
             compression=self.cfg.output.compression,
             partition_by=self.cfg.output.partition_by if final else None,
@@ -311,6 +321,8 @@ class Runner:
             samples_per_reason=self.cfg.rejects.samples_per_reason, excerpt_chars=self.cfg.rejects.excerpt_chars,
             progress=progress,
         )
+        if self.rd.mirror is not None:  # the small files to the driver; Parquet parts are copied within the store
+            self.rd.mirror.fetch(f"_tmp/{name}", tmp, skip=("out/",))
         # ---- commit: stats, rejects, files, then the marker (crash before the marker = redo)
         stats_parts: dict[tuple[str, str], StageStats] = {}
         rejects: dict[str, list[dict]] = defaultdict(list)
@@ -353,11 +365,11 @@ class Runner:
                     n = counters[part]
                     counters[part] += 1
                     dest_dir = out_dir / f"{self.cfg.output.partition_by}={safe_name(part)}" if part is not None else out_dir
-                    dest_dir.mkdir(parents=True, exist_ok=True)
-                    os.replace(w["file"], dest_dir / f"{shard}-{n:05d}.parquet")
-                    commit.add(dest_dir / f"{shard}-{n:05d}.parquet")
+                    commit.move(w["file"], dest_dir / f"{shard}-{n:05d}.parquet")
                 commit.mark_done(step.name, shard, {"files": len(files), "rows": wst.rows_out})
         shutil.rmtree(tmp, ignore_errors=True)
+        if self.rd.mirror is not None:
+            self.rd.mirror.delete([f"_tmp/{name}"], recursive=True)
         if self.verbose:
             self._say(f"[{step.name}] committed {len(wave) - len(failed)} shard(s) in {time.time() - t0:.1f}s")
         return failed

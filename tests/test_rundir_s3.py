@@ -28,9 +28,13 @@ BUCKET = "run-bucket"
 STAGES = [{"extract": {}}, {"length": {"min_chars": 200}}, {"dedup_exact": {}}]
 
 
-def _config(stages=STAGES, **engine):
-    return parse_config({"name": "s3run", "stages": stages, "output": {"rows_per_file": 40},
-                         "engine": {"batch_size": 16, **engine}}, file="<test>")
+def _config(s3=None, stages=STAGES, **engine):
+    """``s3``: the test server, whose endpoint then reaches the session's Ray workers (started
+    before the test set its environment) through ``input.storage_options``."""
+    d = {"name": "s3run", "stages": stages, "output": {"rows_per_file": 40}, "engine": {"batch_size": 16, **engine}}
+    if s3 is not None:
+        d["input"] = {"storage_options": {"s3": s3.opts}}
+    return parse_config(d, file="<test>")
 
 
 def _local_docs(run_dir: Path) -> list[tuple[str, str]]:
@@ -44,6 +48,7 @@ def _local_docs(run_dir: Path) -> list[tuple[str, str]]:
 def _s3_docs(fs, url: str) -> list[tuple[str, str]]:
     """The output documents as the bucket holds them (read from S3, not from a staging copy)."""
     rows = []
+    fs.invalidate_cache()
     for f in sorted(p for p in fs.find(url.removeprefix("s3://") + "/output") if p.endswith(".parquet")):
         with fs.open(f, "rb") as fh:
             t = pq.read_table(fh, columns=["id", "text"])
@@ -74,7 +79,7 @@ def test_a_run_to_s3_equals_the_local_run_and_its_report_is_there(ray_session, s
     fs = s3_env.fs()
     s3_env.bucket(BUCKET)
     url = f"s3://{BUCKET}/full"
-    res = run_pipeline(_config(), inputs=sample_crawl, run_dir=url, quiet=True)
+    res = run_pipeline(_config(s3_env), inputs=sample_crawl, run_dir=url, quiet=True)
     assert res.url == url and res.run_dir.is_relative_to(staging)
     want = _local_docs(local_run.run_dir)
     assert len(want) > 20
@@ -106,7 +111,8 @@ def test_markers_are_uploaded_after_their_files_and_a_cut_commit_is_redone(ray_s
     s3_env.bucket(BUCKET)
     url = f"s3://{BUCKET}/order"
     order: list[list[str]] = []
-    real_push = ObjectStoreMirror.push
+    copied: list[str] = []
+    real_push, real_copy = ObjectStoreMirror.push, ObjectStoreMirror.copy_in
     cut = {"at": 3}  # the third wave's markers never reach the store (a kill at the commit point)
 
     def push(self, paths):
@@ -119,9 +125,17 @@ def test_markers_are_uploaded_after_their_files_and_a_cut_commit_is_redone(ray_s
         real_push(self, paths)
         order.append(rels)
 
+    def copy_in(self, pairs):
+        copied.extend(src for src, _ in pairs)
+        real_copy(self, pairs)
+        order.append([self.rel(p) for _, p in pairs])
+
     monkeypatch.setattr(ObjectStoreMirror, "push", push)
+    monkeypatch.setattr(ObjectStoreMirror, "copy_in", copy_in)
     with pytest.raises(KeyboardInterrupt):
-        run_pipeline(_config(shards_per_wave=1), inputs=sample_crawl, run_dir=url, quiet=True)
+        run_pipeline(_config(s3_env, shards_per_wave=1), inputs=sample_crawl, run_dir=url, quiet=True)
+    # the workers wrote the waves' Parquet parts into the store (every node reaches it), not to this machine
+    assert copied and all(c.startswith(f"{url}/_tmp/wave-") and "/out/" in c for c in copied)
     uploaded = [r for batch in order for r in batch]
     markers = [i for i, batch in enumerate(order) if any(r.startswith("_done/") for r in batch)]
     assert len(markers) == 2
@@ -137,8 +151,10 @@ def test_markers_are_uploaded_after_their_files_and_a_cut_commit_is_redone(ray_s
     assert len(committed) == 2 and len(read_stats - committed) == 1
     monkeypatch.setattr(ObjectStoreMirror, "push", real_push)
     monkeypatch.setenv("DATAPIPE_STAGING_DIR", str(staging.parent / "staging2"))
-    res = run_pipeline(_config(shards_per_wave=1), inputs=sample_crawl, run_dir=url, quiet=True)
+    res = run_pipeline(_config(s3_env, shards_per_wave=1), inputs=sample_crawl, run_dir=url, quiet=True)
     assert res.shards_skipped == 2
+    fs.invalidate_cache()
+    assert not fs.find(f"{BUCKET}/order/_tmp")
     assert _s3_docs(fs, url) == _local_docs(local_run.run_dir)
 
 
