@@ -493,13 +493,16 @@ class Engine:
         """The cluster's live nodes (Ray's node records)."""
         return [n for n in self._ray.nodes() if n.get("Alive")]
 
-    def probe_nodes(self, path: str, expect: str, timeout: float = 120.0) -> dict[str, str | None]:
+    def probe_nodes(self, path: str, expect: str, timeout: float = 120.0,
+                    storage_options: dict | None = None) -> dict[str, str | None]:
         """Read ``path`` in a task pinned to every live node: {node address: None when it read
-        ``expect``, else why not} (``datapipe check``: every node sees the run directory)."""
+        ``expect``, else why not} (``datapipe check``: every node sees the run directory).
+        ``path`` may be a URL; ``storage_options`` (``input.storage_options``) then reach the task
+        as they reach the run's read tasks."""
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
         task = self._ray.remote(num_cpus=0, max_retries=0)(_read_probe)
         refs = {n["NodeManagerAddress"] + f" ({n['NodeID'][:8]})": task.options(
-            scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(path)
+            scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(path, storage_options)
             for n in self.nodes()}
         out: dict[str, str | None] = {}
         for node, ref in refs.items():
@@ -909,7 +912,9 @@ def read_parquet(paths: list[str]):
     return ray.data.read_parquet(paths)
 
 
-def _read_probe(path: str) -> str:
+def _read_probe(path: str, storage_options: dict | None = None) -> str:
+    from .io import apply_storage_options
+    apply_storage_options(storage_options)
     try:  # a local path, or a URL (a run directory on an object store)
         return read_file(path).decode()
     except Exception as e:  # noqa: BLE001 - whatever keeps this node from reading it is the answer

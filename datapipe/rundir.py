@@ -147,8 +147,8 @@ def write_file(path: str | Path, data: bytes) -> None:
     """Write a whole file: atomically on local disk, as one upload (seen whole or not at all) on a store."""
     if is_url(path):
         import fsspec
-        with fsspec.open(str(path), "wb") as fh:
-            fh.write(data)
+        fs, p = fsspec.core.url_to_fs(str(path))
+        fs.pipe_file(p, data)  # not fsspec.open(..., "wb"): its auto_mkdir would create a missing bucket
     else:
         atomic_write_bytes(path, data)
 
@@ -244,12 +244,13 @@ class ObjectStoreMirror:
         n = len(self.base) + 1
         return sorted(p[n:] for p in found if p.startswith(self.base + "/") and len(p) > n)
 
-    def pull(self) -> int:
-        """Replace the staging folder by a copy of the remote run directory; returns files copied."""
+    def pull(self, only: tuple[str, ...] = ()) -> int:
+        """Replace the staging folder by a copy of the remote run directory (its files whose path
+        starts with one of ``only``, all when empty); returns files copied."""
         shutil.rmtree(self.local, ignore_errors=True)
         self.local.mkdir(parents=True, exist_ok=True)
         (self.local / REMOTE_FILE).write_text(self.url + "\n")
-        rels = [r for r in self.list() if not r.startswith("_tmp/")]
+        rels = [r for r in self.list() if not r.startswith("_tmp/") and (not only or r.startswith(only))]
         for r in rels:
             (self.local / r).parent.mkdir(parents=True, exist_ok=True)
         if rels:
@@ -303,6 +304,22 @@ class ObjectStoreMirror:
     def clear(self) -> None:
         """Remove the whole remote run directory (``--fresh``)."""
         self.delete([""], recursive=True)
+
+
+@contextmanager
+def local_copy(url: str, *, only: tuple[str, ...] = ()) -> Iterator[Path]:
+    """A throwaway local copy of the remote run directory ``url`` (its files under ``only``, all
+    when empty) for what reads a local run directory (``datapipe why``, ``inspect``, ``show``,
+    ``report``); removed afterwards. Never the staging copy, which a run on this machine may be
+    writing. What is written into it and published goes to ``url`` (:class:`RunDir`)."""
+    root = staging_root()
+    root.mkdir(parents=True, exist_ok=True)
+    d = Path(tempfile.mkdtemp(prefix="_read-", dir=root))
+    try:
+        ObjectStoreMirror(url, d).pull(only=only)
+        yield d
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 class _Commit:

@@ -299,7 +299,7 @@ class Runner:
         summary = {"wall_seconds": round(wall, 3), "cores": cores, "shards_run": run_count,
                    "shards_skipped": skipped, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
         atomic_write_json(self.rd.root / "last_run.json", summary)
-        self.rd.publish(self.rd.root / "last_run.json", self.rd.root / "logs")
+        self.rd.publish(self.rd.root / "last_run.json")
         return RunResult(self.rd.root, stats, wall, cores, self.rd.output_files(), skipped, run_count, url=self.rd.url)
 
     # ------------------------------------------------------------------
@@ -457,7 +457,7 @@ class Runner:
         if self.steps and self.rd.step_complete(self.steps[-1].name):
             lineage.write_kept(self.rd.root, self.rd.output_files())
         rejects = [p for p in self.rd.rejects_dir.iterdir() if p.name != "_parts"] if self.rd.rejects_dir.is_dir() else []
-        self.rd.publish(self.rd.root / "stats.json", *rejects, kept)
+        self.rd.publish(self.rd.root / "stats.json", *rejects, kept, self.rd.root / "logs")
         return merged
 
 

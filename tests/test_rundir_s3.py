@@ -211,3 +211,35 @@ def test_kill_mid_wave_then_resume_from_another_staging_folder(sample_crawl, s3_
     b = {s["stage"]: (s["rows_in"], s["rows_out"]) for s in json.loads((ref / "stats.json").read_text())["stages"]}
     assert a == b
     assert len(fs.find(done)) == len(sample_crawl)
+    # the commands that read a run directory read it from the store; those that write into one say so
+    env = _cli_env(s3_server, tmp_path / "st3")
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "datapipe.cli", *args], cwd=REPO, env=env, capture_output=True,
+                              text=True, timeout=300)
+    r = cli("stats", url)
+    assert r.returncode == 0 and "length" in r.stdout and "docs out" in r.stdout, r.stdout + r.stderr
+    r = cli("inspect", url, "--stage", "length")
+    assert r.returncode == 0 and "== length / " in r.stdout, r.stdout + r.stderr
+    r = cli("report", url)
+    assert r.returncode == 0 and r.stdout.strip() == f"report: {url}/report/index.html", r.stdout + r.stderr
+    assert fs.exists(f"{BUCKET}/killed/report/index.html")
+    r = cli("refilter", url, "--stage", "length", "--set", "min_chars=300")
+    assert r.returncode == 2 and "needs a local run directory" in r.stderr and url in r.stderr, r.stderr
+    assert not any(p.name.startswith("_read-") for p in (tmp_path / "st3").iterdir()), "read copies are removed"
+
+
+def test_check_probes_the_store_from_every_node_and_names_a_missing_bucket(ray_session, sample_crawl, s3_env,
+                                                                           staging):
+    from datapipe.preflight import preflight
+    s3_env.bucket(BUCKET)
+    url = f"s3://{BUCKET}/checked"
+    rep = preflight(_config(s3_env), inputs=sample_crawl[:1], run_dir=url)
+    assert rep.ok, rep.text()
+    assert any(line.startswith(f"run dir {url} (staging copy {staging}") for line in rep.passed), rep.passed
+    assert any(line.startswith("nodes: all") and url in line for line in rep.passed), rep.passed
+    assert not s3_env.fs().find(f"{BUCKET}/checked"), "the probes are removed"
+    # a bucket that does not exist: one storage problem naming the URL, before anything runs
+    rep = preflight(_config(s3_env), inputs=sample_crawl[:1], run_dir="s3://no-such-bucket-here/run", fast=True)
+    assert [p.kind for p in rep.problems] == ["storage"]
+    assert "s3://no-such-bucket-here/run: cannot write to the run directory" in rep.problems[0].message

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..rundir import RunDir, atomic_write_text, is_url
+from ..rundir import RunDir, atomic_write_text, is_url, local_copy
 from .collect import ReportError, collect, data_files, load_run_stats
 from .render import anchor, render
 
@@ -28,15 +28,15 @@ from .render import anchor, render
 def build_report(run_dir: str | Path, *, out: str | Path | None = None) -> Path | str:
     """Write ``RUN_DIR/report/index.html`` (or ``out``) and return its path.
 
-    A run directory on an object store (a URL, or its staging copy) is read from its staging
-    copy (refreshed from the store when given the URL) and the page is uploaded beside the run:
-    the URL of the page is returned."""
-    rd = RunDir(run_dir)
+    A run directory on an object store (its URL, or the staging copy a run works in) is read
+    from a local copy and the page is uploaded beside the run: the page's URL is returned."""
     if is_url(run_dir):
         try:
-            rd.pull()
+            with local_copy(str(run_dir)) as root:
+                return build_report(root, out=out)
         except OSError as e:
             raise ReportError(f"{run_dir}: cannot read the run directory ({type(e).__name__}: {e})") from None
+    rd = RunDir(run_dir)
     path = Path(out) if out else rd.root / "report" / "index.html"
     atomic_write_text(path, render(collect(rd.root)))
     if out is None and rd.mirror is not None:
