@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
 
 from .config import ConfigError, PipelineConfig, StageSpec, check_config
+from .rundir import is_url
 from .stage import Stage, Workflow, spec_name
 from .stats import StageStats, format_table
 
@@ -106,7 +107,8 @@ class Pipeline:
                 file, None, f"{len(problems)} problems: " + "; ".join(str(p) for p in problems))
         assert cfg is not None
         self.config: PipelineConfig = cfg
-        self.run_dir: Path = Path(run_dir) if run_dir else Path("runs") / cfg.name
+        # an object-store URL stays a string (Path would fold s3:// into s3:/)
+        self.run_dir: "Path | str" = (str(run_dir) if is_url(run_dir) else Path(run_dir)) if run_dir else Path("runs") / cfg.name
 
     @classmethod
     def from_yaml(cls, path: PathLike, *, input: "PathLike | Sequence[PathLike] | None" = None,

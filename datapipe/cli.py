@@ -74,8 +74,9 @@ def cmd_run(args) -> int:
     except WorkFailed as e:
         return _err(f"{e}\nfinished shards are kept: fix the cause and run the same command to resume",
                     EXIT_FAILED)
-    print(f"\nrun directory: {res.run_dir}")
-    print(f"output: {len(res.output_files)} Parquet file(s) in {res.run_dir / 'output'}"
+    where = res.url or str(res.run_dir)  # an object store's URL (res.run_dir is then its staging copy)
+    print(f"\nrun directory: {where}")
+    print(f"output: {len(res.output_files)} Parquet file(s) in {where}/output"
           + (f"  (resumed: {res.shards_skipped} shard(s) were already done)" if res.shards_skipped else ""))
     print()
     print(res.table())
@@ -98,6 +99,8 @@ def _after_run(cfg, res, args) -> int:
             return _err(f"mix {cfg.mix}: {e}", EXIT_USAGE)
         print()
         print(plan.table())
+        from .rundir import RunDir
+        RunDir(res.run_dir).publish(Path(plan.out_dir))  # on an object store: uploaded beside the run
         print(f"token streams: {plan.out_dir} (manifest.json)")
     if cfg.report:
         from .report import build_report
@@ -195,9 +198,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: commands that read a run directory, and what of one on an object store they read (prefixes; () = all):
+#: they read a throwaway local copy of it. Other commands that take a RUN_DIR write into it.
+_READS_RUN_DIR = {"stats": ("stats.json", "last_run.json"), "inspect": ("rejects/",),
+                  "why": ("lineage/",), "show": ()}
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("DATAPIPE_LOG", "WARNING"), format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    url = getattr(args, "run_dir", None) if args.cmd not in ("run", "check", "report") else None
+    from .rundir import is_url, local_copy
+    if url and is_url(url):  # a run directory on an object store (datapipe/rundir.py)
+        if args.cmd not in _READS_RUN_DIR:
+            return _err(f"datapipe {args.cmd} needs a local run directory; {url} is on an object store: copy it "
+                        "here first (e.g. `aws s3 sync URL DIR`, or fsspec's get)", EXIT_USAGE)
+        try:
+            with local_copy(url, only=_READS_RUN_DIR[args.cmd]) as root:
+                args.run_dir = str(root)
+                return args.fn(args)
+        except OSError as e:
+            return _err(f"{url}: cannot read the run directory ({type(e).__name__}: {e})", EXIT_STORAGE)
     return args.fn(args)
 
 

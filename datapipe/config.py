@@ -46,7 +46,7 @@ class _Strict(BaseModel):
 class InputConfig(_Strict):
     paths: list[str] = Field(default_factory=list)
     #: mediawiki, code, books, arxiv, stackexchange: the source readers of datapipe/io/
-    format: Literal["auto", "warc", "jsonl", "parquet", "text",
+    format: Literal["auto", "warc", "jsonl", "parquet", "text", "arrow",
                     "mediawiki", "code", "books", "arxiv", "stackexchange"] = "auto"
     source: str = "cc"
     #: prefix for relative entries of a CommonCrawl ``warc.paths.gz`` listing

@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .rundir import write_parquet_atomic
+from .rundir import join, write_parquet_atomic
 from .schema import SHARD_COL
 
 LINEAGE_DIR = "lineage"
@@ -76,7 +76,8 @@ def write_part(folder: str | Path, key: str, tables: Iterable[pa.Table | None]) 
     """One batch's drop records as ``folder/<key>.parquet`` (a retried batch overwrites it)."""
     ts = [t for t in tables if t is not None and t.num_rows]
     if ts:
-        write_parquet_atomic(pa.concat_tables(ts, promote_options="default"), Path(folder) / f"{key}.parquet")
+        # folder: local, or a URL (a run directory on an object store: workers write the wave there)
+        write_parquet_atomic(pa.concat_tables(ts, promote_options="default"), join(folder, f"{key}.parquet"))
 
 
 def commit_wave(parts: str | Path, dest: str | Path, shards: Sequence[str]) -> None:

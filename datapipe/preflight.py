@@ -14,7 +14,9 @@ finds a problem. What is checked, in order:
   and the run counts it as unreadable, as it always has);
 - **run directory**: writable, and its disk's free space against an estimate of what the run
   writes (outputs and intermediates; measured with ``estimate=True``, else a rough ratio; in
-  the fast part only the runner's own floor, ``DATAPIPE_MIN_FREE_MB``, stops the run);
+  the fast part only the runner's own floor, ``DATAPIPE_MIN_FREE_MB``, stops the run). On an
+  object store (a URL): a probe object is written and removed, and the free space is that of
+  the driver's staging copy (``datapipe/rundir.py``);
 - **Ray** (not fast; fast only checks that ``RAY_ADDRESS`` answers): the cluster is reachable
   and holds what each stage declares (``Stage.resources``), and every node reads a probe file
   that the driver wrote into the run directory (workers that cannot see it would fail hours in).
@@ -38,6 +40,7 @@ from typing import Optional, Sequence
 
 
 from .config import ConfigError, PipelineConfig, check_config, read_config_file
+from .rundir import is_url, join, staging_dir, write_file
 from .estimate import Estimate, fmt_bytes, QuietLogger, spread, estimate_run, input_bytes
 from .stage import Stage, StageError, build_stage
 from .stats import StageStats
@@ -66,7 +69,7 @@ class Problem:
 class CheckReport:
     config: Optional[PipelineConfig]
     inputs: list[str]
-    run_dir: Optional[Path]
+    run_dir: "Optional[Path | str]"  # a local folder, or an object-store URL
     problems: list[Problem] = field(default_factory=list)
     #: findings that do not stop a run (``fast``: a bad input file among good ones, a tight disk)
     warnings: list[str] = field(default_factory=list)
@@ -116,7 +119,7 @@ def preflight(config: "str | Path | PipelineConfig | dict", *, inputs: Optional[
             rep.passed.append(f"estimate: {rep.estimate.sample_docs} document(s) sampled")
         except Exception as e:  # noqa: BLE001 - the estimate is advice; its failure is a finding
             rep.problems.append(Problem("estimate", f"sampling the stages failed: {type(e).__name__}: {e}"))
-    root = Path(run_dir) if run_dir else Path("runs") / cfg.name
+    root = str(run_dir).rstrip("/") if run_dir and is_url(run_dir) else Path(run_dir) if run_dir else Path("runs") / cfg.name
     rep.run_dir = root
     _check_run_dir(cfg, root, files, rep, fast=fast)
     if fast:
@@ -234,20 +237,41 @@ def _first_record_problem(cfg: PipelineConfig, f: str) -> Optional[str]:
     return None
 
 
-def _check_run_dir(cfg: PipelineConfig, root: Path, files: list[str], rep: CheckReport, *, fast: bool) -> None:
+def _probe_store(url: str) -> str | None:
+    """Write and remove a probe object under ``url``: None, or why it failed."""
+    probe = f"{url}/.datapipe-check-{uuid.uuid4().hex[:8]}"
+    try:
+        write_file(probe, b"datapipe check\n")
+    except Exception as e:  # noqa: BLE001 - every way a store refuses is the answer (no bucket, no rights, no network)
+        return f"{type(e).__name__}: {e}"
+    _remove_quietly(probe)
+    return None
+
+
+def _check_run_dir(cfg: PipelineConfig, root: "Path | str", files: list[str], rep: CheckReport, *, fast: bool) -> None:
     from .runner import MIN_FREE_BYTES, plan_steps
     from .io import detect_format
+    where = root
+    if is_url(root):  # an object store: writable there, and room on the driver for the staging copy
+        why = _probe_store(str(root))
+        if why:
+            rep.problems.append(Problem("run_dir", f"{root}: cannot write to the run directory ({why}); "
+                                        "credentials come from the usual variables of the store's library "
+                                        "(AWS_* for s3://) or input.storage_options", kind="storage"))
+            return
+        root = staging_dir(str(root))
+        where = f"{where} (staging copy {root})"
     probe = root
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     if not probe.is_dir():
-        rep.problems.append(Problem("run_dir", f"{root}: {probe} is not a folder", kind="storage"))
+        rep.problems.append(Problem("run_dir", f"{where}: {probe} is not a folder", kind="storage"))
         return
     try:
         with tempfile.NamedTemporaryFile(dir=probe, prefix=".datapipe-check-"):
             pass
     except OSError as e:
-        rep.problems.append(Problem("run_dir", f"{root}: not writable ({probe}: {e.strerror or e})", kind="storage"))
+        rep.problems.append(Problem("run_dir", f"{where}: not writable ({probe}: {e.strerror or e})", kind="storage"))
         return
     free = shutil.disk_usage(probe).free
     try:
@@ -263,9 +287,9 @@ def _check_run_dir(cfg: PipelineConfig, root: Path, files: list[str], rep: Check
         need = in_bytes * _ROUGH_OUTPUT_RATIO.get(fmt, 1.0) * n_steps
         how = f"rough: {_ROUGH_OUTPUT_RATIO.get(fmt, 1.0):.0%} of the input per step; --estimate measures it"
     need = max(need, MIN_FREE_BYTES)
-    line = (f"run dir {root}: writable, {fmt_bytes(free)} free; the run writes ~{fmt_bytes(need)} "
+    line = (f"run dir {where}: writable, {fmt_bytes(free)} free; the run writes ~{fmt_bytes(need)} "
             f"({n_steps} step(s) over {fmt_bytes(in_bytes)} of input, {how})")
-    short = f"{root}: only {fmt_bytes(free)} free on its disk; the run writes ~{fmt_bytes(need)} ({how})"
+    short = f"{where}: only {fmt_bytes(free)} free on its disk; the run writes ~{fmt_bytes(need)} ({how})"
     if free < MIN_FREE_BYTES or (free < need and not fast):
         rep.problems.append(Problem("run_dir", short, kind="storage"))
     elif free < need:  # `run`: the estimate is rough; the run stops cleanly (exit 4, resumable) if the disk fills
@@ -286,7 +310,7 @@ def _check_ray_address(rep: CheckReport) -> None:
         rep.problems.append(Problem("ray", str(e), kind="engine"))
 
 
-def _check_ray(cfg: PipelineConfig, root: Path, rep: CheckReport) -> None:
+def _check_ray(cfg: PipelineConfig, root: "Path | str", rep: CheckReport) -> None:
     """Start (or join) Ray as the run would; every stage's resources fit; every node sees the run dir."""
     from .ray_backend import Engine, EngineError
     e = cfg.engine
@@ -296,7 +320,8 @@ def _check_ray(cfg: PipelineConfig, root: Path, rep: CheckReport) -> None:
     except EngineError as err:
         rep.problems.append(Problem("ray", str(err), kind="engine"))
         return
-    created = not root.exists()
+    remote = is_url(root)
+    created = not remote and not Path(root).exists()
     try:
         fits = 0
         for i, s in enumerate(cfg.stages):
@@ -313,27 +338,43 @@ def _check_ray(cfg: PipelineConfig, root: Path, rep: CheckReport) -> None:
         rep.passed.append(f"ray: {'RAY_ADDRESS=' + engine.address if engine.address else 'local Ray'}, "
                           f"{len(nodes)} node(s), {engine.num_cpus} CPU(s), {engine.num_gpus} GPU(s); "
                           f"{fits} stage(s) fit")
+        token = uuid.uuid4().hex
+        # on an object store, the probe is read there by every node (workers write waves there)
+        probe = join(root if remote else Path(root).resolve(), f".datapipe-probe-{token[:8]}")
         try:
-            root.mkdir(parents=True, exist_ok=True)
-            token = uuid.uuid4().hex
-            probe = root / f".datapipe-probe-{token[:8]}"
-            probe.write_text(token)
-        except OSError as err:
+            if not remote:
+                Path(root).mkdir(parents=True, exist_ok=True)
+            write_file(probe, token.encode())
+        except Exception as err:  # noqa: BLE001 - any refusal (disk, store) is the finding
             rep.problems.append(Problem("run_dir", f"{root}: cannot write a probe file: {err}", kind="storage"))
             return
         try:
-            seen = engine.probe_nodes(str(probe.resolve()), token)
+            seen = engine.probe_nodes(str(probe), token, storage_options=cfg.input.storage_options)
         finally:
-            probe.unlink(missing_ok=True)
+            if remote:
+                _remove_quietly(str(probe))
+            else:
+                Path(probe).unlink(missing_ok=True)
         blind = {n: why for n, why in seen.items() if why}
         for node, why in blind.items():
-            rep.problems.append(Problem("nodes", f"node {node} cannot read the run directory {root} ({why}): "
-                                        "use a folder every node mounts, or an object store URL", kind="storage"))
+            hint = ("give every node the store's credentials (AWS_* variables in the nodes' environment, or "
+                    "input.storage_options)" if remote else "use a folder every node mounts, or an object store URL")
+            rep.problems.append(Problem("nodes", f"node {node} cannot read the run directory {root} ({why}): {hint}",
+                                        kind="storage"))
         if not blind:
             rep.passed.append(f"nodes: all {len(seen)} node(s) read a probe file written to {root}")
     finally:
         engine.shutdown()
         if created:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def _remove_quietly(url: str) -> None:
+    try:
+        import fsspec
+        fs, path = fsspec.core.url_to_fs(url)
+        fs.rm(path)
+    except Exception:  # noqa: BLE001 - a probe left behind is harmless
+        pass
 
 

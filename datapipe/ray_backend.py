@@ -59,6 +59,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import lineage
+from .rundir import is_url, join, list_files, location, parent, read_file, write_file
 from .schema import SHARD_COL
 from .progress import Poller, Progress
 from .stage import Resources
@@ -85,7 +86,7 @@ class _PartWriter:
     """Writes one JSON part file per batch: stats per (shard, stage) and reject samples."""
 
     def __init__(self, parts_dir: str, samples_per_reason: int, excerpt_chars: int):
-        self.parts_dir = Path(parts_dir)
+        self.parts_dir = location(parts_dir)  # a local folder, or a URL (a run directory on an object store)
         self.samples = samples_per_reason
         self.excerpt = excerpt_chars
 
@@ -94,6 +95,10 @@ class _PartWriter:
         a batch whose worker died after writing, the retry overwrites the same part instead of
         counting the batch twice."""
         if not stats and not rejects:
+            return
+        if is_url(self.parts_dir):  # an object store: one upload, seen whole or not at all
+            write_file(join(self.parts_dir, f"{key}.json"),
+                       json.dumps({"stats": stats, "rejects": rejects}, ensure_ascii=False, default=str).encode())
             return
         self.parts_dir.mkdir(parents=True, exist_ok=True)
         path = self.parts_dir / f"{key}.json"
@@ -226,7 +231,7 @@ class _StageChain:
             batch = res.kept
             if batch.num_rows == 0:
                 break
-        lineage.write_part(self.parts.parts_dir.parent / "lineage", key, drops)
+        lineage.write_part(join(parent(self.parts.parts_dir), "lineage"), key, drops)
         self.parts.write(key, stats, rejects)
         return batch
 
@@ -276,9 +281,9 @@ class _ShardWorker:
         return os.getpid(), ray.get_runtime_context().get_node_id(), getattr(self.stack_file, "name", None)
 
     def run(self, shard: str, paths: list[str], parts_dir: str, out_dir: str) -> list[dict]:
-        self.reader.parts.parts_dir = Path(parts_dir)
+        self.reader.parts.parts_dir = location(parts_dir)
         if self.chain is not None:
-            self.chain.parts.parts_dir = Path(parts_dir)
+            self.chain.parts.parts_dir = location(parts_dir)
         writer = _WriteParts(out_dir, self.compression, self.partition_by)
         out: list[dict] = []
         buf: list[pa.Table] = []
@@ -348,7 +353,7 @@ class _WriteParts:
     """Writes each batch as Parquet parts, one per (shard[, partition value]), into a temp folder."""
 
     def __init__(self, out_dir: str, compression: str, partition_by: str | None):
-        self.out_dir = Path(out_dir)
+        self.out_dir = location(out_dir)
         self.compression = compression
         self.partition_by = partition_by
 
@@ -364,7 +369,7 @@ class _WriteParts:
                 col = pc.fill_null(pc.cast(sub[self.partition_by], pa.string()), "none")
                 groups = [(v, sub.filter(pc.equal(col, v))) for v in pc.unique(col).to_pylist()]
             for part, tbl in groups:
-                path = self.out_dir / shard / f"{uuid.uuid4().hex}.parquet"
+                path = join(self.out_dir, shard, f"{uuid.uuid4().hex}.parquet")
                 size = write_parquet_atomic(tbl, path, compression=self.compression)
                 rows_out["shard"].append(shard)
                 rows_out["file"].append(str(path))
@@ -488,13 +493,16 @@ class Engine:
         """The cluster's live nodes (Ray's node records)."""
         return [n for n in self._ray.nodes() if n.get("Alive")]
 
-    def probe_nodes(self, path: str, expect: str, timeout: float = 120.0) -> dict[str, str | None]:
+    def probe_nodes(self, path: str, expect: str, timeout: float = 120.0,
+                    storage_options: dict | None = None) -> dict[str, str | None]:
         """Read ``path`` in a task pinned to every live node: {node address: None when it read
-        ``expect``, else why not} (``datapipe check``: every node sees the run directory)."""
+        ``expect``, else why not} (``datapipe check``: every node sees the run directory).
+        ``path`` may be a URL; ``storage_options`` (``input.storage_options``) then reach the task
+        as they reach the run's read tasks."""
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
         task = self._ray.remote(num_cpus=0, max_retries=0)(_read_probe)
         refs = {n["NodeManagerAddress"] + f" ({n['NodeID'][:8]})": task.options(
-            scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(path)
+            scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(path, storage_options)
             for n in self.nodes()}
         out: dict[str, str | None] = {}
         for node, ref in refs.items():
@@ -542,8 +550,8 @@ class Engine:
         the stages batch by batch and writes its Parquet parts (``_ShardWorker``): one process
         per worker, as datatrove runs, nothing between stages in the object store. Unfused:
         a Ray Data pipeline with an operator per stage (``_stream_ray_data``)."""
-        parts_dir = str(Path(tmp_dir) / "parts")
-        out_dir = str(Path(tmp_dir) / "out")
+        parts_dir = str(join(tmp_dir, "parts"))  # tmp_dir: a local folder or a URL
+        out_dir = str(join(tmp_dir, "out"))
         workers = num_workers or max(1, self.num_cpus)
         labels = [sp.get("label") or sp["name"] for sp in specs] or ["read"]
         watch = _WaveWatch(parts_dir, shards, labels[0], labels[-1], progress)
@@ -792,7 +800,7 @@ class _WaveWatch:
     def __init__(self, parts_dir: str, shards: list[tuple[str, list[str]]], first_label: str, last_label: str,
                  progress: Progress | None):
         from .io import shard_weight
-        self.dir = Path(parts_dir)
+        self.dir = location(parts_dir)
         self.progress = progress
         self.first, self.last = first_label, last_label
         self.weights = {k: shard_weight(p) for k, p in shards} if progress is not None else {}
@@ -812,17 +820,16 @@ class _WaveWatch:
     _gap_cap = 3600.0
 
     def poll(self) -> None:
-        if not self.dir.is_dir():
-            return
         now = time.monotonic()
-        for f in self.dir.glob("*.json"):
-            if f.name in self.seen:
+        for f in list_files(self.dir, ".json"):
+            name = f.rsplit("/", 1)[-1]
+            if name in self.seen:
                 continue
             try:
-                d = json.loads(f.read_text())
+                d = json.loads(read_file(f))
             except (OSError, ValueError):
                 continue  # being replaced: read it next time
-            self.seen.add(f.name)
+            self.seen.add(name)
             for st in d.get("stats", []):
                 if st["stage"] == "read":
                     self.shards_read += 1
@@ -905,11 +912,12 @@ def read_parquet(paths: list[str]):
     return ray.data.read_parquet(paths)
 
 
-def _read_probe(path: str) -> str:
-    try:
-        with open(path) as fh:
-            return fh.read()
-    except OSError as e:
+def _read_probe(path: str, storage_options: dict | None = None) -> str:
+    from .io import apply_storage_options
+    apply_storage_options(storage_options)
+    try:  # a local path, or a URL (a run directory on an object store)
+        return read_file(path).decode()
+    except Exception as e:  # noqa: BLE001 - whatever keeps this node from reading it is the answer
         return f"{type(e).__name__}: {e}"
 
 

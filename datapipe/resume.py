@@ -111,10 +111,13 @@ def fingerprint_record(cfg: PipelineConfig, fingerprint: str) -> dict:
             "options_set": [sorted(s.options) for s in cfg.stages]}
 
 
-def resume_refusal(root: Path, cfg: PipelineConfig, inputs: list[str], run_cfg: dict) -> str | None:
+def resume_refusal(root: Path, cfg: PipelineConfig, inputs: list[str], run_cfg: dict, *,
+                   name: str | None = None) -> str | None:
     """Why the run directory ``root`` cannot be resumed with ``cfg`` over ``inputs`` (``run_cfg``:
-    their :func:`run_config`), or None when it can (also when it holds no run yet)."""
+    their :func:`run_config`), or None when it can (also when it holds no run yet). ``name``:
+    what messages call it (a remote run directory's URL; ``root`` is then its staging copy)."""
     fp_file = root / "fingerprint.json"
+    shown = name or str(root)
     if not fp_file.exists():
         return None
     rec = json.loads(fp_file.read_text())
@@ -129,12 +132,12 @@ def resume_refusal(root: Path, cfg: PipelineConfig, inputs: list[str], run_cfg: 
         if old == legacy_fingerprint(cfg, inputs):
             log.warning("%s was written by an older datapipe that recorded only the options the config "
                         "wrote; resuming on those (its finished shards are assumed to have run under "
-                        "today's defaults)", root)
+                        "today's defaults)", shown)
             return None
         as_written = fingerprint_fields(run_config(cfg, inputs, resolved=False))
-        return _mismatch(root, fingerprints, list(differences(recorded, as_written)) if recorded else [])
+        return _mismatch(shown, fingerprints, list(differences(recorded, as_written)) if recorded else [])
     if recorded is None or digest(recorded) != old:  # config.yaml lost or edited: cannot say what differs
-        return _mismatch(root, fingerprints, [])
+        return _mismatch(shown, fingerprints, [])
     set_before = rec.get("options_set") or []
     changed_defaults: dict[tuple[int, str, str], tuple] = {}
     others, added = [], []
@@ -152,19 +155,19 @@ def resume_refusal(root: Path, cfg: PipelineConfig, inputs: list[str], run_cfg: 
         else:
             changed_defaults[so] = (a, b)
     if others:
-        return _mismatch(root, fingerprints, others)
+        return _mismatch(shown, fingerprints, others)
     if changed_defaults:
         what = "; ".join(f"stage {name} (stages[{i}]): option {opt} ran with {_val(a)}, its default is now {_val(b)}"
                          for (i, name, opt), (a, b) in changed_defaults.items())
         pins = ", ".join(f"stages[{i}].{name}.{opt}: {_val(a)}" for (i, name, opt), (a, _) in changed_defaults.items())
-        return (f"{root} holds a run under other defaults than this datapipe's ({what}); resuming would mix "
+        return (f"{shown} holds a run under other defaults than this datapipe's ({what}); resuming would mix "
                 f"shards decided under both values: pin the value that ran in your config to resume ({pins}), "
                 "or pass --fresh to start over")
-    log.info("%s: resuming; options this datapipe added, at their defaults: %s", root, ", ".join(added))
+    log.info("%s: resuming; options this datapipe added, at their defaults: %s", shown, ", ".join(added))
     return None
 
 
-def _mismatch(root: Path, fingerprints: str, diffs: list) -> str:
+def _mismatch(root: "Path | str", fingerprints: str, diffs: list) -> str:
     """The refusal for a run directory of another config or input, naming the first key that differs."""
     what = ""
     if diffs:

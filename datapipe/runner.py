@@ -17,6 +17,11 @@ markers of a wave are written when the wave's Ray Data execution has finished.
 
 What must match to resume (the config with every option resolved, the inputs) and how
 a refusal is worded is ``datapipe/resume.py``'s.
+
+A run directory on an object store (``--run-dir s3://...``) is worked on in a local staging
+copy (``datapipe/rundir.py``): pulled from the store when the runner starts, so resume sees
+the markers the store holds; each wave, workflow and the final stats pushed as they commit,
+the markers after the files they vouch for.
 """
 from __future__ import annotations
 
@@ -40,7 +45,7 @@ from .io import apply_storage_options, resolve_inputs, shard_weight, split_crawl
 from .progress import Progress
 from .resume import digest, fingerprint_fields, fingerprint_record, resume_refusal, run_config
 from .rejects import reject_rows
-from .rundir import RunDir, atomic_write_json, atomic_write_text, safe_name, shard_key
+from .rundir import RunDir, atomic_write_json, atomic_write_text, is_url, safe_name, shard_key
 from .stage import Workflow, WorkflowContext, get_stage_class
 from .stats import StageStats, format_table, merge, merge_stats_dir
 
@@ -107,6 +112,8 @@ class RunResult:
     output_files: list[Path] = field(default_factory=list)
     shards_skipped: int = 0
     shards_run: int = 0
+    #: the run directory's URL when it is on an object store (``run_dir`` is then its staging copy)
+    url: str | None = None
 
     def table(self) -> str:
         return format_table(self.stats, cores=self.cores, wall_seconds=self.wall_seconds)
@@ -138,10 +145,12 @@ def _step_files(step_dir: Path) -> list[Path]:
                   key=lambda p: (p.name, str(p)))
 
 
-def _remove_shard_files(step_dir: Path, shard: str) -> None:
-    if step_dir.is_dir():
-        for p in step_dir.rglob(f"{shard}-*.parquet"):
-            p.unlink(missing_ok=True)
+def _remove_shard_files(step_dir: Path, shard: str) -> list[Path]:
+    """Remove a shard's output files from an earlier, unfinished try; returns them."""
+    gone = sorted(step_dir.rglob(f"{shard}-*.parquet")) if step_dir.is_dir() else []
+    for p in gone:
+        p.unlink(missing_ok=True)
+    return gone
 
 
 class Runner:
@@ -163,18 +172,25 @@ class Runner:
         self.fingerprint = digest(fingerprint_fields(self.run_config))
         if fresh and self.rd.root.exists():
             shutil.rmtree(self.rd.root)
+        if self.rd.mirror is not None:
+            try:
+                if fresh:
+                    self.rd.mirror.clear()
+                self.rd.pull()  # the store's state, not what an earlier run left in staging
+            except OSError as e:
+                raise StorageError(f"{self.rd.name}: cannot read the run directory ({type(e).__name__}: {e})") from None
         self._check_resumable()
 
     # ------------------------------------------------------------------
     def _check_resumable(self) -> None:
-        why = resume_refusal(self.rd.root, self.cfg, self.inputs, self.run_config)
+        why = resume_refusal(self.rd.root, self.cfg, self.inputs, self.run_config, name=self.rd.name)
         if why:
             raise RunError(why)
         # same fingerprint, yet finished input shards this run does not plan (a datapipe that keyed
         # shards otherwise): redoing them would leave their old files beside the new ones
         unknown = self.rd.done_shards(self.steps[0].name) - {shard_key(p) for p in self.inputs}
         if unknown:
-            raise RunError(f"{self.rd.root} holds finished shards this run does not plan ({sorted(unknown)[0]}"
+            raise RunError(f"{self.rd.name} holds finished shards this run does not plan ({sorted(unknown)[0]}"
                            f"{', ...' if len(unknown) > 1 else ''}); use another --run-dir, or --fresh to start over")
 
     def _say(self, msg: str) -> None:
@@ -188,6 +204,7 @@ class Runner:
         atomic_write_json(root / "fingerprint.json", fingerprint_record(self.cfg, self.fingerprint))
         atomic_write_json(root / "plan.json", [
             {"step": s.name, "kind": s.kind, "stages": s.stage_names} for s in self.steps])
+        self.rd.publish(root / "config.yaml", root / "fingerprint.json", root / "plan.json")
 
     # ------------------------------------------------------------------
     def run(self, *, stop_after_waves: int | None = None) -> RunResult:
@@ -199,7 +216,7 @@ class Runner:
             self.rd.clean_tmp()
         except OSError as e:
             if _storage_cause(e):
-                raise StorageError(f"{self.rd.root}: cannot write the run directory: {e}") from None
+                raise StorageError(f"{self.rd.name}: cannot write the run directory: {e}") from None
             raise
         ecfg = self.cfg.engine
         engine = Engine(object_store_memory=ecfg.object_store_memory, read_ahead_mb=ecfg.read_ahead_mb,
@@ -219,8 +236,8 @@ class Runner:
                 if prev_files is None:
                     shards = [(shard_key(p), [p]) for p in self.inputs]
                     input_cfg = self.cfg.input.model_dump()
-                else:
-                    shards = [(p.stem, [str(p)]) for p in prev_files]
+                else:  # the previous step's files, as workers on every node reach them
+                    shards = [(p.stem, [self.rd.remote_path(p)]) for p in prev_files]
                     input_cfg = self.cfg.input.model_dump() | {"format": "parquet", "text_field": "text"}
                 done = self.rd.done_shards(step.name)
                 pending = [s for s in shards if s[0] not in done]
@@ -228,11 +245,13 @@ class Runner:
                 engine.step_label = engine.guard.step = step.name
                 if step.kind == "workflow":
                     if not self.rd.step_complete(step.name):
-                        self._run_workflow(step, [p for _, ps in shards for p in ps], out_dir, engine)
+                        # the driver's staging copy on an object store (workflows run there; README: limits)
+                        self._run_workflow(step, [p for _, ps in shards for p in ps] if prev_files is None
+                                           else [str(p) for p in prev_files], out_dir, engine)
                         run_count += len(shards)
                 else:
-                    for shard, _ in pending:
-                        _remove_shard_files(out_dir, shard)
+                    stale = [p for shard, _ in pending for p in _remove_shard_files(out_dir, shard)]
+                    self.rd.unpublish(*stale)  # files an unfinished try uploaded before its marker
                     per_wave = self.cfg.engine.shards_per_wave or max(8, 4 * cores)
                     n_waves = (len(pending) + per_wave - 1) // per_wave
                     if len(shards) > len(pending):
@@ -260,12 +279,17 @@ class Runner:
                 cause = OSError(28, "No space left on device")
             if cause is not None:
                 raise StorageError(
-                    f"{self.rd.root}: {cause.strerror or cause} while writing; finished shards are kept — "
+                    f"{self.rd.name}: {cause.strerror or cause} while writing; finished shards are kept — "
                     f"free space and run the same command again to resume") from None
             raise
         finally:
             engine.shutdown()
             shutil.rmtree(self.rd.tmp, ignore_errors=True)
+            if self.rd.mirror is not None:
+                try:
+                    self.rd.mirror.delete(["_tmp"], recursive=True)
+                except Exception as e:  # noqa: BLE001 - a store gone away: the next run cleans up
+                    log.warning("%s: could not remove _tmp/: %s", self.rd.name, e)
         stats = self.finalize()
         if failed:
             raise WorkFailed(f"{len(failed)} shard(s) failed, the rest of the step is committed:\n" + "\n".join(
@@ -275,17 +299,21 @@ class Runner:
         summary = {"wall_seconds": round(wall, 3), "cores": cores, "shards_run": run_count,
                    "shards_skipped": skipped, "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
         atomic_write_json(self.rd.root / "last_run.json", summary)
-        return RunResult(self.rd.root, stats, wall, cores, self.rd.output_files(), skipped, run_count)
+        self.rd.publish(self.rd.root / "last_run.json")
+        return RunResult(self.rd.root, stats, wall, cores, self.rd.output_files(), skipped, run_count, url=self.rd.url)
 
     # ------------------------------------------------------------------
     def _run_wave(self, step: Step, wave: list[tuple[str, list[str]]], input_cfg: dict, out_dir: Path,
                   engine, final: bool, progress: Progress | None = None) -> dict[str, str]:
         """Run one wave and commit its shards; returns the shards the engine failed (not committed)."""
-        tmp = self.rd.tmp / f"wave-{uuid.uuid4().hex[:8]}"
+        name = f"wave-{uuid.uuid4().hex[:8]}"
+        tmp = self.rd.tmp / name
+        # where workers write: the store itself for a run directory on one (every node reaches it)
+        work_tmp = self.rd.wave_tmp(name)
         e = self.cfg.engine
         t0 = time.time()
         written = engine.run_stream(
-            shards=wave, input_cfg=input_cfg, specs=step.specs, tmp_dir=str(tmp),
+            shards=wave, input_cfg=input_cfg, specs=step.specs, tmp_dir=str(work_tmp),
             batch_size=e.batch_size, rows_per_file=self.cfg.output.rows_per_file,
             compression=self.cfg.output.compression,
             partition_by=self.cfg.output.partition_by if final else None,
@@ -293,6 +321,8 @@ class Runner:
             samples_per_reason=self.cfg.rejects.samples_per_reason, excerpt_chars=self.cfg.rejects.excerpt_chars,
             progress=progress,
         )
+        if self.rd.mirror is not None:  # the small files to the driver; Parquet parts are copied within the store
+            self.rd.mirror.fetch(f"_tmp/{name}", tmp, skip=("out/",))
         # ---- commit: stats, rejects, files, then the marker (crash before the marker = redo)
         stats_parts: dict[tuple[str, str], StageStats] = {}
         rejects: dict[str, list[dict]] = defaultdict(list)
@@ -309,37 +339,42 @@ class Runner:
             by_shard_files[w["shard"]].append(w)
         order = ["read"] + step.stage_names if step.index == 1 else step.stage_names
         failed = dict(engine.failed)
-        lineage.commit_wave(tmp / "lineage", self.rd.root / lineage.LINEAGE_DIR / step.name,
-                            [s for s, _ in wave if s not in failed])
-        for shard, _ in wave:
-            if shard in failed:
-                continue
-            for stage in order:
-                st = stats_parts.get((shard, stage))
-                if st is None:
-                    st = StageStats(stage=stage)  # all rows dropped upstream: zero in, zero out
-                st.shards = 1
-                atomic_write_json(self.rd.stats_file(step.name, stage, shard), st.to_dict())
-            files = by_shard_files.get(shard, [])
-            wst = StageStats(stage="write", rows_in=sum(w["rows"] for w in files),
-                             rows_out=sum(w["rows"] for w in files), bytes_out=sum(w["bytes"] for w in files), shards=1)
-            atomic_write_json(self.rd.stats_file(step.name, "write", shard), wst.to_dict())
-            self._write_reject_parts(step.name, shard, rejects.get(shard, []))
-            counters: dict[str | None, int] = defaultdict(int)
-            for w in files:
-                part = w["partition"]
-                n = counters[part]
-                counters[part] += 1
-                dest_dir = out_dir / f"{self.cfg.output.partition_by}={safe_name(part)}" if part is not None else out_dir
-                dest_dir.mkdir(parents=True, exist_ok=True)
-                os.replace(w["file"], dest_dir / f"{shard}-{n:05d}.parquet")
-            self.rd.mark_done(step.name, shard, {"files": len(files), "rows": wst.rows_out})
+        lineage_dir = self.rd.root / lineage.LINEAGE_DIR / step.name
+        lineage.commit_wave(tmp / "lineage", lineage_dir, [s for s, _ in wave if s not in failed])
+        with self.rd.commit() as commit:  # on an object store: the files, then the markers
+            for shard, _ in wave:
+                if shard in failed:
+                    continue
+                for stage in order:
+                    st = stats_parts.get((shard, stage))
+                    if st is None:
+                        st = StageStats(stage=stage)  # all rows dropped upstream: zero in, zero out
+                    st.shards = 1
+                    atomic_write_json(self.rd.stats_file(step.name, stage, shard), st.to_dict())
+                    commit.add(self.rd.stats_file(step.name, stage, shard))
+                files = by_shard_files.get(shard, [])
+                wst = StageStats(stage="write", rows_in=sum(w["rows"] for w in files),
+                                 rows_out=sum(w["rows"] for w in files), bytes_out=sum(w["bytes"] for w in files),
+                                 shards=1)
+                atomic_write_json(self.rd.stats_file(step.name, "write", shard), wst.to_dict())
+                commit.add(self.rd.stats_file(step.name, "write", shard), lineage_dir / f"{shard}.parquet",
+                           *self._write_reject_parts(step.name, shard, rejects.get(shard, [])))
+                counters: dict[str | None, int] = defaultdict(int)
+                for w in files:
+                    part = w["partition"]
+                    n = counters[part]
+                    counters[part] += 1
+                    dest_dir = out_dir / f"{self.cfg.output.partition_by}={safe_name(part)}" if part is not None else out_dir
+                    commit.move(w["file"], dest_dir / f"{shard}-{n:05d}.parquet")
+                commit.mark_done(step.name, shard, {"files": len(files), "rows": wst.rows_out})
         shutil.rmtree(tmp, ignore_errors=True)
+        if self.rd.mirror is not None:
+            self.rd.mirror.delete([f"_tmp/{name}"], recursive=True)
         if self.verbose:
             self._say(f"[{step.name}] committed {len(wave) - len(failed)} shard(s) in {time.time() - t0:.1f}s")
         return failed
 
-    def _write_reject_parts(self, step: str, shard: str, rows: list[dict]) -> None:
+    def _write_reject_parts(self, step: str, shard: str, rows: list[dict]) -> list[Path]:
         by_key: dict[tuple[str, str], list[dict]] = defaultdict(list)
         cap = self.cfg.rejects.samples_per_reason
         for r in rows:
@@ -347,9 +382,12 @@ class Runner:
             if len(by_key[k]) < cap:
                 r = {k2: v for k2, v in r.items() if k2 != "_shard"}
                 by_key[k].append(r)
+        paths = []
         for (stage, reason), items in by_key.items():
             path = self.rd.rejects_dir / "_parts" / safe_name(stage) / safe_name(reason) / f"{shard}.jsonl"
             atomic_write_text(path, "".join(json.dumps(x, ensure_ascii=False, default=str) + "\n" for x in items))
+            paths.append(path)
+        return paths
 
     def _reject_sink(self, step: str):
         cap = self.cfg.rejects.samples_per_reason
@@ -364,6 +402,7 @@ class Runner:
         spec = step.specs[0]
         wf = build_stage(spec["name"], spec["options"])
         shutil.rmtree(out_dir, ignore_errors=True)
+        self.rd.unpublish(out_dir, recursive=True)  # what an unfinished try uploaded
         out_dir.mkdir(parents=True, exist_ok=True)
         work = self.rd.root / "work" / f"{step.name}-intermediate"
         work.mkdir(parents=True, exist_ok=True)
@@ -374,21 +413,24 @@ class Runner:
                               lineage_dir=str(self.rd.root / lineage.LINEAGE_DIR / step.name))
         t0 = time.time()
         result = wf.run(ctx) or {}
-        for key, sts in result.items():
-            shard = Path(key).name
-            shard = shard[:-len(".parquet")] if shard.endswith(".parquet") else shard
-            for st in (sts if isinstance(sts, (list, tuple)) else [sts]):
-                st.shards = 1
-                atomic_write_json(self.rd.stats_file(step.name, st.stage, shard), st.to_dict())
-            self.rd.mark_done(step.name, shard)
-        # what the workflow wrote, as the funnel's last row when this is the run's last step
-        import pyarrow.parquet as pq
-        files = sorted(out_dir.rglob("*.parquet"))
-        rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-        atomic_write_json(self.rd.stats_file(step.name, "write", "_all"), StageStats(
-            stage="write", rows_in=rows, rows_out=rows, bytes_out=sum(f.stat().st_size for f in files),
-            shards=1).to_dict())
-        self.rd.mark_step_complete(step.name)
+        with self.rd.commit() as commit:  # on an object store: everything the step wrote, then its markers
+            for key, sts in result.items():
+                shard = Path(key).name
+                shard = shard[:-len(".parquet")] if shard.endswith(".parquet") else shard
+                for st in (sts if isinstance(sts, (list, tuple)) else [sts]):
+                    st.shards = 1
+                    atomic_write_json(self.rd.stats_file(step.name, st.stage, shard), st.to_dict())
+                commit.mark_done(step.name, shard)
+            # what the workflow wrote, as the funnel's last row when this is the run's last step
+            import pyarrow.parquet as pq
+            files = sorted(out_dir.rglob("*.parquet"))
+            rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+            atomic_write_json(self.rd.stats_file(step.name, "write", "_all"), StageStats(
+                stage="write", rows_in=rows, rows_out=rows, bytes_out=sum(f.stat().st_size for f in files),
+                shards=1).to_dict())
+            commit.add(out_dir, work, self.rd.stats_dir / step.name, self.rd.root / lineage.LINEAGE_DIR / step.name,
+                       self.rd.rejects_dir / "_parts")
+            commit.mark_step_complete(step.name)
         self._say(f"[{step.name}] {len(result)} shard(s), {rows:,} docs kept  done in {time.time() - t0:.1f}s")
 
     # ------------------------------------------------------------------
@@ -411,8 +453,11 @@ class Runner:
                        "complete": self.rd.step_complete(s.name)} for s in self.steps],
         })
         merge_rejects(self.rd, self.cfg.rejects.samples_per_reason)
+        kept = self.rd.root / lineage.LINEAGE_DIR / lineage.KEPT_FILE
         if self.steps and self.rd.step_complete(self.steps[-1].name):
             lineage.write_kept(self.rd.root, self.rd.output_files())
+        rejects = [p for p in self.rd.rejects_dir.iterdir() if p.name != "_parts"] if self.rd.rejects_dir.is_dir() else []
+        self.rd.publish(self.rd.root / "stats.json", *rejects, kept, self.rd.root / "logs")
         return merged
 
 
@@ -442,6 +487,14 @@ def run_pipeline(cfg: PipelineConfig, *, inputs: list[str] | None = None, run_di
 
 
 def load_stats(run_dir: str | Path) -> list[StageStats]:
+    if is_url(run_dir):  # one small file: read it from the store
+        import fsspec
+        try:
+            with fsspec.open(f"{str(run_dir).rstrip('/')}/stats.json", "rt") as fh:
+                data = json.load(fh)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{run_dir}: no stats.json (is this a run directory?)") from None
+        return [StageStats.from_dict(d) for d in data["stages"]]
     p = Path(run_dir) / "stats.json"
     if not p.exists():
         raise FileNotFoundError(f"{run_dir}: no stats.json (is this a run directory?)")

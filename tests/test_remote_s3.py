@@ -11,33 +11,25 @@ import pytest
 from datapipe.config import ConfigError, parse_config
 from datapipe.io import InputError
 from datapipe.runner import load_stats, run_pipeline
-from tests.conftest import require
-
-moto_server = require("moto.moto_server.threaded_moto_server", "the test extra: pip install -e '.[test]'")
-s3fs = require("s3fs")
+from tests._s3 import s3_server  # noqa: F401 - the session's S3 server (a fixture)
 
 BUCKET = "crawl-bucket"
 
 
 @pytest.fixture(scope="module")
-def s3(sample_crawl):
-    """A moto S3 server holding the sample crawl under s3://crawl-bucket/cc/, and its options."""
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
+def s3(sample_crawl, s3_server):  # noqa: F811
+    """The sample crawl under s3://crawl-bucket/cc/ on the test S3 server, and its options."""
     # given to fsspec through input.storage_options only: the Ray workers, started before this
     # fixture, do not see environment variables set here
-    opts = {"endpoint_url": f"http://{host}:{port}", "key": "testing", "secret": "testing",
-            "client_kwargs": {"region_name": "eu-west-1"}}
-    fs = s3fs.S3FileSystem(**opts)
-    fs.mkdir(BUCKET)
+    opts = s3_server.opts
+    fs = s3_server.fs()
+    s3_server.bucket(BUCKET)
     for f in sample_crawl:
         fs.put(f, f"{BUCKET}/cc/{os.path.basename(f)}")
     listing = gzip.compress("".join(f"cc/{os.path.basename(f)}\n" for f in sample_crawl).encode())
     with fs.open(f"{BUCKET}/warc.paths.gz", "wb") as fh:
         fh.write(listing)
-    yield opts
-    server.stop()
+    return opts
 
 
 def _config(opts=None):

@@ -15,6 +15,11 @@ is one shard; a folder of dumps gives one shard per dump, and a Wikimedia multis
 with its index beside it one shard per ~32 MiB run of bz2 streams, named
 ``<path>#streams=<start>-<end>``: not a file name, only the format's reader opens it).
 
+A folder written by Hugging Face ``datasets`` (``Dataset.save_to_disk``: ``state.json``,
+``dataset_info.json`` and ``data-*.arrow``; or a ``DatasetDict``'s, with ``dataset_dict.json``
+and a folder per split) is expanded to its Arrow files, one shard each, read as ``arrow``
+(:func:`saved_dataset_files`), local or remote.
+
 Large crawl files are split the same way (:func:`split_crawl_files`, called by the runner on
 the resolved list): a WARC/WET/ARC file larger than the range target becomes shards
 ``<path>#records=<start>-<end>``, record-aligned byte ranges cut by
@@ -25,6 +30,7 @@ from __future__ import annotations
 
 import glob
 import gzip
+import json
 import logging
 import math
 import os
@@ -45,8 +51,9 @@ WARC_SUFFIXES = (".warc", ".warc.gz", ".arc", ".arc.gz", ".wet", ".wet.gz", ".wa
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst", ".json", ".json.gz", ".json.zst", ".ndjson", ".ndjson.gz",
                   ".ndjson.zst")
 PARQUET_SUFFIXES = (".parquet",)
+ARROW_SUFFIXES = (".arrow",)
 TEXT_SUFFIXES = (".txt", ".txt.gz", ".txt.zst", ".text", ".text.gz", ".text.zst")
-KNOWN_SUFFIXES = WARC_SUFFIXES + JSONL_SUFFIXES + PARQUET_SUFFIXES + TEXT_SUFFIXES
+KNOWN_SUFFIXES = WARC_SUFFIXES + JSONL_SUFFIXES + PARQUET_SUFFIXES + TEXT_SUFFIXES + ARROW_SUFFIXES
 
 
 def apply_storage_options(options: dict[str, dict] | None) -> None:
@@ -80,6 +87,39 @@ def _read_paths_listing(path: str, base_url: str) -> list[str]:
     return out
 
 
+def saved_dataset_files(folder: str) -> list[str] | None:
+    """The Arrow files of a folder written by ``datasets``' ``save_to_disk`` (a ``Dataset``: its
+    ``state.json`` lists them in order; a ``DatasetDict``: each split's, in ``dataset_dict.json``'s
+    order), or None when ``folder`` is not one. Local or remote (one small read per marker file)."""
+    folder = folder.rstrip("/")
+    fs, root = fsspec.core.url_to_fs(folder)
+
+    def read_json(name: str):
+        try:
+            with fs.open(f"{root}/{name}", "rb") as fh:
+                data = fh.read()
+        except Exception:  # noqa: BLE001 - absent, or not readable as a file: not a saved dataset
+            return None
+        try:
+            return json.loads(data)
+        except ValueError as e:
+            raise InputError(f"{folder}/{name}: not valid JSON ({e})") from None
+
+    state = read_json("state.json")
+    if state is not None:
+        names = [d["filename"] for d in state.get("_data_files") or []]
+        if not names:
+            raise InputError(f"{folder}: a saved dataset whose state.json lists no data files")
+        return [f"{folder}/{n}" for n in names]
+    splits = read_json("dataset_dict.json")
+    if splits is not None:
+        out: list[str] = []
+        for split in splits.get("splits") or []:
+            out.extend(saved_dataset_files(f"{folder}/{split}") or [])
+        return out
+    return None
+
+
 #: formats whose module expands a local folder (or file) into its shards
 SOURCE_FORMATS = ("mediawiki", "code", "books", "arxiv", "stackexchange")
 _SOURCE_MODULES = {"mediawiki": "wikipedia", "code": "code", "books": "books", "arxiv": "arxiv",
@@ -109,6 +149,13 @@ def resolve_inputs(specs: list[str], *, base_url: str = "https://data.commoncraw
             continue
         if spec.endswith((".paths", ".paths.gz")) or spec.endswith("paths.txt"):
             files.extend(_read_paths_listing(spec, base_url))
+            continue
+        saved = None
+        if format in ("auto", "arrow") and not any(ch in spec for ch in "*?[") and (
+                os.path.isdir(spec.removeprefix("file://")) or (_is_remote(spec) and not spec.lower().endswith(KNOWN_SUFFIXES))):
+            saved = saved_dataset_files(spec.removeprefix("file://"))
+        if saved is not None:
+            files.extend(saved)
             continue
         if _is_remote(spec):
             if any(ch in spec for ch in "*?["):
@@ -171,7 +218,8 @@ def resolve_inputs(specs: list[str], *, base_url: str = "https://data.commoncraw
 def tabular_format(path: str) -> str | None:
     """``jsonl``, ``parquet`` or ``text`` from a file's suffix (compressed or not), else None."""
     p = split_range_spec(path)[0].lower()
-    for fmt, suffixes in (("jsonl", JSONL_SUFFIXES), ("parquet", PARQUET_SUFFIXES), ("text", TEXT_SUFFIXES)):
+    for fmt, suffixes in (("jsonl", JSONL_SUFFIXES), ("parquet", PARQUET_SUFFIXES), ("text", TEXT_SUFFIXES),
+                          ("arrow", ARROW_SUFFIXES)):
         if p.endswith(suffixes):
             return fmt
     return None
@@ -304,6 +352,9 @@ def read_shard(paths: list[str], *, input_cfg, batch_size: int, stats: StageStat
         elif fmt == "parquet":
             yield from tabular.iter_parquet_batches(path, source=input_cfg.source, batch_size=batch_size,
                                                     text_field=input_cfg.text_field, stats=stats)
+        elif fmt == "arrow":
+            yield from tabular.iter_arrow_batches(path, source=input_cfg.source, batch_size=batch_size,
+                                                  text_field=input_cfg.text_field, stats=stats)
         elif fmt == "text":
             yield from tabular.iter_text_batches(path, source=input_cfg.source, batch_size=batch_size, stats=stats)
         elif fmt in SOURCE_FORMATS:

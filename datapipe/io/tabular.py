@@ -70,33 +70,65 @@ def iter_jsonl_batches(path: str, *, source: str, batch_size: int, text_field: s
 
 
 def iter_parquet_batches(path: str, *, source: str, batch_size: int, text_field: str, stats: StageStats) -> Iterator[pa.Table]:
-    base = os.path.basename(path)
     with fsspec.open(path, "rb") as fh:
         pf = pq.ParquetFile(fh)
-        offset = 0
-        for rb in pf.iter_batches(batch_size=batch_size):
-            tbl = pa.Table.from_batches([rb])
-            n = tbl.num_rows
-            stats.rows_in += n
-            if text_field != "text" and text_field in tbl.column_names:
-                if "text" in tbl.column_names:
-                    tbl = tbl.drop_columns(["text"])
-                tbl = tbl.rename_columns(["text" if c == text_field else c for c in tbl.column_names])
-            if "id" not in tbl.column_names:
-                tbl = tbl.append_column("id", pa.array([doc_id(base, offset + i) for i in range(n)], pa.string()))
-            if "source" not in tbl.column_names:
-                tbl = tbl.append_column("source", pa.array([source] * n, pa.string()))
-            tbl = conform(tbl)
-            has_text = pc.fill_null(pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(tbl["text"])), 0), False)
-            n_bad = n - (pc.sum(has_text).as_py() or 0)
-            if n_bad:
-                stats.dropped["no_text"] = stats.dropped.get("no_text", 0) + n_bad
-                tbl = tbl.filter(has_text)
-            offset += n
-            stats.rows_out += tbl.num_rows
-            stats.bytes_out += pc.sum(pc.binary_length(tbl["text"])).as_py() or 0
-            if tbl.num_rows:
-                yield tbl
+        yield from _documents(pf.iter_batches(batch_size=batch_size), os.path.basename(path), source=source,
+                              text_field=text_field, stats=stats)
+
+
+def _documents(batches: Iterable[pa.RecordBatch], base: str, *, source: str, text_field: str,
+               stats: StageStats) -> Iterator[pa.Table]:
+    """Record batches of a columnar file (Parquet, Arrow) as document batches: ``text_field`` renamed
+    to ``text``, ids from the file name and row number where the rows have none, ``source`` from
+    the config where they have none, base columns conformed; rows without text counted, dropped."""
+    offset = 0
+    for rb in batches:
+        tbl = pa.Table.from_batches([rb])
+        n = tbl.num_rows
+        stats.rows_in += n
+        if text_field != "text" and text_field in tbl.column_names:
+            if "text" in tbl.column_names:
+                tbl = tbl.drop_columns(["text"])
+            tbl = tbl.rename_columns(["text" if c == text_field else c for c in tbl.column_names])
+        if "id" not in tbl.column_names:
+            tbl = tbl.append_column("id", pa.array([doc_id(base, offset + i) for i in range(n)], pa.string()))
+        if "source" not in tbl.column_names:
+            tbl = tbl.append_column("source", pa.array([source] * n, pa.string()))
+        tbl = conform(tbl)
+        has_text = pc.fill_null(pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(tbl["text"])), 0), False)
+        n_bad = n - (pc.sum(has_text).as_py() or 0)
+        if n_bad:
+            stats.dropped["no_text"] = stats.dropped.get("no_text", 0) + n_bad
+            tbl = tbl.filter(has_text)
+        offset += n
+        stats.rows_out += tbl.num_rows
+        stats.bytes_out += pc.sum(pc.binary_length(tbl["text"])).as_py() or 0
+        if tbl.num_rows:
+            yield tbl
+
+
+def _rebatch(batches: Iterable[pa.RecordBatch], size: int) -> Iterator[pa.RecordBatch]:
+    """Record batches of ``size`` rows (the last one shorter), whatever size they were written in."""
+    for rb in batches:
+        for start in range(0, rb.num_rows, size):
+            yield rb.slice(start, size)
+
+
+def iter_arrow_batches(path: str, *, source: str, batch_size: int, text_field: str,
+                       stats: StageStats) -> Iterator[pa.Table]:
+    """An Arrow IPC file, as ``datasets.Dataset.save_to_disk`` writes them (``data-*.arrow``: the
+    streaming format; the random-access file format is read too). Columns as for Parquet."""
+    with fsspec.open(path, "rb") as fh:
+        try:
+            reader = pa.ipc.open_stream(fh)
+            batches: Iterable[pa.RecordBatch] = reader
+        except pa.ArrowInvalid:
+            fh.seek(0)
+            f = pa.ipc.open_file(fh)
+            batches = (f.get_batch(i) for i in range(f.num_record_batches))
+        # ids from the dataset's folder name too: every saved dataset names its files data-00000-of-...
+        base = "/".join(path.rstrip("/").rsplit("/", 2)[-2:])
+        yield from _documents(_rebatch(batches, batch_size), base, source=source, text_field=text_field, stats=stats)
 
 
 def iter_text_batches(path: str, *, source: str, batch_size: int, stats: StageStats) -> Iterator[pa.Table]:

@@ -20,16 +20,28 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..rundir import atomic_write_text
+from ..rundir import RunDir, atomic_write_text, is_url, local_copy
 from .collect import ReportError, collect, data_files, load_run_stats
 from .render import anchor, render
 
 
-def build_report(run_dir: str | Path, *, out: str | Path | None = None) -> Path:
-    """Write ``RUN_DIR/report/index.html`` (or ``out``) and return its path."""
-    root = Path(run_dir)
-    path = Path(out) if out else root / "report" / "index.html"
-    atomic_write_text(path, render(collect(root)))
+def build_report(run_dir: str | Path, *, out: str | Path | None = None) -> Path | str:
+    """Write ``RUN_DIR/report/index.html`` (or ``out``) and return its path.
+
+    A run directory on an object store (its URL, or the staging copy a run works in) is read
+    from a local copy and the page is uploaded beside the run: the page's URL is returned."""
+    if is_url(run_dir):
+        try:
+            with local_copy(str(run_dir)) as root:
+                return build_report(root, out=out)
+        except OSError as e:
+            raise ReportError(f"{run_dir}: cannot read the run directory ({type(e).__name__}: {e})") from None
+    rd = RunDir(run_dir)
+    path = Path(out) if out else rd.root / "report" / "index.html"
+    atomic_write_text(path, render(collect(rd.root)))
+    if out is None and rd.mirror is not None:
+        rd.publish(path)
+        return rd.mirror.url_of("report/index.html")
     return path
 
 

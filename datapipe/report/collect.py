@@ -37,6 +37,7 @@ from typing import Any
 import pyarrow as pa
 
 from ..lm import CCNET_CUTOFFS
+from ..rundir import RunDir
 from ..stats import StageStats, merge, merge_stats_dir
 from ..tokenstream import FORMAT_VERSION, MANIFEST
 from ..urls import url_domain
@@ -377,7 +378,7 @@ def collect(run_dir: str | Path) -> dict:
             else:
                 tokens_est.append(None)
     return {
-        "run_dir": str(root.resolve()),
+        "run_dir": RunDir(root).url or str(root.resolve()),  # a staging copy's page names its URL
         "name": cfg.get("name") or root.name,
         "generated": time.strftime("%Y-%m-%d %H:%M:%S"),
         "stats": [s.to_dict() for s in stats],
