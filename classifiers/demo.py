@@ -56,8 +56,13 @@ def labelling_server(args):
         srv.stop()
 
 
+#: the command line's ``main(argv) -> exit code``; ``run_demo`` receives it (classifiers/ never
+#: imports the command line: tests/test_layout.py)
+_cli = None
+
+
 def _step(title: str, argv: list[str]) -> None:
-    from datapipe.cli import main as datapipe_main
+    datapipe_main = _cli
     print(f"== {title}\n$ datapipe {' '.join(argv)}", flush=True)
     t0 = time.time()
     rc = datapipe_main(argv)
@@ -66,8 +71,11 @@ def _step(title: str, argv: list[str]) -> None:
     print(f"   ({time.time() - t0:.1f}s)\n", flush=True)
 
 
-def run_demo(args) -> int:
-    from classifiers.server import ModelLoadError
+def run_demo(args, cli_main) -> int:
+    """The demo; ``cli_main`` is ``datapipe.cli.main`` (each step runs a ``datapipe`` command).
+    Raises :class:`classifiers.server.ModelLoadError` when the local model cannot start."""
+    global _cli
+    _cli = cli_main
     d = Path(args.dir)
     d.mkdir(parents=True, exist_ok=True)
     human_dir = Path(args.human) if args.human else default_human_dir()
@@ -75,15 +83,11 @@ def run_demo(args) -> int:
         print(f"== human labels not found at {human_dir}: no agreement figures can be measured. "
               f"Running the loop on the project's sample crawl instead (--crawl).\n", flush=True)
         args.crawl = True
-    try:
-        with labelling_server(args) as (base_url, model):
-            model_args = ["--model", model] if model else []
-            if args.crawl:
-                return _crawl_demo(args, d, base_url, model_args)
-            return _human_demo(args, d, base_url, model_args, human_dir)
-    except ModelLoadError as e:
-        from datapipe.commands import error
-        return error(str(e), prog="datapipe classify demo")
+    with labelling_server(args) as (base_url, model):
+        model_args = ["--model", model] if model else []
+        if args.crawl:
+            return _crawl_demo(args, d, base_url, model_args)
+        return _human_demo(args, d, base_url, model_args, human_dir)
 
 
 # ---------------------------------------------------------------------------

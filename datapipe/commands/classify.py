@@ -245,7 +245,12 @@ def cmd_eval(args) -> int:
 
 def cmd_demo(args) -> int:
     from classifiers.demo import run_demo
-    return run_demo(args)
+    from classifiers.server import ModelLoadError
+    from datapipe.cli import main as datapipe_main
+    try:
+        return run_demo(args, datapipe_main)
+    except ModelLoadError as e:
+        return _err(str(e))
 
 
 # ---------------------------------------------------------------------------
