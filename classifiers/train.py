@@ -41,6 +41,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from datapipe.tune import roc_auc
+
 from .apply import CARD, FORMAT, embed, embedding_model_info, ft_preprocess, load_classifier
 
 log = logging.getLogger(__name__)
@@ -95,9 +97,18 @@ def _read_any(path: Path, text_col: str) -> pa.Table:
     return t
 
 
-def load_labels(path: str | Path, *, text_col: str = "text", label_col: str = "label") -> LabelledData:
+TARGETS = ("argmax", "expected")
+
+
+def load_labels(path: str | Path, *, text_col: str = "text", label_col: str = "label",
+                target: str = "argmax") -> LabelledData:
     """Labels from ``datapipe classify label`` output (rows with ``label_status == ok``), or any
-    Parquet/JSONL with a text and a label column (e.g. DCLM's human quality labels)."""
+    Parquet/JSONL with a text and a label column (e.g. DCLM's human quality labels).
+
+    ``target="expected"``: the class is the expected score (``label_expected``, from logprobs)
+    rounded to the nearest integer; rows without one keep their argmax label."""
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
     t = _read_any(Path(path), text_col)
     if label_col not in t.column_names:
         raise ValueError(f"{path}: no {label_col!r} column (columns: {t.column_names})")
@@ -105,6 +116,12 @@ def load_labels(path: str | Path, *, text_col: str = "text", label_col: str = "l
         t = t.filter(pc.equal(t["label_status"], "ok"))
     t = t.filter(pc.is_valid(t[label_col]))
     labels = [_label_str(x) for x in t[label_col].to_pylist()]
+    if target == "expected":
+        if "label_expected" not in t.column_names or t["label_expected"].null_count == t.num_rows:
+            raise ValueError(f"{path}: --target expected needs label_expected (label with a server that returns "
+                             f"logprobs, and a quality prompt)")
+        labels = [str(int(np.floor(e + 0.5))) if e is not None else lab
+                  for e, lab in zip(t["label_expected"].to_pylist(), labels)]
     prompt = model = None
     if "label_prompt" in t.column_names and t.num_rows:
         prompt = Counter(t["label_prompt"].to_pylist()).most_common(1)[0][0]
@@ -223,7 +240,7 @@ def evaluate(y_true: list[str], proba: np.ndarray, classes: list[str], *, values
             m["threshold_curve"] = threshold_curve(score, pos)
             best = max(m["threshold_curve"], key=lambda r: r["f1"]) if m["threshold_curve"] else None
             m["best_f1_threshold"] = best
-            m["roc_auc"] = round(_auc(score, pos), 4) if 0 < pos.sum() < n else None
+            m["roc_auc"] = round(roc_auc(score, pos), 4) if 0 < pos.sum() < n else None
     return m
 
 
@@ -240,24 +257,6 @@ def threshold_curve(score: np.ndarray, pos: np.ndarray, *, points: int = 21) -> 
         out.append({"threshold": round(float(t), 4), "kept_fraction": round(float(keep.mean()), 4),
                     "precision": round(prec, 4), "recall": round(rec, 4), "f1": round(f1, 4)})
     return out
-
-
-def _auc(score: np.ndarray, pos: np.ndarray) -> float:
-    """ROC AUC as the probability that a random positive outscores a random negative (ties 1/2)."""
-    order = np.argsort(score, kind="mergesort")
-    s = score[order]
-    ranks = np.empty(len(s))
-    i = 0
-    while i < len(s):  # average ranks over ties
-        j = i
-        while j + 1 < len(s) and s[j + 1] == s[i]:
-            j += 1
-        ranks[i: j + 1] = (i + j) / 2 + 1
-        i = j + 1
-    r = np.empty(len(s))
-    r[order] = ranks
-    n_pos, n_neg = pos.sum(), (~pos).sum()
-    return float((r[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 # ---------------------------------------------------------------------------
@@ -482,6 +481,10 @@ def card_markdown(card: dict) -> str:
                       "| threshold | kept | precision | recall | F1 |", "|---|---|---|---|---|"]
             for r in m["threshold_curve"]:
                 lines.append(f"| {r['threshold']} | {r['kept_fraction']:.0%} | {r['precision']} | {r['recall']} | {r['f1']} |")
+    for key, title in (("labeller_agreement", "The labeller against human labels"),
+                       ("human_eval", "This classifier against held-out human labels")):
+        if card.get(key):
+            lines += ["", f"## {title}", ""] + [f"- {k}: {v}" for k, v in card[key].items()]
     lines += ["", "## Parameters", "", "```json", json.dumps(card["params"], indent=1), "```", ""]
     return "\n".join(lines)
 

@@ -17,7 +17,7 @@ import pytest
 
 from classifiers.label import (ClientConfig, LabelCache, LabelParseError, Prompt, label_table,
                                label_table_async, truncate_tokens)
-from classifiers.server import FaultPlan, LoopbackServer, rubric_quality, rubric_reply
+from tests.fake_llm import FakeLLMServer, FaultPlan, rubric_quality, rubric_reply
 from datapipe.stage import StageError, apply_stage
 
 DCLM = "quality/dclm-human-quality-labels/majority_data.jsonl"
@@ -38,7 +38,7 @@ def docs_table(n: int, seed: int = 0) -> pa.Table:
     return pa.table({"id": [f"d{i:04d}" for i in range(n)], "text": pa.array(texts, pa.large_string())})
 
 
-def cfg_for(srv: LoopbackServer, **kw) -> ClientConfig:
+def cfg_for(srv: FakeLLMServer, **kw) -> ClientConfig:
     base = dict(base_url=srv.base_url, concurrency=8, timeout_s=5.0, max_retries=6, backoff_base_s=0.005,
                 backoff_max_s=0.05)
     return ClientConfig(**(base | kw))
@@ -95,20 +95,20 @@ def test_rubric_server_is_transparent_and_sensible(tmp_path):
     t = Prompt.load("topic_v1")
     assert json.loads(rubric_reply(t.render("def main():\n    import python api code function class variable")[0]))["topic"] == "code"
     assert rubric_quality("")[0] == 0
-    with LoopbackServer() as srv:
+    with FakeLLMServer() as srv:
         out, rep = label_table(docs_table(3), q, cfg_for(srv), LabelCache(tmp_path))
         served = {r["served_by"] for r in pq.read_table(next(tmp_path.glob("part-*.parquet"))).to_pylist()}
-    assert rep.labelled == 3 and served == {"datapipe-rubric-v1 (rule-based rubric, not an LLM)"}
+    assert rep.labelled == 3 and served == {"datapipe-rubric-v1 (rule-based rubric test double, not an LLM)"}
 
 
 def test_faults_nothing_lost_everything_counted(tmp_path):
     table = docs_table(120)
     q = Prompt.load("quality_edu_v1")
-    with LoopbackServer() as clean:
+    with FakeLLMServer() as clean:
         ref, _ = label_table(table, q, cfg_for(clean), LabelCache(tmp_path / "ref"))
     faults = FaultPlan(rates={"429": 0.15, "500": 0.1, "503": 0.05, "malformed": 0.1, "bad_content": 0.1,
                               "drop": 0.05}, max_per_request=2, seed=3)
-    with LoopbackServer(faults=faults) as srv:
+    with FakeLLMServer(faults=faults) as srv:
         out, rep = label_table(table, q, cfg_for(srv, concurrency=16), LabelCache(tmp_path / "c"))
         s = srv.stats()["counts"]
     c = rep.client
@@ -131,7 +131,7 @@ def test_faults_nothing_lost_everything_counted(tmp_path):
 def test_timeouts_are_retried(tmp_path):
     table = docs_table(24)
     q = Prompt.load("quality_edu_v1")
-    with LoopbackServer(faults=FaultPlan(rates={"timeout": 0.4}, max_per_request=1, hang_s=3.0, seed=1)) as srv:
+    with FakeLLMServer(faults=FaultPlan(rates={"timeout": 0.4}, max_per_request=1, hang_s=3.0, seed=1)) as srv:
         out, rep = label_table(table, q, cfg_for(srv, timeout_s=0.6), LabelCache(tmp_path))
         s = srv.stats()["counts"]
     assert s["timeout"] > 0 and rep.client["timeouts"] >= s["timeout"]
@@ -142,7 +142,7 @@ def test_give_up_is_counted_not_cached_and_rerun_asks_again(tmp_path):
     table = docs_table(10)
     q = Prompt.load("quality_edu_v1")
     cache_dir = tmp_path / "cache"
-    with LoopbackServer(faults=FaultPlan(rates={"500": 1.0}, max_per_request=3)) as srv:
+    with FakeLLMServer(faults=FaultPlan(rates={"500": 1.0}, max_per_request=3)) as srv:
         out, rep = label_table(table, q, cfg_for(srv, max_retries=1), LabelCache(cache_dir))
         assert rep.failed == 10 and rep.client["gave_up"] == 10 and rep.client["requests"] == 20
         assert set(out["label_status"].to_pylist()) == {"failed"} and len(LabelCache(cache_dir)) == 0
@@ -151,13 +151,13 @@ def test_give_up_is_counted_not_cached_and_rerun_asks_again(tmp_path):
 
 
 def test_fatal_status_stops_the_run(tmp_path):
-    with LoopbackServer(api_key="secret") as srv:
+    with FakeLLMServer(api_key="secret") as srv:
         _, rep = label_table(docs_table(50), Prompt.load("quality_edu_v1"), cfg_for(srv, concurrency=4),
                              LabelCache(tmp_path))
         hits = srv.stats()["counts"].get("hits", 0)
     assert rep.fatal and "401" in rep.fatal
     assert rep.failed <= 4 and rep.not_attempted >= 46 and hits == 0  # 401s come before the counting
-    with LoopbackServer(api_key="secret") as srv:
+    with FakeLLMServer(api_key="secret") as srv:
         _, rep = label_table(docs_table(5), Prompt.load("quality_edu_v1"), cfg_for(srv, api_key="secret"),
                              LabelCache(tmp_path))
     assert rep.labelled == 5
@@ -167,7 +167,7 @@ def test_interrupted_run_resumes_from_cache_and_never_pays_twice(tmp_path):
     table = docs_table(60)
     q = Prompt.load("quality_edu_v1")
     cache_dir = tmp_path / "cache"
-    with LoopbackServer() as srv:
+    with FakeLLMServer() as srv:
         out1, rep1 = label_table(table, q, cfg_for(srv, concurrency=4), LabelCache(cache_dir, flush_every=5),
                                  stop_after=20)
         hits1 = srv.stats()["counts"]["hits"]
@@ -186,7 +186,7 @@ def test_interrupted_run_resumes_from_cache_and_never_pays_twice(tmp_path):
         assert srv.stats()["counts"]["hits"] == st["counts"]["hits"] and rep3.from_cache == 60
     assert out2["label_status"].to_pylist() == ["ok"] * 60
     # another model or prompt version is another key: asked again
-    with LoopbackServer() as srv:
+    with FakeLLMServer() as srv:
         _, rep4 = label_table(table, q, cfg_for(srv, model="other-model"), LabelCache(cache_dir))
         assert rep4.labelled == 60 and srv.stats()["counts"]["hits"] == 60
 
@@ -201,7 +201,7 @@ def test_cancelled_run_keeps_what_was_flushed(tmp_path):
         with pytest.raises(asyncio.TimeoutError):
             await asyncio.wait_for(label_table_async(table, q, cfg_for(srv, concurrency=2), cache), timeout=1.5)
 
-    with LoopbackServer(latency_s=0.05) as srv:  # 100 docs at concurrency 2 need >= 2.5 s
+    with FakeLLMServer(latency_s=0.05) as srv:  # 100 docs at concurrency 2 need >= 2.5 s
         asyncio.run(run_and_cancel(srv))
         saved = len(LabelCache(cache_dir))
         hits = srv.stats()["counts"]["hits"]
@@ -300,7 +300,7 @@ def test_two_set_mode(dclm, tmp_path):
 
 
 def _topic_docs(n_per: int, seed: int = 0) -> tuple[list[str], list[str]]:
-    from classifiers.server import TOPIC_KEYWORDS
+    from tests.fake_llm import TOPIC_KEYWORDS
     rng = random.Random(seed)
     filler = "the a of and in to is was for on with as by at this that it from".split()
     texts, labels = [], []
@@ -336,7 +336,7 @@ def test_embedding_head_trains_saves_and_reloads(tmp_path, head):
 @pytest.fixture(scope="module")
 def small_models(tmp_path_factory):
     """A 0-5 quality model and a topic model trained on rubric labels of synthetic documents."""
-    from classifiers.server import rubric_quality
+    from tests.fake_llm import rubric_quality
     from classifiers.train import LabelledData, train_classifier
     d = tmp_path_factory.mktemp("small_models")
     texts = docs_table(200)["text"].to_pylist()
@@ -454,7 +454,7 @@ def test_cli_sample_label_train_apply(tmp_path):
     (tmp_path / "run" / "output").mkdir(parents=True)
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "run" / "output" / "s.parquet")
     assert main(["classify", "sample", str(tmp_path / "run"), "--n", "120", "--out", str(tmp_path / "sample.parquet")]) == 0
-    with LoopbackServer() as srv:
+    with FakeLLMServer() as srv:
         argv = ["classify", "label", str(tmp_path / "sample.parquet"), "--prompt", "quality_edu_v1",
                 "--base-url", srv.base_url, "--out", str(tmp_path / "labels.parquet"), "--quiet"]
         assert main(argv) == 0

