@@ -20,10 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from datapipe.rundir import write_parquet_atomic
-# the kit's gid addressing and engine helpers, under the names the dedup modules use
-from datapipe.workflow import (DECISION_ROW_GROUP, ROW_BITS, ROW_MASK, collect, engine_cpus,  # noqa: F401
-                               finish_shard, gids, list_parquet, portable_ctx, read_gid_range, shard_name,
-                               text_bytes, timed_map)
+from datapipe.workflow import gids
 
 MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 

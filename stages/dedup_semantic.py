@@ -135,7 +135,7 @@ def _assign(item, *, work: str, groups: int) -> int:
         sims = e[a:a + _BLOCK * 4] @ c.T
         cl[a:a + len(sims)] = sims.argmax(axis=1)
         cs[a:a + len(sims)] = sims[np.arange(len(sims)), cl[a:a + len(sims)]]
-    tbl = pa.table({"gid": D.gids(si, 0, t.num_rows), "id": t["id"], "length": lengths, "cluster": cl,
+    tbl = pa.table({"gid": W.gids(si, 0, t.num_rows), "id": t["id"], "length": lengths, "cluster": cl,
                     "centroid_sim": cs, "emb": t["emb"]})
     g = cl % groups
     for q in np.unique(g):
@@ -184,7 +184,7 @@ def semdedup_cluster(e: np.ndarray, eps: float) -> tuple[np.ndarray, np.ndarray,
 
 
 def _dedup_group(g: int, *, work: str, eps: float, keep: str) -> dict:
-    files = D.list_parquet(Path(work) / "assign" / f"g={g:05d}")
+    files = W.list_parquet(Path(work) / "assign" / f"g={g:05d}")
     if not files:
         return {"clusters": 0, "eps_table": {}}
     t = pa.concat_tables([pq.read_table(f) for f in files])
@@ -212,7 +212,7 @@ def _dedup_group(g: int, *, work: str, eps: float, keep: str) -> dict:
     dup_ids = pc.if_else(pa.array(dup_of >= 0), dup_ids, pa.scalar(None, pa.string()))
     dec = pa.table({"gid": t["gid"], "cluster": t["cluster"], "max_sim": pa.array(max_any), "drop": pa.array(drop),
                     "dup_of": dup_ids}).sort_by("gid")
-    D.write_table(dec, Path(work) / "decisions" / f"g={g:05d}.parquet", row_group_size=D.DECISION_ROW_GROUP)
+    D.write_table(dec, Path(work) / "decisions" / f"g={g:05d}.parquet", row_group_size=W.DECISION_ROW_GROUP)
     return {"clusters": len(starts), "eps_table": {str(x): int((max_any > 1.0 - x).sum()) for x in EPS_TABLE},
             "dropped": int(drop.sum())}
 
@@ -291,7 +291,7 @@ class SemanticDedup(Workflow):
         # memory is freed when it ends)
         gpu = self.embedder.kind == "transformer" and (
             self.device == "cuda" or (self.device in (None, "auto") and ctx.engine.num_gpus > 0))
-        emb, shard_cpu = D.timed_map(ctx.engine, functools.partial(_embed, cache=cache, embedder=self.embedder),
+        emb, shard_cpu = W.timed_map(ctx.engine, functools.partial(_embed, cache=cache, embedder=self.embedder),
                                      items, resources=Resources(gpus=1 if gpu else 0), needs_model=True)
         timings["embed"] = time.time() - t
         n_docs = sum(r["rows"] for r in emb)
@@ -301,18 +301,18 @@ class SemanticDedup(Workflow):
         k = self.n_clusters or max(1, round(n_docs / self.docs_per_cluster))
         if n_docs:
             t = time.time()
-            (k,), c = D.timed_map(ctx.engine, functools.partial(
+            (k,), c = W.timed_map(ctx.engine, functools.partial(
                 _fit_kmeans, work=w, files=files, n_clusters=k, sample=self.kmeans_sample, seed=self.seed,
                 iters=self.kmeans_iter), [0])
             global_cpu += sum(c)
             timings["kmeans"] = time.time() - t
-            groups = self.partitions or max(1, min(k, max(2 * D.engine_cpus(ctx.engine),
+            groups = self.partitions or max(1, min(k, max(2 * W.engine_cpus(ctx.engine),
                                                          math.ceil(n_docs / self.partition_docs))))
             t = time.time()
-            _, c = D.timed_map(ctx.engine, functools.partial(_assign, work=w, groups=groups),
+            _, c = W.timed_map(ctx.engine, functools.partial(_assign, work=w, groups=groups),
                                [(si, (r["file"], r["lengths"])) for si, r in enumerate(emb)])
             shard_cpu = [a + b for a, b in zip(shard_cpu, c)]
-            dres, c = D.timed_map(ctx.engine, functools.partial(_dedup_group, work=w, eps=self.eps, keep=self.keep),
+            dres, c = W.timed_map(ctx.engine, functools.partial(_dedup_group, work=w, eps=self.eps, keep=self.keep),
                                   range(groups))
             global_cpu += sum(c)
             timings["dedup"] = time.time() - t
