@@ -1,6 +1,11 @@
 """What lineage (``datapipe/lineage.py``) costs: bytes per document and CPU share.
 
     .venv/bin/python bench/lineage_cost.py [--docs 20000] [--work /tmp/datapipe-lineage-cost]
+    .venv/bin/python bench/lineage_cost.py --from-run /tmp/vs20k/datapipe-vs_datatrove_en_dedup   # a finished run
+
+``--from-run`` measures the run directory of an earlier run of the same config (e.g. the trimmed
+leg of ``bench/vs_datatrove.py --docs 20000 --dedup``, which is this very pipeline on this input)
+instead of running it again.
 
 Runs ``bench/configs/vs_datatrove_en_dedup.yaml`` (the vs-datatrove pipeline: extract, lid.176,
 Gopher, C4, FineWeb, MinHash) through the real runner on ``bench/soak.py``'s input (the
@@ -30,6 +35,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--docs", type=int, default=20_000)
     ap.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "datapipe-lineage-cost"))
+    ap.add_argument("--from-run", metavar="RUN_DIR", help="a finished run of vs_datatrove_en_dedup.yaml to measure")
     args = ap.parse_args(argv)
     import pyarrow as pa
     from datapipe import lineage
@@ -37,12 +43,17 @@ def main(argv=None) -> int:
     from datapipe.runner import load_stats, run_pipeline
     from datapipe.schema import SHARD_COL
     from soak import build_input
-    work = Path(args.work)
-    files = build_input(work / f"input-{args.docs}", args.docs)
     cfg = load_config(REPO / "bench" / "configs" / "vs_datatrove_en_dedup.yaml")
-    t0 = time.time()
-    rd = run_pipeline(cfg, inputs=[str(f) for f in files], run_dir=work / "run", quiet=True, fresh=True).run_dir
-    wall = time.time() - t0
+    if args.from_run:
+        rd, wall = Path(args.from_run), None
+        if not (rd / "lineage").is_dir():
+            ap.error(f"{rd}: no lineage/ folder (not a finished datapipe run directory)")
+    else:
+        work = Path(args.work)
+        files = build_input(work / f"input-{args.docs}", args.docs)
+        t0 = time.time()
+        rd = run_pipeline(cfg, inputs=[str(f) for f in files], run_dir=work / "run", quiet=True, fresh=True).run_dir
+        wall = time.time() - t0
     stats = load_stats(rd)
     docs = next(s for s in stats if s.stage == "read").rows_out
     stage_cpu = sum(s.seconds for s in stats if s.stage not in ("read", "write"))
@@ -72,8 +83,8 @@ def main(argv=None) -> int:
     lineage.write_kept(tmp, sorted((rd / "output").rglob("*.parquet")))
     replay_total = spent + time.process_time() - c0
     shutil.rmtree(tmp, ignore_errors=True)
-    print(f"lineage cost: {docs:,} documents read ({args.docs:,} records), {drops.num_rows:,} dropped, "
-          f"{kept.num_rows:,} kept; run wall {wall:.0f}s")
+    print(f"lineage cost: {docs:,} documents read, {drops.num_rows:,} dropped, {kept.num_rows:,} kept; "
+          + (f"run wall {wall:.0f}s" if wall is not None else f"measured on {rd}"))
     print(f"  bytes: {size:,} in {len(list((rd / 'lineage').rglob('*.parquet')))} files = "
           f"{size / max(docs, 1):.1f} bytes per document")
     print(f"  CPU (replay): {replay_total:.2f}s for {parts} batch parts; stages "
