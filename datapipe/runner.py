@@ -215,7 +215,7 @@ class Runner:
             self._write_run_header()
             self.rd.clean_tmp()
         except OSError as e:
-            if _storage_cause(e):
+            if _storage_cause(e) or self.rd.mirror is not None:  # a store's refusal (no bucket, no rights)
                 raise StorageError(f"{self.rd.name}: cannot write the run directory: {e}") from None
             raise
         ecfg = self.cfg.engine

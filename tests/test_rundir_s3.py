@@ -103,6 +103,11 @@ def test_a_run_to_s3_equals_the_local_run_and_its_report_is_there(ray_session, s
     with fs.open(f"{BUCKET}/full/report/index.html", "rt") as fh:
         page = fh.read()
     assert url in page and "dedup_exact" in page
+    # the Python API opens it too (downloaded into this machine's staging copy)
+    import datapipe
+    opened = datapipe.open_run(url)
+    assert opened.run_dir.is_relative_to(tmp_path / "elsewhere")
+    assert opened.to_arrow().count_rows() == len(want) and opened["write"].rows_out == len(want)
 
 
 def test_markers_are_uploaded_after_their_files_and_a_cut_commit_is_redone(ray_session, sample_crawl, s3_env, staging,
