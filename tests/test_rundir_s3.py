@@ -79,8 +79,16 @@ def test_a_run_to_s3_equals_the_local_run_and_its_report_is_there(ray_session, s
     fs = s3_env.fs()
     s3_env.bucket(BUCKET)
     url = f"s3://{BUCKET}/full"
+    from datapipe.ray_backend import Engine
+    pins = []  # where the engine ran each piece of work: the workflow's tasks on the driver's node only
+    real_map, real_stream = Engine.map, Engine.run_stream
+    monkeypatch.setattr(Engine, "map", lambda self, *a, **k: pins.append(("map", self.pin_node)) or real_map(self, *a, **k))
+    monkeypatch.setattr(Engine, "run_stream",
+                        lambda self, **k: pins.append(("stream", self.pin_node)) or real_stream(self, **k))
     res = run_pipeline(_config(s3_env), inputs=sample_crawl, run_dir=url, quiet=True)
     assert res.url == url and res.run_dir.is_relative_to(staging)
+    node = ray_session.get_runtime_context().get_node_id()
+    assert {p for p in pins if p[0] == "map"} == {("map", node)} and {p for p in pins if p[0] == "stream"} == {("stream", None)}
     want = _local_docs(local_run.run_dir)
     assert len(want) > 20
     assert _s3_docs(fs, url) == want
