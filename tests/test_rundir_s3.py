@@ -234,6 +234,9 @@ def test_kill_mid_wave_then_resume_from_another_staging_folder(sample_crawl, s3_
     assert r.returncode == 0 and "length" in r.stdout and "docs out" in r.stdout, r.stdout + r.stderr
     r = cli("inspect", url, "--stage", "length")
     assert r.returncode == 0 and "== length / " in r.stdout, r.stdout + r.stderr
+    kept_id = _local_docs(ref)[0][0]
+    r = cli("why", url, kept_id)
+    assert r.returncode == 0 and "kept: output/" in r.stdout, r.stdout + r.stderr
     r = cli("report", url)
     assert r.returncode == 0 and r.stdout.strip() == f"report: {url}/report/index.html", r.stdout + r.stderr
     assert fs.exists(f"{BUCKET}/killed/report/index.html")
