@@ -200,10 +200,13 @@ class Result:
 
 
 def open_run(run_dir: PathLike) -> Result:
-    """A finished run directory as a :class:`Result` (stats from its ``stats.json``)."""
+    """A finished run directory as a :class:`Result` (stats from its ``stats.json``). One on an
+    object store (a URL) is downloaded into its staging copy first (``datapipe/rundir.py``)."""
     from .rundir import RunDir
     from .runner import load_stats
-    root = Path(run_dir)
+    rd = RunDir(run_dir)
+    rd.pull()  # no-op for a local run directory
+    root = rd.root
     stats = load_stats(root)
     last = root / "last_run.json"
     info = json.loads(last.read_text()) if last.exists() else {}

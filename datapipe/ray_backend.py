@@ -43,6 +43,7 @@ default Ray's own console output is kept off the driver's terminal (``Engine.__i
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -403,6 +404,7 @@ class Engine:
         self._restore_stderr: Callable[[], None] | None = None
         self.guard = guard or Guard(log_dir=log_dir)
         self.failed: dict[str, str] = {}  # shards failed by name in the current wave (-> why)
+        self.pin_node: str | None = None  # map() work runs on this node only (on_driver_node)
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         os.environ.setdefault("RAY_DEDUP_LOGS", "1")
@@ -493,6 +495,24 @@ class Engine:
         """The cluster's live nodes (Ray's node records)."""
         return [n for n in self._ray.nodes() if n.get("Alive")]
 
+    @contextlib.contextmanager
+    def on_driver_node(self):
+        """Inside this block ``map`` runs its work on the driver's node, sized to that node: a
+        workflow over the driver's staging copy of a run directory on an object store, whose files
+        other nodes do not see. (Soft affinity: work the node cannot hold at all, such as a GPU
+        stage on a node without one, is refused by ``fit`` first.)"""
+        self.pin_node = self._ray.get_runtime_context().get_node_id()
+        try:
+            yield
+        finally:
+            self.pin_node = None
+
+    def _pinned(self) -> dict:
+        if not self.pin_node:
+            return {}
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+        return {"scheduling_strategy": NodeAffinitySchedulingStrategy(self.pin_node, soft=True)}
+
     def probe_nodes(self, path: str, expect: str, timeout: float = 120.0,
                     storage_options: dict | None = None) -> dict[str, str | None]:
         """Read ``path`` in a task pinned to every live node: {node address: None when it read
@@ -517,13 +537,16 @@ class Engine:
     def fit(self, res: Resources, *, label: str = "work") -> int:
         """How many workers needing ``res`` the cluster holds at once (GPU work: one per GPU).
         Work needing a resource the cluster lacks is refused here, not left waiting forever."""
-        total = self._ray.cluster_resources()
+        total, where = self._ray.cluster_resources(), "the Ray cluster"
+        if self.pin_node:
+            total = next((n.get("Resources", {}) for n in self.nodes() if n["NodeID"] == self.pin_node), total)
+            where = "the driver's node (workflows over a run directory on an object store run there)"
         limits = []
         for need, have, what in ((res.cpus, total.get("CPU", 0), "CPU"), (res.gpus, total.get("GPU", 0), "GPU"),
                                  (res.memory_mb or 0, total.get("memory", 0) / 2**20, "MiB of memory")):
             if need > 0:
                 if have < need:
-                    raise EngineError(f"{label} needs {need:g} {what} per worker; the Ray cluster has {have:g}")
+                    raise EngineError(f"{label} needs {need:g} {what} per worker; {where} has {have:g}")
                 limits.append(int(have // need))
         return max(1, min(limits)) if limits else max(1, int(total.get("CPU", 1)))
 
@@ -756,7 +779,7 @@ class Engine:
 
     def _map_tasks(self, fn_ref, items: list, resources: Resources, limit: int, prog: Progress) -> list:
         ray = self._ray
-        remote = _apply.options(max_retries=2, **_remote_args(resources))
+        remote = _apply.options(max_retries=2, **_remote_args(resources), **self._pinned())
         results = [None] * len(items)
         finished = 0
         pending: dict = {}
@@ -779,7 +802,7 @@ class Engine:
     def _map_actors(self, fn_ref, items: list, res: Resources, n: int, prog: Progress) -> list:
         ray = self._ray
         from ray.util import ActorPool
-        cls = ray.remote(_MapActor).options(max_restarts=2, max_task_retries=2, **_remote_args(res))
+        cls = ray.remote(_MapActor).options(max_restarts=2, max_task_retries=2, **_remote_args(res), **self._pinned())
         actors = [cls.remote() for _ in range(n)]
         try:
             out = []

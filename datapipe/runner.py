@@ -25,6 +25,7 @@ the markers after the files they vouch for.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -215,7 +216,7 @@ class Runner:
             self._write_run_header()
             self.rd.clean_tmp()
         except OSError as e:
-            if _storage_cause(e):
+            if _storage_cause(e) or self.rd.mirror is not None:  # a store's refusal (no bucket, no rights)
                 raise StorageError(f"{self.rd.name}: cannot write the run directory: {e}") from None
             raise
         ecfg = self.cfg.engine
@@ -412,7 +413,10 @@ class Runner:
                               excerpt_chars=self.cfg.rejects.excerpt_chars,
                               lineage_dir=str(self.rd.root / lineage.LINEAGE_DIR / step.name))
         t0 = time.time()
-        result = wf.run(ctx) or {}
+        # a run directory on an object store: the workflow reads and writes the driver's staging
+        # copy, so its tasks run on the driver's node (streaming steps use every node, through the store)
+        with engine.on_driver_node() if self.rd.mirror is not None else contextlib.nullcontext():
+            result = wf.run(ctx) or {}
         with self.rd.commit() as commit:  # on an object store: everything the step wrote, then its markers
             for key, sts in result.items():
                 shard = Path(key).name

@@ -79,8 +79,16 @@ def test_a_run_to_s3_equals_the_local_run_and_its_report_is_there(ray_session, s
     fs = s3_env.fs()
     s3_env.bucket(BUCKET)
     url = f"s3://{BUCKET}/full"
+    from datapipe.ray_backend import Engine
+    pins = []  # where the engine ran each piece of work: the workflow's tasks on the driver's node only
+    real_map, real_stream = Engine.map, Engine.run_stream
+    monkeypatch.setattr(Engine, "map", lambda self, *a, **k: pins.append(("map", self.pin_node)) or real_map(self, *a, **k))
+    monkeypatch.setattr(Engine, "run_stream",
+                        lambda self, **k: pins.append(("stream", self.pin_node)) or real_stream(self, **k))
     res = run_pipeline(_config(s3_env), inputs=sample_crawl, run_dir=url, quiet=True)
     assert res.url == url and res.run_dir.is_relative_to(staging)
+    node = ray_session.get_runtime_context().get_node_id()
+    assert {p for p in pins if p[0] == "map"} == {("map", node)} and {p for p in pins if p[0] == "stream"} == {("stream", None)}
     want = _local_docs(local_run.run_dir)
     assert len(want) > 20
     assert _s3_docs(fs, url) == want
@@ -103,6 +111,11 @@ def test_a_run_to_s3_equals_the_local_run_and_its_report_is_there(ray_session, s
     with fs.open(f"{BUCKET}/full/report/index.html", "rt") as fh:
         page = fh.read()
     assert url in page and "dedup_exact" in page
+    # the Python API opens it too (downloaded into this machine's staging copy)
+    import datapipe
+    opened = datapipe.open_run(url)
+    assert opened.run_dir.is_relative_to(tmp_path / "elsewhere")
+    assert opened.to_arrow().count_rows() == len(want) and opened["write"].rows_out == len(want)
 
 
 def test_markers_are_uploaded_after_their_files_and_a_cut_commit_is_redone(ray_session, sample_crawl, s3_env, staging,
@@ -221,6 +234,9 @@ def test_kill_mid_wave_then_resume_from_another_staging_folder(sample_crawl, s3_
     assert r.returncode == 0 and "length" in r.stdout and "docs out" in r.stdout, r.stdout + r.stderr
     r = cli("inspect", url, "--stage", "length")
     assert r.returncode == 0 and "== length / " in r.stdout, r.stdout + r.stderr
+    kept_id = _local_docs(ref)[0][0]
+    r = cli("why", url, kept_id)
+    assert r.returncode == 0 and "kept: output/" in r.stdout, r.stdout + r.stderr
     r = cli("report", url)
     assert r.returncode == 0 and r.stdout.strip() == f"report: {url}/report/index.html", r.stdout + r.stderr
     assert fs.exists(f"{BUCKET}/killed/report/index.html")
