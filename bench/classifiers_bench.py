@@ -1,20 +1,19 @@
-"""Classifier benchmarks: labelling throughput and apply-time docs/s per core.
+"""Classifier benchmarks: labelling throughput of a real local model and apply-time docs/s per core.
 
-    .venv/bin/python bench/classifiers_bench.py [--docs 300] [--apply-docs 2000] [--skip-embed]
+    .venv/bin/python bench/classifiers_bench.py [--docs 16] [--model smollm2] [--apply-docs 4000] [--skip-embed]
 
-1. Labelling: ``label_table`` against the loopback server (a real HTTP server on 127.0.0.1, the
-   rule-based rubric) at concurrency 1, 4 and 16; once with no added latency (client + HTTP +
-   rubric overhead, everything on this machine's cores) and once with 50 ms per reply (a stand-in
-   for model time, which is what concurrency hides against a real LLM server), and once with
-   faults (15% 429, 10% 500, 5% malformed) to show the cost of retries.
-   The server runs in its own process (``datapipe classify serve``).
+1. Labelling: ``label_table`` against ``datapipe classify serve --model smollm2`` (SmolLM2-135M-
+   Instruct, a real transformers model, in its own process; CUDA when present) at concurrency 1, 4
+   and 16, without and with logprobs (top-20), each run with an empty label cache; labels/s,
+   labels per CPU-second of the server (per core), prompt tokens/s and the mean dynamic-batch size
+   from the server's /health counters; then a re-run against the filled cache (no request).
 2. Apply: the ``quality_classifier`` stage on one core (fastText single-threaded, torch with one
    thread) for a fastText model and a linear head on MiniLM embeddings, both trained here on the
-   DCLM human quality labels (``../shared/data``) or, without it, on synthetic documents.
+   DCLM human quality labels (``../shared/data``).
 
-Documents: DCLM's 499 real CommonCrawl documents (median ~1.4 k characters), repeated to reach
-``--apply-docs`` -- say so when you quote the figures. Timings on a shared machine move with its
-load; the load average is printed.
+Documents: DCLM's 499 real CommonCrawl documents (median ~1.4 k characters); apply repeats them to
+reach ``--apply-docs`` -- say so when you quote the figures. Timings on a shared machine move with
+its load; the load average is printed.
 """
 from __future__ import annotations
 
@@ -39,64 +38,81 @@ DCLM = REPO / ".." / "shared" / "data" / "quality" / "dclm-human-quality-labels"
 
 
 def load_docs() -> tuple[list[str], list[str], str]:
-    if DCLM.is_file():
-        rows = [json.loads(l) for l in DCLM.read_text().splitlines() if l.strip()]
-        return [r["text"] for r in rows], [str(r["label"]) for r in rows], "DCLM human quality labels (499 real CC docs)"
-    sys.path.insert(0, str(REPO / "tests"))
-    from test_classifiers import docs_table  # noqa: E402
-    from classifiers.server import rubric_quality
-    texts = docs_table(500)["text"].to_pylist()
-    return texts, [str(int(rubric_quality(t)[0] >= 2)) for t in texts], "synthetic documents (../shared absent)"
+    if not DCLM.is_file():
+        sys.exit(f"{DCLM} is absent: this benchmark needs ../shared/data (DCLM's human-labelled pages)")
+    rows = [json.loads(l) for l in DCLM.read_text().splitlines() if l.strip()]
+    return [r["text"] for r in rows], [str(r["label"]) for r in rows], "DCLM human quality labels (499 real CC docs)"
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc), children excluded."""
+    f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @contextlib.contextmanager
-def server_process(latency: float, faults):
-    """``datapipe classify serve`` in its own process (in-process, client and server would share a GIL)."""
+def model_server(model: str, max_batch: int):
+    """``datapipe classify serve --model MODEL`` in its own process (in-process, the client and
+    the server would share a GIL); yields (base URL, pid)."""
     with tempfile.TemporaryDirectory() as d:
         url_file = Path(d) / "url"
-        cmd = [sys.executable, "-m", "datapipe.cli", "classify", "serve", "--port", "0", "--url-file", str(url_file),
-               "--latency", str(latency)]
-        if faults is not None:
-            for k, v in faults.rates.items():
-                cmd += [f"--fault-{k.replace('_', '-')}", str(v)]
-            cmd += ["--fault-max-per-request", str(faults.max_per_request)]
+        cmd = [sys.executable, "-m", "datapipe.cli", "classify", "serve", "--model", model, "--port", "0",
+               "--url-file", str(url_file), "--max-batch", str(max_batch)]
         proc = subprocess.Popen(cmd, cwd=REPO, stderr=subprocess.DEVNULL)
         try:
-            for _ in range(300):
-                if url_file.exists():
+            for _ in range(3000):
+                if url_file.exists() or proc.poll() is not None:
                     break
-                time.sleep(0.05)
-            yield url_file.read_text().strip()
+                time.sleep(0.1)
+            if not url_file.exists():
+                sys.exit(f"`{' '.join(cmd[2:])}` did not start (exit {proc.poll()})")
+            yield url_file.read_text().strip(), proc.pid
         finally:
             proc.terminate()
-            proc.wait(timeout=10)
+            proc.wait(timeout=30)
 
 
-def bench_labelling(texts: list[str], n: int) -> None:
+def _health(url: str) -> dict:
+    import urllib.request
+    with urllib.request.urlopen(url.removesuffix("/v1") + "/health", timeout=30) as r:
+        return json.loads(r.read())
+
+
+def bench_labelling(texts: list[str], n: int, model: str, max_batch: int) -> None:
     from classifiers.label import ClientConfig, LabelCache, Prompt, label_table
-    from classifiers.server import FaultPlan
-    prompt = Prompt.load("quality_edu_v1")
-    texts = (texts * (n // len(texts) + 1))[:n]
+    prompt = Prompt.load("quality_edu_score_v1")
+    texts = texts[:n]
+    n = len(texts)
     table = pa.table({"id": [f"b{i}" for i in range(n)], "text": pa.array(texts, pa.large_string())})
-    print(f"\n## labelling throughput: {n} documents, prompt {prompt.id}, loopback rubric server")
-    print(f"{'server':<34} {'conc':>4} {'labels/s':>9} {'requests':>8} {'retries':>7} {'wall s':>7}")
-    settings = [("no added latency", 0.0, None), ("50 ms per reply", 0.05, None),
-                ("faults 15% 429, 10% 500, 5% bad", 0.0,
-                 FaultPlan(rates={"429": 0.15, "500": 0.10, "malformed": 0.05}, max_per_request=2))]
-    for name, latency, faults in settings:
-        for conc in (1, 4, 16):
-            if latency and conc == 1:
-                sub = table.slice(0, min(n, 100))  # 100 x 50 ms is enough to measure
-            else:
-                sub = table
-            with server_process(latency, faults) as url, tempfile.TemporaryDirectory() as d:
-                cfg = ClientConfig(base_url=url, concurrency=conc, backoff_base_s=0.01, backoff_max_s=0.1)
-                t0 = time.perf_counter()
-                _, rep = label_table(sub, prompt, cfg, LabelCache(d))
-                wall = time.perf_counter() - t0
-            assert rep.labelled + rep.parse_errors == sub.num_rows, rep.summary()
-            print(f"{name:<34} {conc:>4} {sub.num_rows / wall:>9.1f} {rep.client.get('requests', 0):>8} "
-                  f"{rep.client.get('retries', 0):>7} {wall:>7.2f}")
+    with model_server(model, max_batch) as (url, pid):
+        h = _health(url)
+        print(f"\n## labelling throughput: {n} DCLM documents per run, prompt {prompt.id} (document cut to "
+              f"{prompt.max_doc_tokens} approx. tokens, max_tokens {prompt.max_tokens}), "
+              f"`classify serve --model {model}` ({h['model']} on {h['device']}, batches of up to {max_batch})")
+        print(f"{'logprobs':<9} {'conc':>4} {'labels/s':>9} {'labels/s/core':>13} {'prompt tok/s':>12} "
+              f"{'mean batch':>10} {'requests':>8} {'wall s':>7}")
+        for top in (0, 20):
+            for conc in (1, 4, 16):
+                with tempfile.TemporaryDirectory() as d:
+                    cfg = ClientConfig(base_url=url, concurrency=conc, top_logprobs=top, timeout_s=900)
+                    h0, c0 = _health(url), _cpu_seconds(pid)
+                    t0 = time.perf_counter()
+                    _, rep = label_table(table, prompt, cfg, LabelCache(d))
+                    wall = time.perf_counter() - t0
+                    h1, cpu = _health(url), _cpu_seconds(pid) - c0
+                    assert rep.labelled + rep.parse_errors == n, rep.summary()
+                    batches = h1["batches"] - h0["batches"]
+                    print(f"{'top-' + str(top) if top else 'off':<9} {conc:>4} {n / wall:>9.2f} {n / cpu:>13.2f} "
+                          f"{(h1['prompt_tokens'] - h0['prompt_tokens']) / wall:>12.0f} "
+                          f"{(h1['requests'] - h0['requests']) / max(1, batches):>10.1f} "
+                          f"{rep.client.get('requests', 0):>8} {wall:>7.1f}")
+                    if top and conc == 16:
+                        t1 = time.perf_counter()
+                        _, rep2 = label_table(table, prompt, cfg, LabelCache(d))
+                        w2 = time.perf_counter() - t1
+                        print(f"cached re-run: {rep2.from_cache} from cache, {rep2.client.get('requests', 0)} requests, "
+                              f"{n / w2:.0f} labels/s ({w2 * 1000:.0f} ms)")
+    print("labels/s/core = labels per CPU-second of the server process (all its threads).")
 
 
 def bench_apply(texts: list[str], labels: list[str], n: int, skip_embed: bool) -> None:
@@ -152,7 +168,9 @@ def bench_apply(texts: list[str], labels: list[str], n: int, skip_embed: bool) -
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--docs", type=int, default=300, help="documents per labelling run")
+    ap.add_argument("--docs", type=int, default=16, help="documents per labelling run (real model: keep it small)")
+    ap.add_argument("--model", default="smollm2", help="what `classify serve --model` serves")
+    ap.add_argument("--max-batch", type=int, default=8)
     ap.add_argument("--apply-docs", type=int, default=4000)
     ap.add_argument("--skip-embed", action="store_true")
     ap.add_argument("--skip-label", action="store_true")
@@ -160,7 +178,7 @@ def main() -> None:
     texts, labels, what = load_docs()
     print(f"# classifiers bench on {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; data: {what}")
     if not args.skip_label:
-        bench_labelling(texts, args.docs)
+        bench_labelling(texts, args.docs, args.model, args.max_batch)
     bench_apply(texts, labels, args.apply_docs, args.skip_embed)
     print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
 

@@ -185,13 +185,21 @@ def evaluate_labels(labels: str | Path | pa.Table, human: str | Path | Sequence 
     ok = match & (st == "ok") & np.isfinite(label)
     parse_fail = int((match & (st == "parse_error")).sum())
     not_labelled = int((match & ~np.isin(st, ["ok", "parse_error"])).sum())
+    # replies whose text did not parse, those that logprobs rescued included
+    if "label_parse_error" in labels.column_names:
+        perr = np.array([x is not None for x in labels["label_parse_error"].to_pylist()])
+        text_fail = int((match & np.isin(st, ["ok", "parse_error"]) & (perr | (st == "parse_error"))).sum())
+    else:
+        text_fail = parse_fail
+    answered = parse_fail + int((match & (st == "ok")).sum())
     res: dict = {
         "labels_rows": n, "matched": int(match.sum()), "human_file": info,
         "prompt_id": prompt_id,
         "label_model": labels["label_model"][0].as_py() if "label_model" in labels.column_names and n else None,
         "threshold": threshold,
         "parse_failures": parse_fail, "not_labelled": not_labelled,
-        "parse_failure_rate": round(parse_fail / max(1, parse_fail + int(ok.sum())), 4),
+        "parse_failure_rate": round(parse_fail / max(1, answered), 4),
+        "text_parse_failures": text_fail, "text_parse_failure_rate": round(text_fail / max(1, answered), 4),
     }
     if "label_parsed_by" in labels.column_names:
         how: dict = {}
@@ -232,8 +240,9 @@ def format_agreement(res: dict, *, title: str = "labeller vs. human labels") -> 
               + (f", {hf['conflicting_dropped']} with conflicting labels dropped" if hf.get('conflicting_dropped') else "")
               + ")" if hf else ""),
            f"  prompt {res['prompt_id']}, model {res['label_model']}",
-           f"  parse failures {res['parse_failures']} ({res['parse_failure_rate']:.1%}), not labelled {res['not_labelled']}"
-           + (", labels read from " + ", ".join(f"{k} {v}" for k, v in sorted(res["read_from"].items()))
+           f"  replies whose text did not parse: {res['text_parse_failures']} ({res['text_parse_failure_rate']:.1%}); "
+           f"left without a label: {res['parse_failures']} ({res['parse_failure_rate']:.1%}); not labelled {res['not_labelled']}"
+           + ("; labels read from " + ", ".join(f"{k} {v}" for k, v in sorted(res["read_from"].items()))
               if res.get("read_from") else ""),
            f"  {line(res)}"]
     if res.get("expected_mean_by_human"):

@@ -158,7 +158,7 @@ def _human_demo(args, d: Path, base_url: str, model_args: list[str], human_dir: 
         if "LLM" in title:
             card["labeller_agreement"] = {k: agreement.get(k) for k in (
                 "matched", "threshold", "accuracy", "majority_baseline", "roc_auc_expected", "roc_auc_label",
-                "spearman_expected", "parse_failure_rate")}
+                "spearman_expected", "text_parse_failure_rate", "parse_failure_rate")}
         _write_card(out, card)
     atomic_write_json(d / "demo_results.json", {"agreement": agreement, "classifiers": results,
                                                 "human_file": info, "n_labelled": n, "held_out": test.num_rows})
@@ -167,8 +167,9 @@ def _human_demo(args, d: Path, base_url: str, model_args: list[str], human_dir: 
     print(f"  the LLM labeller on its {a['matched']} pages: accuracy {a.get('accuracy', float('nan')):.3f} at "
           f"score >= {a['threshold']:g} (majority baseline {a.get('majority_baseline', float('nan')):.3f}), "
           f"ROC AUC expected score {_f(a.get('roc_auc_expected'))}, ROC AUC label {_f(a.get('roc_auc_label'))}, "
-          f"Spearman {_f(a.get('spearman_expected', a.get('spearman_label')))}, "
-          f"parse failures {a['parse_failure_rate']:.1%}")
+          f"Spearman {_f(a.get('spearman_expected', a.get('spearman_label')))}; "
+          f"replies whose text did not parse {a['text_parse_failure_rate']:.1%}, left without a label "
+          f"{a['parse_failure_rate']:.1%}")
     for title, r in results.items():
         print(f"  {title}: ROC AUC {_f(r['roc_auc'])}, accuracy {r['accuracy']:.3f} "
               f"(majority baseline {r['majority_baseline']:.3f}), Spearman {_f(r['spearman'])}")

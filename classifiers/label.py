@@ -79,7 +79,7 @@ class LabelReport:
 
 
 LABEL_COLUMNS = ("label", "label_score", "label_status", "label_prompt", "label_model",
-                 "label_expected", "label_probs", "label_prob_mass", "label_parsed_by")
+                 "label_expected", "label_probs", "label_prob_mass", "label_parsed_by", "label_parse_error")
 
 #: ask for this many alternatives per token by default (OpenAI's maximum; vLLM's default cap)
 DEFAULT_TOP_LOGPROBS = 20
@@ -113,7 +113,8 @@ async def label_table_async(table: pa.Table, prompt: Prompt, cfg: ClientConfig, 
     With ``cfg.top_logprobs`` and a quality prompt, a reply whose logprobs offer label tokens gives
     ``label_probs`` (label -> probability), ``label_expected`` (the expected score) and
     ``label_prob_mass``; the label is then the most probable one (``label_parsed_by = logprobs``),
-    which also rescues a reply whose text did not parse (it still counts in ``parse_failures``).
+    which also rescues a reply whose text did not parse (it still counts in ``parse_failures``, and
+    ``label_parse_error`` says why the text did not parse).
     Without logprobs, the label is parsed from the text (``json`` / ``regex``).
     """
     rep = LabelReport(docs=table.num_rows)
@@ -225,7 +226,7 @@ def label_table(table: pa.Table, prompt: Prompt, cfg: ClientConfig, cache: Label
 
 def _join_labels(table: pa.Table, ids: list[str], prompt: Prompt, model: str, cache: LabelCache,
                  failed: dict[str, str]) -> pa.Table:
-    labels, scores, status, expected, probs, mass, how = [], [], [], [], [], [], []
+    labels, scores, status, expected, probs, mass, how, perr = [], [], [], [], [], [], [], []
     for doc in ids:
         r = cache.get(doc, prompt.id, model)
         if r is not None:
@@ -237,6 +238,7 @@ def _join_labels(table: pa.Table, ids: list[str], prompt: Prompt, model: str, ca
             probs.append(list(json.loads(p).items()) if p else None)
             mass.append(r.get("prob_mass"))
             how.append(r.get("parsed_by"))
+            perr.append(r.get("error"))
         else:
             labels.append(None)
             scores.append(None)
@@ -245,12 +247,13 @@ def _join_labels(table: pa.Table, ids: list[str], prompt: Prompt, model: str, ca
             probs.append(None)
             mass.append(None)
             how.append(None)
+            perr.append(None)
     n = table.num_rows
     for name, col in zip(LABEL_COLUMNS, (
             pa.array(labels, pa.string()), pa.array(scores, pa.float64()), pa.array(status, pa.string()),
             pa.array([prompt.id] * n, pa.string()), pa.array([model] * n, pa.string()),
             pa.array(expected, pa.float64()), pa.array(probs, pa.map_(pa.string(), pa.float64())),
-            pa.array(mass, pa.float64()), pa.array(how, pa.string())), strict=True):
+            pa.array(mass, pa.float64()), pa.array(how, pa.string()), pa.array(perr, pa.string())), strict=True):
         table = set_column(table, name, col)
     return table
 

@@ -14,7 +14,7 @@ then evaluates the *saved* model through the loading code the pipeline uses and 
 against the majority-class baseline, per-class precision/recall/F1, the confusion matrix
 (rows = true, columns = predicted) and, for numeric labels (the 0-5 score or 0/1), a threshold
 curve: for each score threshold, the kept fraction and the precision/recall/F1 of keeping exactly
-the "positive" documents (label >= ``positive_from``: 3 for the 0-5 rubric, 1 for 0/1 labels).
+the "positive" documents (label >= ``positive_from``: 3 for the 0-5 scale, 1 for 0/1 labels).
 
 The model folder holds the weights, ``model_card.json`` (data, prompt id, labelling model,
 parameters, metrics) and ``MODEL_CARD.md`` (the same for people).
