@@ -366,7 +366,9 @@ class RunDir:
         else:
             self.root = Path(str(root).removeprefix("file://"))
             remote = self.root / REMOTE_FILE
-            if remote.is_file():  # a staging copy: what is written into it goes to its URL too
+            # a staging copy (under staging_root(): a copy moved elsewhere is a plain local run
+            # directory): what is written into it goes to its URL too
+            if remote.is_file() and self.root.resolve().is_relative_to(staging_root().resolve()):
                 self.url = remote.read_text().strip()
                 self.mirror = ObjectStoreMirror(self.url, self.root)
 
