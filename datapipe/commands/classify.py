@@ -15,7 +15,6 @@ The LLM endpoint comes from ``--base-url``/``--model`` or the environment: DATAP
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from functools import partial
