@@ -30,7 +30,6 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

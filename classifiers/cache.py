@@ -7,9 +7,6 @@ from pathlib import Path
 
 import pyarrow as pa
 
-# ---------------------------------------------------------------------------
-# cache
-
 CACHE_SCHEMA = pa.schema([
     ("id", pa.string()), ("prompt_id", pa.string()), ("model", pa.string()),
     ("status", pa.string()),            # ok | parse_error

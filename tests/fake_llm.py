@@ -279,7 +279,3 @@ class FakeLLMServer(ChatServer):
             return {"counts": dict(self.counts), "distinct_requests": len(self.per_key),
                     "good_replies": sum(self.good.values()),
                     "max_good_per_request": max(self.good.values(), default=0)}
-
-
-# the old name, for readers of older notes
-LoopbackServer = FakeLLMServer

@@ -1,6 +1,7 @@
-"""classifiers/: prompts, the OpenAI-compatible client against a real loopback HTTP server (faults,
-resume from the cache), sampling, training/evaluation on real human labels, the stages, and one
-end-to-end pipeline run on Ray that applies trained models."""
+"""classifiers/: prompts, the OpenAI-compatible client against FakeLLMServer (tests/fake_llm.py,
+a real HTTP server on loopback answering with a keyword rubric; faults, resume from the cache),
+sampling, training/evaluation on real human labels, the stages, and one end-to-end pipeline run on
+Ray that applies trained models. The real model server: tests/test_llm_server.py."""
 from __future__ import annotations
 
 import asyncio

@@ -83,3 +83,37 @@ def test_dclm_files_dedup_to_499_pages(shared_data):
     assert info["lines"] == 780 and info["distinct"] == 499 and human.num_rows == 499 - info["conflicting_dropped"]
     assert set(human["source"].to_pylist()) == {"agreement", "majority"}
     assert human["source"].to_pylist().count("agreement") == 281
+
+
+def test_demo_measures_labeller_and_classifiers_against_human_labels(tmp_path, capsys):
+    """`classify demo --base-url` (here the test double) end to end on a small human-labelled set:
+    label -> eval -> three classifiers scored on held-out human labels -> figures in the cards."""
+    from datapipe.cli import main
+    from tests.fake_llm import FakeLLMServer
+    from tests.test_classifiers import docs_table
+    texts = docs_table(60)["text"].to_pylist()
+    human = tmp_path / "human"
+    human.mkdir()
+    # docs_table: every third document is spam; the others are educational
+    (human / "majority_data.jsonl").write_text("".join(
+        json.dumps({"text": t, "label": int(i % 3 != 0)}) + "\n" for i, t in enumerate(texts)))
+    with FakeLLMServer() as srv:
+        rc = main(["classify", "demo", "--base-url", srv.base_url, "--human", str(human), "--n", "24",
+                   "--dir", str(tmp_path / "demo"), "--test-fraction", "0.3"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    res = json.loads((tmp_path / "demo" / "demo_results.json").read_text())
+    assert res["n_labelled"] == 24 and res["held_out"] == 18 and res["agreement"]["matched"] == 24
+    # the LLM labels pages of the train split only: the held-out pages stay unseen
+    train_ids = set(pq.read_table(tmp_path / "demo" / "human_train.parquet")["id"].to_pylist())
+    assert len(train_ids) == 42 and set(pq.read_table(tmp_path / "demo" / "sample.parquet")["id"].to_pylist()) <= train_ids
+    assert len(res["classifiers"]) == 3
+    for name in ("quality_llm_labels", "quality_human_same_pages", "quality_human_all"):
+        card = json.loads((tmp_path / "demo" / "models" / name / "model_card.json").read_text())
+        assert card["human_eval"]["held_out_pages"] == 18
+        assert "held-out human labels" in (tmp_path / "demo" / "models" / name / "MODEL_CARD.md").read_text()
+    llm_card = json.loads((tmp_path / "demo" / "models" / "quality_llm_labels" / "model_card.json").read_text())
+    assert llm_card["target"] == "expected" and llm_card["labeller_agreement"]["matched"] == 24
+    # the double's keyword rubric separates these synthetic pages: its labels agree with the "people"
+    assert res["agreement"]["roc_auc_expected"] > 0.9
+    assert "the LLM labeller on its 24 pages" in out and "fastText on human labels, all" in out

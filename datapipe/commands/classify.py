@@ -15,7 +15,6 @@ The LLM endpoint comes from ``--base-url``/``--model`` or the environment: DATAP
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from functools import partial
@@ -128,7 +127,9 @@ def cmd_label(args) -> int:
               + (f" | expected score mean {sum(exp) / len(exp):.2f}, min {min(exp):.2f}, max {max(exp):.2f}" if exp else ""))
     print(f"-> {out}")
     if rep.fatal:
-        return _err(f"stopped: {rep.fatal}", 1)
+        hint = (" (if the server does not support logprobs, pass --top-logprobs 0)"
+                if cfg.top_logprobs and "HTTP 400" in rep.fatal else "")
+        return _err(f"stopped: {rep.fatal}{hint}", 1)
     if rep.failed or rep.not_attempted:
         print(f"{rep.failed + rep.not_attempted} document(s) without a label: run the same command again to "
               f"ask for them (cached labels are not asked again)", file=sys.stderr)
