@@ -164,6 +164,24 @@ def _maybe_inject_fault() -> None:
 _FAULT_RNG = None
 
 
+@functools.cache
+def _malloc_trim():
+    """glibc's ``malloc_trim``, or None (another libc). Parsing HTML leaves freed lxml trees in
+    malloc's arenas; a worker that never hands them back holds ~85 MiB more at steady state
+    (extraction over realpages, one process: 271 -> 194 MiB RSS with a trim per batch)."""
+    import ctypes
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+def _release_free_memory() -> None:
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
 def _group_counts(batch: pa.Table) -> dict[str, tuple[int, int]]:
     """rows and text bytes per shard in ``batch``."""
     if batch.num_rows == 0:
@@ -234,6 +252,7 @@ class _StageChain:
                 break
         lineage.write_part(join(parent(self.parts.parts_dir), "lineage"), key, drops)
         self.parts.write(key, stats, rejects)
+        _release_free_memory()
         return batch
 
 
