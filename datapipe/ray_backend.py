@@ -1,7 +1,9 @@
 """The only module that imports Ray.
 
 Ray's API has churned (``compute`` -> ``concurrency`` -> ``compute``); this
-adapter absorbs that, so stages and workflows never see Ray.
+adapter absorbs that, so stages and workflows never see Ray. One concern in one module
+(~1,200 lines, the largest file on purpose): the layout rule "only ray_backend imports Ray"
+(tests/test_layout.py) keeps every Ray call, and every Ray version quirk, here.
 
 Execution of a streaming step (one *wave* of input shards), fused (the default)::
 
@@ -32,7 +34,8 @@ memory is freed when the map ends).
 A local Ray (no ``RAY_ADDRESS``) is trimmed to what a batch job uses: no API server,
 autoscaler monitor or (unless verbose) log monitor, no prestarted or lingering idle workers,
 and an object store sized to what a wave keeps in flight (``_LOCAL_SYSTEM_CONFIG``,
-``_trim_local_ray``; figures: ``bench/ray_footprint.py``).
+``_trim_local_ray``; figures: ``bench/ray_footprint.py``). After each batch a worker hands
+malloc's freed pages back to the OS (``_release_free_memory``).
 
 Workers report stats and reject samples by writing small JSON files under the
 wave's temp folder (synchronously, before the batch is returned), so the runner
