@@ -971,6 +971,8 @@ def _apply_impl(fn, x):
         return fn(x)
     except Exception as e:
         raise TaskFailure(_last_frames(e), repr(x)[:300]) from None
+    finally:  # a workflow task's arrays are garbage now: an idle worker should not keep their pages
+        _release_free_memory()
 
 
 def _last_frames(e: BaseException, n: int = 4) -> str:
