@@ -222,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="stage option (default: the stage's default)")
     ap.add_argument("--fast", action=argparse.BooleanOptionalAction, default=None,
                     help="stage option: skip trafilatura's fallback extractors")
+    ap.add_argument("--fallback-below", type=int, default=None,
+                    help="stage option: compare with readability/jusText only below this many characters")
     ap.add_argument("--include-comments", action=argparse.BooleanOptionalAction, default=None)
     ap.add_argument("--min-text-chars", type=int, default=None)
     ap.add_argument("--limit", type=int, default=None, help="records per set")
@@ -234,11 +236,12 @@ def main(argv: list[str] | None = None) -> int:
     if not args.data.is_dir():
         print(f"no realpages data at {args.data} (needs ../shared/data beside the repo)", file=sys.stderr)
         return 2
-    opts = {k: v for k, v in {"favor": args.favor, "fast": args.fast, "include_comments": args.include_comments,
+    opts = {k: v for k, v in {"favor": args.favor, "fast": args.fast, "fallback_below": args.fallback_below,
+                              "include_comments": args.include_comments,
                               "min_text_chars": args.min_text_chars}.items() if v is not None}
     stage = Extract(**opts)
     stage.ensure_setup()
-    shown = {k: getattr(stage, k) for k in ("favor", "fast", "include_tables", "include_comments", "deduplicate",
+    shown = {k: getattr(stage, k) for k in ("favor", "fast", "fallback_below", "include_tables", "include_comments", "deduplicate",
                                             "min_text_chars", "timeout_s", "max_html_bytes")}
     print(f"extract options: {shown}")
     results = []

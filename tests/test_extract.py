@@ -222,3 +222,69 @@ def test_realpages_snippets_are_found():
     assert len(texts) >= 38
     assert hit / total >= 0.85          # measured 0.946 over all 990 pages
     assert leaked / total_not <= 0.2    # measured 0.097
+
+
+def _magic_pages(n: int) -> list[str]:
+    warc = need_shared("warc", "realpages", "realpages-magic-html-benchmark.warc.gz")
+    from datapipe.io.warc import iter_warc_batches
+    from datapipe.stats import StageStats
+
+    batch = next(iter_warc_batches(str(warc), source="t", batch_size=n, max_html_bytes=1 << 26, stats=StageStats("read")))
+    return [h for h in batch["html"].to_pylist() if h]
+
+
+def _spy_cascade(monkeypatch) -> dict[str, list]:
+    """Record the length of every main-extractor result and every readability run."""
+    import trafilatura.core as core
+    import trafilatura.external as external
+
+    seen = {"main": [], "readability": 0}
+    main, readability = core.extract_content, external.try_readability
+
+    def extract_content(tree, options):
+        body, text = main(tree, options)
+        seen["main"].append((len(text), options.focus))
+        return body, text
+
+    def try_readability(tree):
+        seen["readability"] += 1
+        return readability(tree)
+
+    monkeypatch.setattr(core, "extract_content", extract_content)
+    monkeypatch.setattr(external, "try_readability", try_readability)
+    return seen
+
+
+def test_fallback_below_compares_only_short_extractions(monkeypatch):
+    pages = _magic_pages(30)
+    seen = _spy_cascade(monkeypatch)
+    gated = apply_stage(Extract(fallback_below=1000), _raw(*pages))
+    short = sum(1 for n, _ in seen["main"] if n < 1000)
+    assert 0 < short < len(seen["main"])  # the pages hold both kinds
+    assert seen["readability"] == short
+    assert gated.kept.num_rows >= len(pages) - 1
+
+    seen["main"].clear()
+    seen["readability"] = 0
+    apply_stage(Extract(fallback_below=None), _raw(*pages))
+    # trafilatura's own cascade: readability on every balanced-focus page, long or short
+    assert seen["readability"] >= sum(1 for _, focus in seen["main"] if focus != "recall")
+    assert seen["readability"] > short
+
+
+def test_fallback_gate_leaves_other_trafilatura_calls_alone(monkeypatch):
+    import trafilatura
+
+    pages = _magic_pages(8)
+    apply_stage(Extract(fallback_below=0), _raw(*pages))  # installs the gate; 0 skips every comparison
+    seen = _spy_cascade(monkeypatch)
+    for html in pages:
+        trafilatura.extract(html)
+    assert seen["readability"] >= len(pages)  # outside the stage, the whole cascade runs
+
+
+def test_fallback_below_is_validated():
+    assert Extract().fallback_below == 1000
+    for bad in (-1, "1000", True, 2.5):
+        with pytest.raises(StageError, match="fallback_below"):
+            Extract(fallback_below=bad)
