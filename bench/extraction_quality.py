@@ -22,6 +22,11 @@ For every set, and over all 1,600 records: the share of records that yield text
     python bench/extraction_quality.py                    # stage defaults
     python bench/extraction_quality.py --favor precision --fast
     python bench/extraction_quality.py --limit 100 --sets magic-html-benchmark
+    python bench/extraction_quality.py --cpu-ab fallback_below=null fallback_below=1000 fast=true
+
+``--cpu-ab`` measures CPU instead of quality: each option set (``key=value[,key=value]``,
+values in YAML) gets its own ``Extract`` in one process, and they take turns over all the
+pages ``--repeat`` times, so that the ratios share the machine's state.
 """
 from __future__ import annotations
 
@@ -216,6 +221,39 @@ def format_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _parse_opts(spec: str) -> dict:
+    import yaml
+
+    out = {}
+    for part in spec.split(","):
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise SystemExit(f"--cpu-ab: {part!r} is not key=value")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def cpu_ab(specs: list[str], data: Path, repeat: int) -> str:
+    """CPU seconds of each option set over every realpages page, in turns; ratios to the first."""
+    stages = [(spec, Extract(**_parse_opts(spec))) for spec in specs]
+    for _, st in stages:
+        st.ensure_setup()
+    htmls = [h for warc in sorted(data.glob("realpages-*.warc.gz"))
+             for b in iter_batches(str(warc), 256, StageStats("read")) for h in b["html"].to_pylist() if h]
+    cpu = dict.fromkeys(specs, 0.0)
+    for _ in range(repeat):
+        for spec, st in stages:
+            t = time.process_time()
+            for h in htmls:
+                st._extract_one(h)
+            cpu[spec] += time.process_time() - t
+    base = cpu[specs[0]]
+    lines = [f"{len(htmls):,} pages x {repeat}, CPU seconds (ratio to {specs[0]}):"]
+    lines += [f"  {spec:40s} {c:8.1f}  {c / base:.3f}  {1000 * c / (len(htmls) * repeat):.1f} ms/page"
+              for spec, c in cpu.items()]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--favor", choices=["precision", "recall", "balanced"], default=None,
@@ -231,11 +269,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     ap.add_argument("--data", type=Path, default=REALPAGES)
+    ap.add_argument("--cpu-ab", nargs="+", metavar="OPTS", default=None,
+                    help="CPU of these option sets in turns (e.g. fallback_below=null fast=true), no quality")
+    ap.add_argument("--repeat", type=int, default=2, help="--cpu-ab: passes over the pages")
     args = ap.parse_args(argv)
 
     if not args.data.is_dir():
         print(f"no realpages data at {args.data} (needs ../shared/data beside the repo)", file=sys.stderr)
         return 2
+    if args.cpu_ab:
+        print(cpu_ab(args.cpu_ab, args.data, args.repeat))
+        return 0
     opts = {k: v for k, v in {"favor": args.favor, "fast": args.fast, "fallback_below": args.fallback_below,
                               "include_comments": args.include_comments,
                               "min_text_chars": args.min_text_chars}.items() if v is not None}
