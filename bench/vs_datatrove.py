@@ -185,6 +185,17 @@ def default_config(work: Path, workers: int, *, toggle_prefilter: bool) -> Path:
     return path
 
 
+def with_malloc(config: Path, work: Path, setting: str) -> Path:
+    """``config`` with ``engine.malloc: setting`` (``--malloc``), written to ``work`` under its own name."""
+    cfg = yaml.safe_load(config.read_text())
+    cfg["engine"] = dict(cfg.get("engine") or {}, malloc=setting)
+    out = work / "malloc" / config.name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(f"# {config}, engine.malloc: {setting} (bench/vs_datatrove.py --malloc)\n"
+                   + yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True))
+    return out
+
+
 # ---------------------------------------------------------------------------
 # datatrove
 
@@ -297,6 +308,9 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--work", default="/tmp/datapipe-vs-datatrove")
     ap.add_argument("--skip-datatrove", action="store_true", help="reuse WORK's last datatrove run")
+    ap.add_argument("--malloc", default=None, metavar="SETTING",
+                    help="engine.malloc for every datapipe leg (auto, system or a library path; "
+                         "default: the configs' own, auto)")
     ap.add_argument("--report-only", action="store_true", help="no runs: report on WORK's last runs")
     args = ap.parse_args()
     if not REALPAGES.is_dir():
@@ -320,6 +334,9 @@ def main() -> int:
         defaults = [default_config(work, args.workers, toggle_prefilter=False)]
         if args.prefilter:
             defaults.append(default_config(work, args.workers, toggle_prefilter=True))
+    if args.malloc:  # copies of the configs with engine.malloc set, same names
+        configs = [with_malloc(c, work, args.malloc) for c in configs]
+        defaults = [with_malloc(c, work, args.malloc) for c in defaults]
     measures = work / "datatrove-measures.json"
     if (args.skip_datatrove or args.report_only) and measures.exists():
         dt = json.loads(measures.read_text()) | collect_datatrove(work / "datatrove-run")

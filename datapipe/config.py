@@ -109,6 +109,10 @@ class EngineConfig(_Strict):
     #: MiB of blocks in flight between reading, the stages and writing (Ray Data's object-store
     #: budget, so only with fuse: false); default 64 per stage worker, at least 256
     read_ahead_mb: Optional[int] = Field(default=None, gt=0)
+    #: the allocator Ray's workers preload: ``auto`` (jemalloc when installed, local Ray only:
+    #: ~10% less extraction CPU than glibc's malloc), ``system`` (the C library's), or the absolute
+    #: path of a malloc library (on a cluster it must exist there on every node)
+    malloc: str = "auto"
 
 
 class RejectsConfig(_Strict):

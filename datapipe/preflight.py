@@ -316,7 +316,7 @@ def _check_ray(cfg: PipelineConfig, root: "Path | str", rep: CheckReport) -> Non
     e = cfg.engine
     try:
         engine = Engine(object_store_memory=e.object_store_memory, read_ahead_mb=e.read_ahead_mb,
-                        num_workers=e.num_workers, quiet=True)
+                        num_workers=e.num_workers, quiet=True, malloc=e.malloc)
     except EngineError as err:
         rep.problems.append(Problem("ray", str(err), kind="engine"))
         return

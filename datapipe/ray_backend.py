@@ -34,7 +34,8 @@ memory is freed when the map ends).
 A local Ray (no ``RAY_ADDRESS``) is trimmed to what a batch job uses: no API server,
 autoscaler monitor or (unless verbose) log monitor, no prestarted or lingering idle workers,
 and an object store sized to what a wave keeps in flight (``_LOCAL_SYSTEM_CONFIG``,
-``_trim_local_ray``; figures: ``bench/ray_footprint.py``). After each batch a worker hands
+``_trim_local_ray``; figures: ``bench/ray_footprint.py``). Its workers run on jemalloc where it
+is installed (``engine.malloc``, :func:`worker_malloc`). After each batch a worker hands
 malloc's freed pages back to the OS (``_release_free_memory``).
 
 Workers report stats and reject samples by writing small JSON files under the
@@ -167,6 +168,44 @@ def _maybe_inject_fault() -> None:
 _FAULT_RNG = None
 
 
+#: where Linux distributions install jemalloc (Debian/Ubuntu ``libjemalloc2``, Fedora/RHEL ``jemalloc``)
+_JEMALLOC_PATHS = ("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2", "/usr/lib/aarch64-linux-gnu/libjemalloc.so.2",
+                   "/usr/lib64/libjemalloc.so.2", "/usr/lib/libjemalloc.so.2", "/usr/local/lib/libjemalloc.so.2")
+
+
+def worker_malloc(setting: str, *, local: bool) -> str | None:
+    """The allocator library the Ray workers preload (``engine.malloc``), or None for the C
+    library's own. ``auto``: jemalloc when it is installed here, for a local Ray only (a cluster's
+    nodes are not this machine); ``system``: never; a path: that library, local or on a cluster
+    (it must exist at that path on every node). Extraction allocates and frees millions of small
+    lxml nodes per shard; glibc's malloc spends ~10% of that CPU where jemalloc does not
+    (``bench/README.md``)."""
+    if setting == "system":
+        return None
+    if setting == "auto":
+        if not local or not sys.platform.startswith("linux"):
+            return None
+        return next((p for p in _JEMALLOC_PATHS if os.path.isfile(p)), None)
+    if not os.path.isabs(setting):
+        raise EngineError(f"engine.malloc: {setting!r} is not auto, system or an absolute path to a "
+                          "malloc library (e.g. /usr/lib/x86_64-linux-gnu/libjemalloc.so.2)")
+    if local and not os.path.isfile(setting):
+        raise EngineError(f"engine.malloc: {setting} does not exist (install jemalloc, e.g. "
+                          "apt install libjemalloc2, or set engine.malloc: auto)")
+    return setting
+
+
+@functools.cache
+def _jemalloc_purge():
+    """jemalloc's ``mallctl`` when this process runs on jemalloc (``engine.malloc``), else None."""
+    import ctypes
+    try:
+        mallctl = ctypes.CDLL(None).mallctl
+    except (OSError, AttributeError):
+        return None
+    return lambda *_: mallctl(b"arena.4096.purge", None, None, None, ctypes.c_size_t(0))  # 4096: every arena
+
+
 @functools.cache
 def _malloc_trim():
     """glibc's ``malloc_trim``, or None (another libc). Parsing HTML leaves freed lxml trees in
@@ -180,7 +219,7 @@ def _malloc_trim():
 
 
 def _release_free_memory() -> None:
-    trim = _malloc_trim()
+    trim = _jemalloc_purge() or _malloc_trim()
     if trim is not None:
         trim(0)
 
@@ -414,12 +453,13 @@ class Engine:
 
     def __init__(self, *, object_store_memory: int | None = None, read_ahead_mb: int | None = None,
                  num_workers: int | None = None, quiet: bool = False, verbose: bool = False,
-                 log_dir: str | Path | None = None, guard: Guard | None = None):
+                 log_dir: str | Path | None = None, guard: Guard | None = None, malloc: str = "auto"):
         """``quiet``: no progress lines. ``verbose``: Ray's own log lines and progress on the
         console as Ray prints them. Otherwise (the default) the console gets datapipe's progress
         and problems only: worker output stays in Ray's session logs, Ray Data logs to its file,
         and what Ray's C++ core writes to the driver's stderr goes to ``driver-stderr.log`` in
-        Ray's session log folder (or ``log_dir`` when that is not on this machine)."""
+        Ray's session log folder (or ``log_dir`` when that is not on this machine). ``malloc``:
+        the allocator the workers preload (:func:`worker_malloc`)."""
         self.show_progress = not quiet
         self.verbose = verbose
         self.step_label = ""
@@ -435,7 +475,9 @@ class Engine:
         self.address = os.environ.get("RAY_ADDRESS") or None
         self.started_here = False
         self._placements: dict[str, tuple[Resources, bool]] = {}
+        self.malloc = None  # the allocator library the workers preload, when this engine started Ray
         if not ray.is_initialized():
+            self.malloc = preload = worker_malloc(malloc, local=not self.address)
             kwargs: dict[str, Any] = dict(include_dashboard=False,
                                           logging_level=logging.INFO if verbose else logging.WARNING,
                                           log_to_driver=verbose)
@@ -446,7 +488,8 @@ class Engine:
                 import datapipe, stages, classifiers  # noqa: E401
                 from .stage import plugin_packages  # and the user's own stage packages (module:Class)
                 kwargs["runtime_env"] = {"py_modules": [datapipe, stages, classifiers, *plugin_packages()],
-                                         "env_vars": {"RAY_USAGE_STATS_ENABLED": "0"}}
+                                         "env_vars": {"RAY_USAGE_STATS_ENABLED": "0",
+                                                      **({"LD_PRELOAD": preload} if preload else {})}}
             else:
                 # "local": always a new embedded Ray, never a cluster someone left running here;
                 # trimmed to what a batch job uses (see _LOCAL_SYSTEM_CONFIG and _trim_local_ray)
@@ -458,7 +501,11 @@ class Engine:
                     2 * _read_ahead_bytes(read_ahead_mb, num_workers or cpus) + 256 * 2**20)
                 kwargs["_system_config"] = dict(_LOCAL_SYSTEM_CONFIG)
             try:
-                ray.init(**kwargs)
+                # a local Ray's processes inherit the driver's environment: the raylet, and so the
+                # workers it starts, preload the allocator; the driver's own environment is restored
+                with _env(LD_PRELOAD=" ".join(filter(None, [preload, os.environ.get("LD_PRELOAD")]))
+                          if preload and not self.address else None):
+                    ray.init(**kwargs)
             except ConnectionError as e:
                 raise EngineError(f"cannot reach the Ray cluster at RAY_ADDRESS={self.address}: {e}") from None
             except Exception as e:
@@ -933,6 +980,21 @@ _LOCAL_SYSTEM_CONFIG = {
     "num_workers_soft_limit": 0,
     "idle_worker_killing_time_threshold_ms": 5000,
 }
+
+
+@contextlib.contextmanager
+def _env(**values: str | None):
+    """``os.environ`` with ``values`` set (None: left as it is) for the ``with`` block."""
+    saved = {k: os.environ.get(k) for k, v in values.items() if v is not None}
+    os.environ.update({k: v for k, v in values.items() if v is not None})
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _trim_local_ray(ray, *, keep_log_monitor: bool) -> None:

@@ -220,7 +220,7 @@ class Runner:
                 raise StorageError(f"{self.rd.name}: cannot write the run directory: {e}") from None
             raise
         ecfg = self.cfg.engine
-        engine = Engine(object_store_memory=ecfg.object_store_memory, read_ahead_mb=ecfg.read_ahead_mb,
+        engine = Engine(object_store_memory=ecfg.object_store_memory, read_ahead_mb=ecfg.read_ahead_mb, malloc=ecfg.malloc,
                         num_workers=ecfg.num_workers, quiet=self.quiet, verbose=self.verbose,
                         log_dir=self.rd.root / "logs",
                         guard=Guard(retries=ecfg.shard_retries, hang_s=ecfg.hang_after_s, floor_s=ecfg.hang_floor_s,
