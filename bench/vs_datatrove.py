@@ -384,7 +384,7 @@ def report(args, dp: dict, dt: dict, work: Path, config: Path) -> None:
     dt_read = len(dt["reached"].get("read", ()))
     n_in = dp["stats"]["read"]["rows_in"]
     print(f"\nrecords in the WARCs: {n_in:,}; read as documents: datapipe {dp_read:,}, datatrove {dt_read:,}")
-    print(f"datapipe config: {config.relative_to(ROOT)}; datatrove: bench/_datatrove_pipeline.py")
+    print(f"datapipe config: {config.relative_to(ROOT) if config.is_relative_to(ROOT) else config}; datatrove: bench/_datatrove_pipeline.py")
     dp_x = dp["stats"].get("extract", {})
     print(f"extraction timeouts: datapipe {dp_x.get('dropped', {}).get('extract:timeout', 0)} (5 s budget), "
           f"datatrove {dt.get('timeouts', 0)} (1 s budget, wall clock: a loaded machine makes more)")
