@@ -518,6 +518,7 @@ def report_default(args, runs: list[dict], dt: dict) -> None:
           f"{args.workers} workers each) ===")
     print("  configs: " + "; ".join(
         f"{c} = " + (str(r["config"].relative_to(ROOT)) if r["config"].is_relative_to(ROOT) else
+                     f"{r['config']} (--malloc {args.malloc})" if r["config"].parent.name == "malloc" else
                      f"configs/default.yaml{'' if c == 'default' else ', prefilter_lid toggled'} ({r['config']})")
         for c, r in cols) + "; datatrove = bench/_datatrove_pipeline.py" + (" with MinHash" if args.dedup else ""))
     line("", heads)
