@@ -49,14 +49,13 @@ def test_long_lines_rule_keeps_english_article_behind_foreign_navigation():
     st = build_stage("prefilter_lid", {"languages": ["en"]})
     st.ensure_setup()
     assert apply_stage(st, batch([html])).kept.num_rows == 1
-    # without the rule (and without resiliparse's main-content pass) the navigation decides
-    bare = build_stage("prefilter_lid", {"languages": ["en"], "min_line_chars": 0, "confidence": 0.5,
-                                         "main_content": False})
+    # without the rule (resiliparse's whole-page text, the default) the navigation decides
+    bare = build_stage("prefilter_lid", {"languages": ["en"], "min_line_chars": 0, "confidence": 0.5})
     bare.ensure_setup()
     res = apply_stage(bare, batch([html]))
     assert res.kept.num_rows == 0 and res.rejected["prefilter_lid_lang"].to_pylist() == ["zh"]
     # the long-lines rule alone is enough
-    lines = build_stage("prefilter_lid", {"languages": ["en"], "confidence": 0.5, "main_content": False})
+    lines = build_stage("prefilter_lid", {"languages": ["en"], "confidence": 0.5})
     lines.ensure_setup()
     assert apply_stage(lines, batch([html])).kept.num_rows == 1
 
