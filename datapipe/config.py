@@ -110,7 +110,7 @@ class EngineConfig(_Strict):
     #: budget, so only with fuse: false); default 64 per stage worker, at least 256
     read_ahead_mb: Optional[int] = Field(default=None, gt=0)
     #: the allocator Ray's workers preload: ``auto`` (jemalloc when installed, local Ray only:
-    #: ~10% less extraction CPU than glibc's malloc), ``system`` (the C library's), or the absolute
+    #: 14% less CPU than glibc's malloc on bench/vs_datatrove.py), ``system`` (the C library's), or the absolute
     #: path of a malloc library (on a cluster it must exist there on every node)
     malloc: str = "auto"
 

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 def _jemalloc() -> str:
     path = next((p for p in _JEMALLOC_PATHS if os.path.isfile(p)), None)
     if path is None:
-        missing("jemalloc is not installed (apt install libjemalloc2; .ci/run installs it)")
+        missing("jemalloc is not installed (apt install libjemalloc2; `make install` installs it)")
     return path
 
 
